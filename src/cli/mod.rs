@@ -1,0 +1,71 @@
+//! Command-line interface: one file per subcommand. `anyhow` stops here; library modules
+//! return typed errors whose class picks the exit code.
+
+mod simulate;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
+
+/// Exit codes (stable: schedulers branch on them).
+pub const EXIT_INTERNAL: u8 = 1;
+/// Bad flags, pipeline file or settings (clap's own usage errors are 2 as well).
+pub const EXIT_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "withings-lake", version, about = "Withings -> harmonized Parquet lake, with change events")]
+pub struct Cli {
+    /// Log format on stderr: `json` (one object per line), `text`, or `auto` (json unless
+    /// stderr is a terminal).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info`, `debug`, `withings_lake=debug` (or set RUST_LOG).
+    #[arg(long, global = true, default_value = "info", env = "RUST_LOG")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a Withings API simulator with deterministic synthetic users on loopback.
+    Simulate(simulate::SimulateArgs),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Simulate(args) => simulate::run(args).await,
+    }
+}
+
+pub fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().with_current_span(false).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The exit code for an error, from the class of the typed error inside it.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    use withings_lake::simulator::SimError;
+    for cause in e.chain() {
+        if let Some(SimError::Config { .. } | SimError::Bind { .. }) = cause.downcast_ref::<SimError>() {
+            return EXIT_CONFIG;
+        }
+    }
+    EXIT_INTERNAL
+}

@@ -1,0 +1,12 @@
+//! withings-lake: pulls each user's Withings data, harmonizes it into one table per resource,
+//! writes hive-partitioned Parquet to object storage and tells downstream systems what
+//! changed. See `README.md` and `../shared/DESIGN.md` for the architecture.
+//!
+//! Modules so far:
+//! - [`harmonize`]: the Withings code tables (meastypes, sleep states, workout categories,
+//!   device models).
+//! - [`simulator`]: a faithful Withings API emulator with deterministic synthetic users, the
+//!   fixture for tests, demos and benchmarks.
+
+pub mod harmonize;
+pub mod simulator;

@@ -1,0 +1,20 @@
+//! The one integration-test binary (one link step for every integration test).
+//!
+//! Modules:
+//! - `common`: starts simulators, small HTTP helpers, the real-fixture locator.
+//! - `shape`: JSON shape (keys and types) comparison.
+//! - `sim_shapes`: each simulator endpoint against the real-shaped Withings responses.
+//! - `sim_oauth`: authorize, code exchange, refresh rotation and grace, revoke, scopes.
+//! - `sim_data`: 24-hour rule, pagination, lastupdate, late data, consistency, quirks.
+//! - `sim_limits`: the 601 rate limit, fault injection, statistics, determinism.
+//! - `sim_notify`: notification subscriptions and delivery to a loopback receiver.
+//! - `cli_simulate`: the `withings-lake simulate` binary prints its address and serves.
+
+mod cli_simulate;
+mod common;
+mod shape;
+mod sim_data;
+mod sim_limits;
+mod sim_notify;
+mod sim_oauth;
+mod sim_shapes;
