@@ -179,16 +179,24 @@ pub struct DailyActivity {
     pub hr: Option<([i64; 3], [i64; 4])>,
 }
 
-/// One getactivity row as visible at some instant.
+/// Which source a getactivity row comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Watch,
+    Phone,
+}
+
+/// One getactivity row as visible at some instant, without its aggregates (cheap to list:
+/// only sync schedules are computed; [`ActivityRow::data`] does the minute-level work).
 #[derive(Debug, Clone)]
 pub struct ActivityRow<'u> {
     pub date: NaiveDate,
     pub timezone: &'static str,
     pub device: &'u Device,
+    pub source: Source,
     pub brand: i64,
     pub is_tracker: bool,
     pub modified: i64,
-    pub data: DailyActivity,
 }
 
 fn bmr_kcal(user: &User) -> f64 {
@@ -196,13 +204,51 @@ fn bmr_kcal(user: &User) -> f64 {
     10.0 * kg + 6.25 * (user.height_mm as f64 / 10.0) - 5.0 * 40.0 + 5.0
 }
 
-/// The watch's row for a day, as visible at `now` (`None` before the first sync).
-pub fn watch_row<'u>(world: &World, user: &'u User, date: NaiveDate, now: i64) -> Option<ActivityRow<'u>> {
-    let device = user.watch.as_ref()?;
+/// When the phone app synced a day: midday, evening and the next morning (final).
+fn phone_syncs(world: &World, user: &User, date: NaiveDate) -> [i64; 3] {
+    let mut r = Rng::new(world.seed, user.index as u64, day_number(date), Stream::Phone);
+    [
+        user.local_epoch(date, 12 * 60 + r.range(0, 90)) + r.range(0, 59),
+        user.local_epoch(date, 19 * 60 + r.range(0, 90)) + r.range(0, 59),
+        user.local_epoch(date, 1440 + 8 * 60 + r.range(0, 120)) + r.range(0, 59),
+    ]
+}
+
+/// Every row of a day visible at `now`: the watch first, then the phone.
+pub fn rows_on<'u>(world: &World, user: &'u User, date: NaiveDate, now: i64) -> Vec<ActivityRow<'u>> {
+    let mut out = Vec::with_capacity(2);
+    if let Some(device) = &user.watch
+        && let Some((modified, _)) = watch_syncs(world, user, date).visible(now)
+    {
+        let timezone = user.tz_on(date).name();
+        out.push(ActivityRow { date, timezone, device, source: Source::Watch, brand: 1, is_tracker: true, modified });
+    }
+    if let Some(device) = &user.phone
+        && date >= world.history_start
+        && let Some(modified) = phone_syncs(world, user, date).iter().rev().find(|s| **s <= now).copied()
+    {
+        let timezone = user.tz_on(date).name();
+        out.push(ActivityRow { date, timezone, device, source: Source::Phone, brand: 18, is_tracker: false, modified });
+    }
+    out
+}
+
+impl ActivityRow<'_> {
+    /// The row's aggregates as of `now`.
+    pub fn data(&self, world: &World, user: &User, now: i64) -> DailyActivity {
+        match self.source {
+            Source::Watch => watch_data(world, user, self.date, now),
+            Source::Phone => phone_data(world, user, self.date, self.modified),
+        }
+    }
+}
+
+/// The watch's aggregates for a day: the sum of the intraday samples synced by `now`.
+fn watch_data(world: &World, user: &User, date: NaiveDate, now: i64) -> DailyActivity {
     let syncs = watch_syncs(world, user, date);
-    let (modified, covered) = syncs.visible(now)?;
-    let samples = day_samples(world, user, date);
     let mut d = DailyActivity::default();
+    let Some((_, covered)) = syncs.visible(now) else { return d };
+    let samples = day_samples(world, user, date);
     let hr_max_theory = 220.0 - user.age_on(date) as f64;
     let mut hr_values: Vec<(i64, i64)> = Vec::new();
     for s in samples.iter().take_while(|s| s.t < covered) {
@@ -250,27 +296,11 @@ pub fn watch_row<'u>(world: &World, user: &'u User, date: NaiveDate, now: i64) -
         let max = hr_values.iter().map(|(_, h)| *h).max().unwrap_or(0);
         d.hr = Some(([sum / hr_values.len() as i64, min, max], zones));
     }
-    Some(ActivityRow { date, timezone: user.tz_on(date).name(), device, brand: 1, is_tracker: true, modified, data: d })
+    d
 }
 
-/// When the phone app synced a day: midday, evening and the next morning (final).
-fn phone_syncs(world: &World, user: &User, date: NaiveDate) -> [i64; 3] {
-    let mut r = Rng::new(world.seed, user.index as u64, day_number(date), Stream::Phone);
-    [
-        user.local_epoch(date, 12 * 60 + r.range(0, 90)) + r.range(0, 59),
-        user.local_epoch(date, 19 * 60 + r.range(0, 90)) + r.range(0, 59),
-        user.local_epoch(date, 1440 + 8 * 60 + r.range(0, 120)) + r.range(0, 59),
-    ]
-}
-
-/// The phone source's row for a day (no heart rate, no device id, brand 18).
-pub fn phone_row<'u>(world: &World, user: &'u User, date: NaiveDate, now: i64) -> Option<ActivityRow<'u>> {
-    let device = user.phone.as_ref()?;
-    if date < world.history_start {
-        return None;
-    }
-    let syncs = phone_syncs(world, user, date);
-    let modified = *syncs.iter().rev().find(|s| **s <= now)?;
+/// The phone source's aggregates as of its sync at `modified` (no heart rate).
+fn phone_data(world: &World, user: &User, date: NaiveDate, modified: i64) -> DailyActivity {
     let start = user.day_start(date);
     let end = user.day_start(date + Duration::days(1));
     let fraction = ((modified.min(end) - start) as f64 / (end - start) as f64).clamp(0.0, 1.0);
@@ -283,42 +313,32 @@ pub fn phone_row<'u>(world: &World, user: &'u User, date: NaiveDate, now: i64) -
     let moderate = moving * 2 / 10;
     let intense = moving - soft - moderate;
     let calories = round(steps as f64 * 0.04 * user.weight_dag / 7000.0, 3);
-    Some(ActivityRow {
-        date,
-        timezone: user.tz_on(date).name(),
-        device,
-        brand: 18,
-        is_tracker: false,
-        modified,
-        data: DailyActivity {
-            steps,
-            distance: round(steps as f64 * user.stride_m, 3),
-            elevation: 0,
-            soft,
-            moderate,
-            intense,
-            active: moderate + intense,
-            calories,
-            totalcalories: round(calories + bmr_kcal(user) * fraction, 3),
-            hr: None,
-        },
-    })
+    DailyActivity {
+        steps,
+        distance: round(steps as f64 * user.stride_m, 3),
+        elevation: 0,
+        soft,
+        moderate,
+        intense,
+        active: moderate + intense,
+        calories,
+        totalcalories: round(calories + bmr_kcal(user) * fraction, 3),
+        hr: None,
+    }
 }
 
-/// Every row of a day visible at `now`: the watch first, then the phone.
-pub fn rows_on<'u>(world: &World, user: &'u User, date: NaiveDate, now: i64) -> Vec<ActivityRow<'u>> {
-    [watch_row(world, user, date, now), phone_row(world, user, date, now)].into_iter().flatten().collect()
-}
-
-/// Intraday samples in `[from, to]` that have been synced by `now`.
+/// Intraday samples in `[from, to)` that have been synced by `now`.
 pub fn intraday(world: &World, user: &User, from: i64, to: i64, now: i64) -> Vec<Sample> {
     let mut out = Vec::new();
+    if to <= from {
+        return out;
+    }
     let mut date = user.local_date(from);
-    let last = user.local_date(to);
+    let last = user.local_date(to - 1);
     while date <= last {
         let syncs = watch_syncs(world, user, date);
         if let Some((_, covered)) = syncs.visible(now) {
-            out.extend(day_samples(world, user, date).into_iter().filter(|s| s.t >= from && s.t <= to && s.t < covered));
+            out.extend(day_samples(world, user, date).into_iter().filter(|s| s.t >= from && s.t < to && s.t < covered));
         }
         date += Duration::days(1);
     }

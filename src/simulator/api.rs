@@ -268,17 +268,38 @@ fn fields<'a>(p: &'a Params, default: &[&'a str]) -> HashSet<&'a str> {
     }
 }
 
-/// The window of a list endpoint: `(first date, last date, lastupdate)`.
-fn ymd_or_lastupdate(p: &Params, user: &User, now: i64, lag_days: i64) -> Result<(NaiveDate, NaiveDate, Option<i64>), Reply> {
+/// The span of time that can hold data: from two days before history to two days after now.
+/// Client epochs are clamped into it, so no parameter makes a request scan (or overflow)
+/// beyond what exists.
+fn epoch_bounds(s: &State, user: &User, now: i64) -> (i64, i64) {
+    (user.day_start(s.world.history_start) - 2 * 86_400, now + 2 * 86_400)
+}
+
+/// The window of a list endpoint: `(first date, last date, lastupdate)`, clamped to the
+/// dates that can hold data.
+fn ymd_or_lastupdate(
+    s: &State,
+    p: &Params,
+    user: &User,
+    now: i64,
+    lag_days: i64,
+) -> Result<(NaiveDate, NaiveDate, Option<i64>), Reply> {
     let from = ymd_param(p, "startdateymd")?;
     let to = ymd_param(p, "enddateymd")?;
     let lastupdate = int_param(p, "lastupdate")?;
-    match (from, to, lastupdate) {
-        (_, _, Some(lu)) => Ok((user.local_date(lu) - Days::days(lag_days), user.local_date(now) + Days::days(1), Some(lu))),
-        (Some(f), Some(t), None) if f <= t => Ok((f, t, None)),
-        (Some(_), Some(_), None) => Err(invalid("enddateymd", "is before startdateymd")),
-        _ => Err(invalid("startdateymd", "and enddateymd, or lastupdate, are required")),
-    }
+    let (lo, hi) = epoch_bounds(s, user, now);
+    let first = s.world.history_start - Days::days(1);
+    let last = user.local_date(now) + Days::days(1);
+    let (f, t, lu) = match (from, to, lastupdate) {
+        (_, _, Some(lu)) => {
+            let lu = lu.clamp(lo, hi);
+            (user.local_date(lu) - Days::days(lag_days), last, Some(lu))
+        }
+        (Some(f), Some(t), None) if f <= t => (f, t, None),
+        (Some(_), Some(_), None) => return Err(invalid("enddateymd", "is before startdateymd")),
+        _ => return Err(invalid("startdateymd", "and enddateymd, or lastupdate, are required")),
+    };
+    Ok((f.clamp(first, last), t.clamp(first, last), lu))
 }
 
 struct Page<T> {
@@ -349,10 +370,12 @@ fn getmeas(s: &State, user: &User, p: &Params, now: i64) -> Result<Reply, Reply>
     let groups: Vec<Group> = if category == 2 {
         Vec::new() // The synthetic users set no objectives.
     } else if let Some(lu) = int_param(p, "lastupdate")? {
-        measures::groups_modified_after(&s.world, user, lu, now)
+        let (lo, hi) = epoch_bounds(s, user, now);
+        measures::groups_modified_after(&s.world, user, lu.clamp(lo, hi), now)
     } else {
-        let from = int_param(p, "startdate")?.unwrap_or(0);
-        let to = int_param(p, "enddate")?.unwrap_or(now);
+        let (lo, hi) = epoch_bounds(s, user, now);
+        let from = int_param(p, "startdate")?.unwrap_or(lo).clamp(lo, hi);
+        let to = int_param(p, "enddate")?.unwrap_or(now).clamp(lo, hi);
         measures::groups_between(&s.world, user, from, to, now)
     };
     let mut out: Vec<GroupJson> = groups
@@ -461,7 +484,7 @@ struct ActivityJson<'a> {
 }
 
 fn getactivity(s: &State, user: &User, p: &Params, now: i64) -> Result<Reply, Reply> {
-    let (from, to, lastupdate) = ymd_or_lastupdate(p, user, now, 4)?;
+    let (from, to, lastupdate) = ymd_or_lastupdate(s, p, user, now, 4)?;
     let f = fields(p, ACTIVITY_DEFAULT_FIELDS);
     let mut rows = Vec::new();
     for d in days(from, to) {
@@ -476,7 +499,7 @@ fn getactivity(s: &State, user: &User, p: &Params, now: i64) -> Result<Reply, Re
         .items
         .iter()
         .map(|r| {
-            let d = &r.data;
+            let d = &r.data(&s.world, user, now);
             let has = |name: &str| f.contains(name);
             let pick_i = |name: &str, v: i64| has(name).then_some(v);
             let pick_f = |name: &str, v: f64| has(name).then_some(v);
@@ -560,14 +583,17 @@ struct IntradayJson<'a> {
 fn getintradayactivity(s: &State, user: &User, p: &Params, now: i64) -> Result<Reply, Reply> {
     let start = int_param(p, "startdate")?;
     let end = int_param(p, "enddate")?;
+    let (lo, hi) = epoch_bounds(s, user, now);
+    // [from, to): enddate is inclusive, and more than 24 hours apart only the first 24 hours
+    // after startdate come back.
     let (from, to) = match (start, end) {
         (Some(a), Some(b)) if b < a => return Err(invalid("enddate", "is before startdate")),
-        // More than 24 hours apart: only the first 24 hours after startdate come back.
-        (Some(a), Some(b)) => (a, b.min(a + 86_400)),
-        (Some(a), None) => (a, (a + 86_400).min(now)),
-        (None, Some(b)) => (b - 86_400, b),
-        (None, None) => (now - 86_400, now),
+        (Some(a), Some(b)) => (a, b.saturating_add(1).min(a.saturating_add(86_400))),
+        (Some(a), None) => (a, a.saturating_add(86_400).min(now + 1)),
+        (None, Some(b)) => (b.saturating_sub(86_399), b.saturating_add(1)),
+        (None, None) => (now - 86_399, now + 1),
     };
+    let (from, to) = (from.clamp(lo, hi), to.clamp(lo, hi));
     let f = fields(p, INTRADAY_DEFAULT_FIELDS);
     let Some(watch) = &user.watch else {
         return Ok(ok(&json!({"series": []})));
@@ -651,18 +677,26 @@ fn workout_data_json(d: &WorkoutData, f: &HashSet<&str>) -> Value {
 }
 
 fn getworkouts(s: &State, user: &User, p: &Params, now: i64) -> Result<Reply, Reply> {
-    let (from, to, lastupdate) = ymd_or_lastupdate(p, user, now, 4)?;
+    let (from, to, lastupdate) = ymd_or_lastupdate(s, p, user, now, 4)?;
     let has_fields = p.get("data_fields").is_some_and(|v| !v.trim().is_empty());
     let f = fields(p, &[]);
-    let mut items = Vec::new();
+    let mut found = Vec::new();
     for d in days(from, to) {
-        for w in workouts_on(&s.world, user, d) {
-            if w.modified > now || lastupdate.is_some_and(|lu| w.modified <= lu) {
-                continue;
-            }
+        found.extend(
+            workouts_on(&s.world, user, d)
+                .into_iter()
+                .filter(|w| w.modified <= now && lastupdate.is_none_or(|lu| w.modified > lu)),
+        );
+    }
+    // Page first: the per-minute summary is built only for the workouts on this page.
+    let page = paginate(found, p, s.cfg.page_size)?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|w| {
             // Without data_fields Withings answers `data: null`.
             let data = if has_fields { workout_data_json(&w.data(user), &f) } else { Value::Null };
-            items.push(json!({
+            json!({
                 "id": w.id,
                 "category": w.category,
                 "timezone": user.tz_on(w.date).name(),
@@ -674,11 +708,10 @@ fn getworkouts(s: &State, user: &User, p: &Params, now: i64) -> Result<Reply, Re
                 "deviceid": w.device.deviceid,
                 "data": data,
                 "modified": w.modified,
-            }));
-        }
-    }
-    let page = paginate(items, p, s.cfg.page_size)?;
-    Ok(ok(&json_page("series", page.items, page.more, page.offset)))
+            })
+        })
+        .collect();
+    Ok(ok(&json_page("series", items, page.more, page.offset)))
 }
 
 // ---- sleep get ----
@@ -692,7 +725,10 @@ fn sleep_get(s: &State, user: &User, p: &Params, now: i64) -> Result<Reply, Repl
     if end < start {
         return Err(invalid("enddate", "is before startdate"));
     }
-    let end = end.min(start + 86_400);
+    let (lo, hi) = epoch_bounds(s, user, now);
+    // [start, end): enddate inclusive, at most the first 24 hours after startdate.
+    let end = end.saturating_add(1).min(start.saturating_add(86_400)).clamp(lo, hi);
+    let start = start.clamp(lo, hi);
     let f = fields(p, &[]);
     let sessions = sleep::sessions_between(
         &s.world,
@@ -704,7 +740,7 @@ fn sleep_get(s: &State, user: &User, p: &Params, now: i64) -> Result<Reply, Repl
     let mut segments: Vec<(u64, Value)> = Vec::new();
     for sess in &sessions {
         for (i, seg) in sess.segments.iter().enumerate() {
-            if seg.start < start || seg.start > end {
+            if seg.start < start || seg.start >= end {
                 continue;
             }
             let id = sess.device.deviceid.as_deref();
@@ -811,7 +847,7 @@ fn summary_json(sess: &Session, user: &User, f: &HashSet<&str>, now: i64) -> Val
 }
 
 fn sleep_getsummary(s: &State, user: &User, p: &Params, now: i64) -> Result<Reply, Reply> {
-    let (from, to, lastupdate) = ymd_or_lastupdate(p, user, now, 2)?;
+    let (from, to, lastupdate) = ymd_or_lastupdate(s, p, user, now, 2)?;
     let f = fields(p, SUMMARY_DEFAULT_FIELDS);
     let mut sessions: Vec<Session> = sleep::sessions_between(&s.world, user, from, to, now)
         .into_iter()
@@ -845,9 +881,10 @@ fn sleep_getsummary(s: &State, user: &User, p: &Params, now: i64) -> Result<Repl
 // ---- heart list ----
 
 fn heart_list(s: &State, user: &User, p: &Params, now: i64) -> Result<Reply, Reply> {
-    let from = int_param(p, "startdate")?.unwrap_or(i64::MIN / 2);
-    let to = int_param(p, "enddate")?.unwrap_or(now);
-    let first = user.local_date(from.max(user.day_start(s.world.history_start)));
+    let (lo, hi) = epoch_bounds(s, user, now);
+    let from = int_param(p, "startdate")?.unwrap_or(lo).clamp(lo, hi);
+    let to = int_param(p, "enddate")?.unwrap_or(now).clamp(lo, hi);
+    let first = user.local_date(from);
     let last = user.local_date(to.min(now));
     let mut items = Vec::new();
     for d in days(first, last).collect::<Vec<_>>().into_iter().rev() {

@@ -103,22 +103,29 @@ impl Faults {
 
     /// The fault (if any) hitting the next request to `endpoint`.
     pub fn take(&mut self, endpoint: &str) -> Option<Fault> {
-        let i = self.active.iter().position(|a| a.spec.endpoint.as_deref().is_none_or(|e| e == endpoint))?;
-        let a = &mut self.active[i];
-        let spec = a.spec.clone();
-        match a.remaining.as_mut() {
-            Some(n) => {
-                *n -= 1;
-                if *n == 0 {
-                    self.active.remove(i);
-                }
+        // The first matching fault that fires: a fraction fault that misses lets the next one try.
+        let mut fired = None;
+        for i in 0..self.active.len() {
+            let a = &mut self.active[i];
+            if a.spec.endpoint.as_deref().is_some_and(|e| e != endpoint) {
+                continue;
             }
-            None => {
-                if !self.rng.chance(spec.fraction.unwrap_or(1.0)) {
-                    return None;
+            match a.remaining.as_mut() {
+                Some(n) => {
+                    *n -= 1;
+                    fired = Some((i, *n == 0));
+                    break;
+                }
+                None => {
+                    if self.rng.chance(a.spec.fraction.unwrap_or(1.0)) {
+                        fired = Some((i, false));
+                        break;
+                    }
                 }
             }
         }
+        let (i, spent) = fired?;
+        let spec = if spent { self.active.remove(i).spec } else { self.active[i].spec.clone() };
         Some(match spec.kind {
             FaultKind::Http500 => Fault::Replace(Reply::Raw {
                 http: StatusCode::INTERNAL_SERVER_ERROR,

@@ -120,6 +120,9 @@ pub struct Simulator {
 impl Simulator {
     /// Binds `cfg.listen` and serves until shut down.
     pub async fn start(cfg: SimConfig) -> Result<Simulator, SimError> {
+        if cfg.users == 0 {
+            return Err(SimError::Config { flag: "--users", reason: "must be at least 1".into() });
+        }
         if cfg.page_size == 0 {
             return Err(SimError::Config { flag: "--page-size", reason: "must be at least 1".into() });
         }

@@ -28,6 +28,7 @@ pub const ACCESS_TTL: i64 = 3 * 3600;
 pub const GRACE: i64 = 8 * 3600;
 pub const CODE_TTL: i64 = 30;
 pub const NONCE_TTL: i64 = 30 * 60;
+pub const REFRESH_TTL: i64 = 365 * 86_400;
 pub const ALL_SCOPES: &str = "user.info,user.metrics,user.activity,user.sleepevents";
 const KNOWN_SCOPES: &[&str] = &["user.info", "user.metrics", "user.activity", "user.sleepevents"];
 pub const INVALID_TOKEN: &str = "XRequestID: Not provided invalid_token: The access token provided is invalid";
@@ -57,6 +58,8 @@ struct Refresh {
     user: usize,
     scopes: String,
     state: RefreshState,
+    /// A refresh token lives one year.
+    expires: i64,
 }
 
 #[derive(Debug)]
@@ -72,6 +75,8 @@ struct Code {
 pub struct Tokens {
     seed: u64,
     counter: u64,
+    /// Token pairs issued (every 1024th issue purges dead entries).
+    issued: u64,
     access: HashMap<String, Access>,
     refresh: HashMap<String, Refresh>,
     codes: HashMap<String, Code>,
@@ -86,6 +91,7 @@ impl Tokens {
         let mut t = Tokens {
             seed: world.seed,
             counter: 0,
+            issued: 0,
             access: HashMap::new(),
             refresh: HashMap::new(),
             codes: HashMap::new(),
@@ -94,7 +100,8 @@ impl Tokens {
         };
         for u in &world.users {
             let token = Rng::new(world.seed, u.index as u64, 0, Stream::Tokens).hex40();
-            t.refresh.insert(token.clone(), Refresh { user: u.index, scopes: ALL_SCOPES.into(), state: RefreshState::Current });
+            let refresh = Refresh { user: u.index, scopes: ALL_SCOPES.into(), state: RefreshState::Current, expires: i64::MAX };
+            t.refresh.insert(token.clone(), refresh);
             t.latest.push(Some(token));
         }
         t
@@ -111,13 +118,26 @@ impl Tokens {
     }
 
     fn issue(&mut self, user: usize, scopes: &str, parent: Option<String>, now: i64) -> (String, String) {
+        self.issued += 1;
+        if self.issued % 1024 == 0 {
+            self.purge(now);
+        }
         let access = self.mint();
         let refresh = self.mint();
         self.access
             .insert(access.clone(), Access { user, expires: now + ACCESS_TTL, scopes: scopes.into(), used: false, parent });
-        self.refresh.insert(refresh.clone(), Refresh { user, scopes: scopes.into(), state: RefreshState::Current });
+        let record = Refresh { user, scopes: scopes.into(), state: RefreshState::Current, expires: now + REFRESH_TTL };
+        self.refresh.insert(refresh.clone(), record);
         self.latest[user] = Some(refresh.clone());
         (access, refresh)
+    }
+
+    /// Drops what can never be accepted again, so a long-running simulator stays small.
+    fn purge(&mut self, now: i64) {
+        self.access.retain(|_, a| a.expires > now);
+        self.refresh.retain(|_, r| r.expires > now && !matches!(r.state, RefreshState::Grace { until, .. } if until <= now));
+        self.codes.retain(|_, c| c.expires >= now);
+        self.nonces.retain(|_, exp| *exp > now);
     }
 
     fn forget_user(&mut self, user: usize) {
@@ -219,20 +239,27 @@ fn str_hash(x: &str) -> u64 {
     x.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// The client-secret variant of a token request, or else the signed one.
 fn client_ok(s: &State, p: &Params, action: &str) -> bool {
     if p.get("client_id") != Some(&s.cfg.client_id) {
         return false;
     }
-    match (p.get("client_secret"), p.get("nonce"), p.get("signature")) {
-        (Some(secret), _, _) => *secret == s.cfg.client_secret,
-        (None, Some(nonce), Some(sig)) => {
-            let now = s.clock.now();
-            let mut t = s.tokens.lock().expect("tokens lock");
-            let fresh = t.nonces.remove(nonce).is_some_and(|exp| exp > now);
-            fresh && signature_ok(&s.cfg.client_secret, &[action, &s.cfg.client_id, nonce], sig)
-        }
-        _ => false,
+    match p.get("client_secret") {
+        Some(secret) => *secret == s.cfg.client_secret,
+        None => signed_ok(s, p, action),
     }
+}
+
+/// A signed call: `signature` over `action,client_id,nonce` with a fresh nonce, which is
+/// spent whatever the outcome.
+fn signed_ok(s: &State, p: &Params, action: &str) -> bool {
+    let (Some(nonce), Some(sig)) = (p.get("nonce"), p.get("signature")) else { return false };
+    if p.get("client_id") != Some(&s.cfg.client_id) {
+        return false;
+    }
+    let now = s.clock.now();
+    let fresh = s.tokens.lock().expect("tokens lock").nonces.remove(nonce).is_some_and(|exp| exp > now);
+    fresh && signature_ok(&s.cfg.client_secret, &[action, &s.cfg.client_id, nonce], sig)
 }
 
 /// `POST /v2/oauth2 action=requesttoken`.
@@ -275,7 +302,7 @@ pub(crate) fn requesttoken(s: &State, p: &Params) -> Reply {
             };
             let (user, scopes) = match t.refresh.get(&old) {
                 Some(r) if r.state == RefreshState::Current => (r.user, r.scopes.clone()),
-                Some(Refresh { user, scopes, state: RefreshState::Grace { until, .. } }) if *until > now => {
+                Some(Refresh { user, scopes, state: RefreshState::Grace { until, .. }, .. }) if *until > now => {
                     (*user, scopes.clone())
                 }
                 _ => return err(503, "Invalid Params: invalid refresh_token"),
@@ -316,7 +343,7 @@ pub(crate) fn getnonce(s: &State, p: &Params) -> Reply {
     // Within 10 minutes of either clock: the client signs with its real time.
     let real = chrono::Utc::now().timestamp();
     let sim = s.clock.now();
-    if (ts - real).abs() > 600 && (ts - sim).abs() > 600 {
+    if ts.abs_diff(real) > 600 && ts.abs_diff(sim) > 600 {
         return invalid("timestamp", "is too far from now");
     }
     let sig = p.get("signature").map(String::as_str).unwrap_or("");
@@ -334,7 +361,7 @@ pub(crate) fn revoke(s: &State, p: &Params) -> Reply {
     if !(p.contains_key("nonce") && p.contains_key("signature")) {
         return invalid("signature", "and nonce are required");
     }
-    if !client_ok(s, p, "revoke") {
+    if !signed_ok(s, p, "revoke") {
         return invalid("signature", "is invalid or the nonce was used");
     }
     let user = match int_param(p, "userid") {

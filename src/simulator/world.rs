@@ -25,6 +25,10 @@ const ZONES: &[Tz] = &[
     chrono_tz::Europe::Berlin,
 ];
 
+/// Instants the simulator reasons about (years 1 to 9999); anything outside is clamped.
+pub const EPOCH_MIN: i64 = -62_135_596_800;
+pub const EPOCH_MAX: i64 = 253_402_300_799;
+
 /// First Withings userid handed out; user `i` gets `USERID_BASE + i`.
 pub const USERID_BASE: i64 = 31_000_000;
 
@@ -164,8 +168,9 @@ impl User {
             vo2_max: 28.0 + r.f64() * 24.0,
             activity_level: 0.5 + r.f64() * 1.1,
             stride_m: if female { 0.64 } else { 0.74 } + r.f64() * 0.08,
-            weigh_probability: *r.pick(&[0.9, 0.6, 0.3]),
-            bp_probability: *r.pick(&[0.7, 0.4, 0.15]),
+            // User 0, the demo user, weighs in and takes blood pressure most days.
+            weigh_probability: if everything { 0.9 } else { *r.pick(&[0.9, 0.6, 0.3]) },
+            bp_probability: if everything { 0.7 } else { *r.pick(&[0.7, 0.4, 0.15]) },
             workout_probability: 0.15 + r.f64() * 0.4,
             bedtime_offset_min: r.range(45, 210),
             sleep_need_min: r.range(380, 510),
@@ -211,7 +216,8 @@ impl User {
 
     /// The local date containing an instant.
     pub fn local_date(&self, epoch: i64) -> NaiveDate {
-        let utc = Utc.timestamp_opt(epoch, 0).single().expect("valid epoch").date_naive();
+        let epoch = epoch.clamp(EPOCH_MIN, EPOCH_MAX);
+        let utc = Utc.timestamp_opt(epoch, 0).single().expect("clamped epoch").date_naive();
         for d in [utc - Duration::days(1), utc, utc + Duration::days(1)] {
             if self.day_start(d) <= epoch && epoch < self.day_start(d + Duration::days(1)) {
                 return d;
@@ -222,8 +228,9 @@ impl User {
 
     /// UTC offset in seconds at an instant, in the zone of that instant's local day.
     pub fn offset_at(&self, epoch: i64) -> i64 {
+        let epoch = epoch.clamp(EPOCH_MIN, EPOCH_MAX);
         let tz = self.tz_at(epoch);
-        let utc = Utc.timestamp_opt(epoch, 0).single().expect("valid epoch");
+        let utc = Utc.timestamp_opt(epoch, 0).single().expect("clamped epoch");
         tz.offset_from_utc_datetime(&utc.naive_utc()).fix().local_minus_utc() as i64
     }
 

@@ -49,7 +49,18 @@ async fn intraday_and_sleep_get_return_only_the_first_24_hours() {
         .await;
     let keys: Vec<i64> = body["series"].as_object().unwrap().keys().map(|k| k.parse().unwrap()).collect();
     assert!(keys.len() > 100);
-    assert!(keys.iter().all(|k| *k >= start && *k <= start + 86_400), "only the first 24 h after startdate");
+    assert!(keys.iter().all(|k| *k >= start && *k < start + 86_400), "only the first 24 h after startdate");
+    // Back-to-back 24-hour windows never return a sample twice.
+    let next = (start + 86_400).to_string();
+    let body2 = sim
+        .body(
+            "/v2/measure",
+            &token,
+            &[("action", "getintradayactivity"), ("startdate", &next), ("enddate", &e), ("data_fields", "steps,heart_rate")],
+        )
+        .await;
+    let keys2: BTreeSet<&String> = body2["series"].as_object().unwrap().keys().collect();
+    assert!(body["series"].as_object().unwrap().keys().all(|k| !keys2.contains(k)));
     let sleep = sim.body("/v2/sleep", &token, &[("action", "get"), ("startdate", &s), ("enddate", &e)]).await;
     for seg in arr(&sleep["series"]) {
         let t = seg["startdate"].as_i64().unwrap();
@@ -359,4 +370,35 @@ async fn empty_answers_keep_withings_shapes() {
     assert_eq!(old["more"], 0);
     let goals = sim.body("/measure", &token, &[("action", "getmeas"), ("category", "2")]).await;
     assert_eq!(goals["measuregrps"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn extreme_parameters_get_an_answer_never_a_reset_connection() {
+    let sim = common::start(1, 0).await;
+    let token = sim.access(0).await;
+    let min = i64::MIN.to_string();
+    let max = i64::MAX.to_string();
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("/measure", vec![("action", "getmeas"), ("startdate", &min), ("enddate", &max)]),
+        ("/measure", vec![("action", "getmeas"), ("lastupdate", &min)]),
+        ("/measure", vec![("action", "getmeas"), ("offset", &max)]),
+        ("/v2/measure", vec![("action", "getactivity"), ("lastupdate", &min)]),
+        ("/v2/measure", vec![("action", "getactivity"), ("startdateymd", "-262143-01-01"), ("enddateymd", "+262142-12-31")]),
+        ("/v2/measure", vec![("action", "getintradayactivity"), ("startdate", &min), ("enddate", &max)]),
+        ("/v2/measure", vec![("action", "getintradayactivity"), ("enddate", &min)]),
+        ("/v2/measure", vec![("action", "getworkouts"), ("startdateymd", "0001-01-01"), ("enddateymd", "9999-12-31")]),
+        ("/v2/sleep", vec![("action", "get"), ("startdate", &min), ("enddate", &max)]),
+        ("/v2/sleep", vec![("action", "getsummary"), ("lastupdate", &max)]),
+        ("/v2/heart", vec![("action", "list"), ("startdate", &max), ("enddate", &max)]),
+        ("/v2/signature", vec![("action", "getnonce"), ("client_id", "demo-client"), ("timestamp", &min), ("signature", "00")]),
+    ];
+    for (path, params) in cases {
+        let v = sim.call(path, Some(&token), &params).await;
+        assert!(matches!(v["status"].as_i64(), Some(0 | 503)), "{path} {params:?}: {v}");
+    }
+    let (status, v) = sim.admin_post("/_sim/clock", serde_json::json!({"epoch": 9_000_000_000_000_000i64})).await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{v}");
+    let (status, _) = sim.admin_post("/_sim/clock", serde_json::json!({"advance_seconds": i64::MAX})).await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
+    assert_eq!(sim.users().await.len(), 1, "the simulator still answers");
 }

@@ -101,8 +101,17 @@ async fn faults_can_target_one_endpoint_or_a_fraction() {
         }
     }
     assert!((10..=50).contains(&hit), "about half of 60 requests: {hit}");
-    let (_, listed) = (StatusCode::OK, sim.admin("/_sim/faults").await);
-    assert_eq!(listed["faults"].as_array().unwrap().len(), 1);
+    // A fraction fault that misses does not hide the faults behind it.
+    sim.admin_post("/_sim/faults", json!({"kind": "http_500", "count": 3})).await;
+    let mut five_hundreds = 0;
+    for _ in 0..12 {
+        if getmeas(&sim, &token).await.0 == StatusCode::INTERNAL_SERVER_ERROR {
+            five_hundreds += 1;
+        }
+    }
+    assert_eq!(five_hundreds, 3, "the counted fault fires on the requests the fraction fault lets through");
+    let listed = sim.admin("/_sim/faults").await;
+    assert_eq!(listed["faults"].as_array().unwrap().len(), 1, "the spent counted fault is gone");
     sim.http.delete(format!("{}/_sim/faults", sim.base)).send().await.unwrap();
     for _ in 0..10 {
         assert_eq!(status_of(&getmeas(&sim, &token).await.1), 0, "cleared");

@@ -75,6 +75,7 @@ async fn subscriptions_receive_form_notifications_when_data_arrives() {
         applis.insert(form["appli"].clone());
     }
     assert!(applis.contains("16") && applis.contains("44"), "two days bring activity and sleep: {applis:?}");
+    assert!(applis.contains("1"), "a Body Cardio weigh-in (with its pulse) is appli 1: {applis:?}");
     assert_eq!(sim.stats().await["notifications_sent"].as_u64().unwrap(), bodies.len() as u64);
 
     let token = sim.access(0).await; // two days later: a fresh access token

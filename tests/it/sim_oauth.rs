@@ -257,6 +257,24 @@ async fn signed_revoke_needs_a_fresh_nonce_and_ends_tokens_and_subscriptions() {
     let reuse =
         sim.call("/v2/oauth2", None, &params[..4].iter().copied().chain([("userid", "31000000")]).collect::<Vec<_>>()).await;
     assert_eq!(reuse["status"], 503, "{reuse}");
+    // A client secret does not stand in for the signature on revoke.
+    let (access0, _) = sim.tokens(0).await;
+    let forged = sim
+        .call(
+            "/v2/oauth2",
+            None,
+            &[
+                ("action", "revoke"),
+                ("client_id", "demo-client"),
+                ("client_secret", "demo-secret"),
+                ("nonce", "made-up"),
+                ("signature", "00ff"),
+                ("userid", "31000000"),
+            ],
+        )
+        .await;
+    assert_eq!(forged["status"], 503, "{forged}");
+    assert_eq!(getmeas_status(&sim, &access0).await, 0, "user 0 is still linked");
     // The other user is untouched.
     let other = sim.access(0).await;
     assert_eq!(getmeas_status(&sim, &other).await, 0);
