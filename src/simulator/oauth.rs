@@ -119,7 +119,7 @@ impl Tokens {
 
     fn issue(&mut self, user: usize, scopes: &str, parent: Option<String>, now: i64) -> (String, String) {
         self.issued += 1;
-        if self.issued % 1024 == 0 {
+        if self.issued.is_multiple_of(1024) {
             self.purge(now);
         }
         let access = self.mint();
