@@ -74,21 +74,24 @@ impl Sim {
     pub async fn tokens(&self, index: usize) -> (String, String) {
         let users = self.users().await;
         let refresh = users[index]["refresh_token"].as_str().expect("user has a refresh token").to_string();
-        let v = self
-            .call(
-                "/v2/oauth2",
-                None,
-                &[
-                    ("action", "requesttoken"),
-                    ("grant_type", "refresh_token"),
-                    ("client_id", "demo-client"),
-                    ("client_secret", "demo-secret"),
-                    ("refresh_token", &refresh),
-                ],
-            )
-            .await;
+        let v = self.refresh_grant(&refresh, &[]).await;
         assert_eq!(v["status"], 0, "refresh for user {index}: {v}");
         (v["body"]["access_token"].as_str().unwrap().to_string(), v["body"]["refresh_token"].as_str().unwrap().to_string())
+    }
+
+    /// A refresh-token grant for the demo client, with `extra` (ignored) arguments: two
+    /// deliberate refreshes with one token must differ, or they are "the same arguments
+    /// within 10 s" (601).
+    pub async fn refresh_grant(&self, refresh_token: &str, extra: &[(&str, &str)]) -> Value {
+        let mut params = vec![
+            ("action", "requesttoken"),
+            ("grant_type", "refresh_token"),
+            ("client_id", "demo-client"),
+            ("client_secret", "demo-secret"),
+            ("refresh_token", refresh_token),
+        ];
+        params.extend_from_slice(extra);
+        self.call("/v2/oauth2", None, &params).await
     }
 
     pub async fn access(&self, index: usize) -> String {

@@ -51,26 +51,13 @@ async fn exchange(sim: &Sim, code: &str, redirect: &str) -> Value {
     .await
 }
 
-/// A refresh-token grant. `attempt` goes out as an extra (ignored) argument so that two
-/// deliberate refreshes with one token are not "the same arguments within 10 s" (601).
 async fn refresh(sim: &Sim, token: &str) -> Value {
-    refresh_attempt(sim, token, "1").await
+    sim.refresh_grant(token, &[]).await
 }
 
+/// The same grant again, made distinct by an ignored `attempt` argument.
 async fn refresh_attempt(sim: &Sim, token: &str, attempt: &str) -> Value {
-    sim.call(
-        "/v2/oauth2",
-        None,
-        &[
-            ("action", "requesttoken"),
-            ("grant_type", "refresh_token"),
-            ("client_id", "demo-client"),
-            ("client_secret", "demo-secret"),
-            ("refresh_token", token),
-            ("attempt", attempt),
-        ],
-    )
-    .await
+    sim.refresh_grant(token, &[("attempt", attempt)]).await
 }
 
 async fn getmeas_status(sim: &Sim, access: &str) -> i64 {
