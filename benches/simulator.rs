@@ -4,7 +4,8 @@
 //! days), drives it over loopback with a keep-alive client, and prints a Markdown table:
 //! requests/s and bytes per response for one-day intraday requests (the endpoint a backfill
 //! calls most) at concurrency 1 and 4, plus the server's resident memory (VmRSS / VmHWM from
-//! /proc) after the load. Run: `cargo bench --bench simulator`.
+//! /proc) when it has started and after the load. Run: `cargo bench --bench simulator`
+//! (`-- --quick` for one small world).
 //!
 //! Withings allows 120 requests/minute (2/s) per application: anything far above that means
 //! the simulator never limits a test, a demo or a benchmark of the connector.
@@ -55,10 +56,11 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 }
 
 async fn tokens(http: &reqwest::Client, url: &str, users: &[usize]) -> Vec<String> {
-    let all: serde_json::Value = http.get(format!("{url}/_sim/users")).send().await.unwrap().json().await.unwrap();
     let mut out = Vec::new();
     for &u in users {
-        let refresh = all["users"][u]["refresh_token"].as_str().unwrap().to_string();
+        let one: serde_json::Value =
+            http.get(format!("{url}/_sim/users?offset={u}&limit=1")).send().await.unwrap().json().await.unwrap();
+        let refresh = one["users"][0]["refresh_token"].as_str().unwrap().to_string();
         let v: serde_json::Value = http
             .post(format!("{url}/v2/oauth2"))
             .form(&[
@@ -74,7 +76,8 @@ async fn tokens(http: &reqwest::Client, url: &str, users: &[usize]) -> Vec<Strin
             .json()
             .await
             .unwrap();
-        out.push(v["body"]["access_token"].as_str().unwrap().to_string());
+        let token = v["body"]["access_token"].as_str().unwrap_or_else(|| panic!("refresh for user {u}: {v}"));
+        out.push(token.to_string());
     }
     out
 }
@@ -133,25 +136,29 @@ fn main() {
     let worlds: &[(usize, i64)] = if quick { &[(10, 30)] } else { &[(10, 30), (1_000, 400), (20_000, 1_000)] };
     let requests = if quick { 100 } else { 600 };
     println!(
-        "| users | history days | intraday req/s (c=1) | intraday req/s (c=4) | bytes/response | server RSS after load | peak RSS |"
+        "| users | history days | intraday req/s (c=1) | intraday req/s (c=4) | bytes/response | RSS at start | RSS after load | peak RSS |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for &(users, days) in worlds {
         let server = start(users, days);
         let pid = server.child.id();
+        let (rss_start, _) = rss_kib(pid);
         rt.block_on(async {
             let http = reqwest::Client::new();
-            // 50 users spread over the whole population.
-            let picks: Vec<usize> = (0..50).map(|i| i * users / 50).collect();
+            // Up to 50 distinct users spread over the whole population.
+            let n = users.min(50);
+            let picks: Vec<usize> = (0..n).map(|i| i * users / n).collect();
             let toks = Arc::new(tokens(&http, &server.url, &picks).await);
             load(&server.url, toks.clone(), days, 20, 1).await; // warm-up
             let (rps1, bytes) = load(&server.url, toks.clone(), days, requests, 1).await;
             let (rps4, _) = load(&server.url, toks.clone(), days, requests, 4).await;
             let (rss, hwm) = rss_kib(pid);
+            let mib = |kib: u64| kib as f64 / 1024.0;
             println!(
-                "| {users} | {days} | {rps1:.0} | {rps4:.0} | {bytes} | {:.1} MiB | {:.1} MiB |",
-                rss as f64 / 1024.0,
-                hwm as f64 / 1024.0
+                "| {users} | {days} | {rps1:.0} | {rps4:.0} | {bytes} | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
+                mib(rss_start),
+                mib(rss),
+                mib(hwm)
             );
         });
     }

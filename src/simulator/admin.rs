@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State as AxState;
+use std::collections::HashMap;
+
+use axum::extract::{Query, State as AxState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -20,14 +22,27 @@ fn bad(msg: impl Into<String>) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": msg.into()}))).into_response()
 }
 
-/// `GET /_sim/users`: every synthetic user, as if linked earlier.
-pub(crate) async fn users(AxState(s): AxState<Arc<State>>) -> Json<Value> {
+/// `GET /_sim/users[?offset=N&limit=M]`: the synthetic users, as if linked earlier (all of
+/// them by default; a slice of a large world with offset/limit).
+pub(crate) async fn users(AxState(s): AxState<Arc<State>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let parse = |name: &str, default: usize| -> Result<usize, String> {
+        match q.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("users request: {name} must be a non-negative integer, got '{v}'")),
+        }
+    };
+    let (offset, limit) = match (parse("offset", 0), parse("limit", usize::MAX)) {
+        (Ok(o), Ok(l)) => (o, l),
+        (Err(e), _) | (_, Err(e)) => return bad(e),
+    };
     let now = s.clock.now();
     let tokens = s.tokens.lock().expect("tokens lock");
     let users: Vec<Value> = s
         .world
         .users
         .iter()
+        .skip(offset)
+        .take(limit)
         .map(|u| {
             let devices: Vec<Value> = u
                 .devices()
@@ -54,7 +69,8 @@ pub(crate) async fn users(AxState(s): AxState<Arc<State>>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({"history_start": s.world.history_start.to_string(), "users": users}))
+    let total = s.world.users.len();
+    Json(json!({"history_start": s.world.history_start.to_string(), "total": total, "users": users})).into_response()
 }
 
 fn clock_json(s: &State) -> Value {

@@ -336,6 +336,11 @@ struct MeasureJson {
     fm: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     position: Option<i64>,
+    /// App platform and version of a manual entry: keys no client documents, as in real data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    apppfmid: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    appliver: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -392,6 +397,8 @@ fn getmeas(s: &State, user: &User, p: &Params, now: i64) -> Result<Reply, Reply>
                     algo: 0,
                     fm: if g.device.is_some() { 3 } else { 128 },
                     position: m.position,
+                    apppfmid: g.device.is_none().then_some(7),
+                    appliver: g.device.is_none().then_some(5_050_021),
                 })
                 .collect();
             if ms.is_empty() {

@@ -217,3 +217,18 @@ async fn same_seed_same_bytes_other_seed_other_data() {
     }
     assert_ne!(ta[2], tc[2], "another seed, other measures");
 }
+
+#[tokio::test]
+async fn admin_users_can_be_listed_in_slices() {
+    let sim = common::start(5, 0).await;
+    let slice = sim.admin("/_sim/users?offset=3&limit=10").await;
+    assert_eq!(slice["total"], 5);
+    let users = slice["users"].as_array().unwrap();
+    assert_eq!(users.len(), 2);
+    assert_eq!(users[0]["index"], 3);
+    assert_eq!(users[0]["userid"], 31_000_003);
+    let resp = sim.http.get(format!("{}/_sim/users?limit=-1", sim.base)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["error"].as_str().unwrap().contains("limit"), "{v}");
+}
