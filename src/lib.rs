@@ -5,8 +5,13 @@
 //! Modules so far:
 //! - [`harmonize`]: the Withings code tables (meastypes, sleep states, workout categories,
 //!   device models).
+//! - [`secret`]: the redacting wrapper every token and key travels in.
 //! - [`simulator`]: a faithful Withings API emulator with deterministic synthetic users, the
 //!   fixture for tests, demos and benchmarks.
+//! - [`withings`]: the Withings API client (envelope, status families, rate limiter, retries,
+//!   pagination, typed records).
 
 pub mod harmonize;
+pub mod secret;
 pub mod simulator;
+pub mod withings;

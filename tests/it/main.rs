@@ -9,8 +9,10 @@
 //! - `sim_limits`: the 601 rate limit, fault injection, statistics, determinism.
 //! - `sim_notify`: notification subscriptions and delivery to a loopback receiver.
 //! - `cli_simulate`: the `withings-lake simulate` binary prints its address and serves.
+//! - `client`: the Withings client on the recorded fixtures and against the simulator.
 
 mod cli_simulate;
+mod client;
 mod common;
 mod shape;
 mod sim_data;
