@@ -3,6 +3,8 @@
 //! changed. See `README.md` and `../shared/DESIGN.md` for the architecture.
 //!
 //! Modules so far:
+//! - [`credentials`]: encrypted per-user token records and the token manager.
+//! - [`storage`]: storage URLs (paths, file://, memory://, s3://, gs://, az://) to object stores.
 //! - [`harmonize`]: the Withings code tables (meastypes, sleep states, workout categories,
 //!   device models).
 //! - [`secret`]: the redacting wrapper every token and key travels in.
@@ -11,7 +13,9 @@
 //! - [`withings`]: the Withings API client (envelope, status families, rate limiter, retries,
 //!   pagination, typed records).
 
+pub mod credentials;
 pub mod harmonize;
 pub mod secret;
 pub mod simulator;
+pub mod storage;
 pub mod withings;

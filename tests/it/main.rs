@@ -2,6 +2,7 @@
 //!
 //! Modules:
 //! - `common`: starts simulators, small HTTP helpers, the real-fixture locator.
+//! - `credentials`: encrypted records and the token manager (401, concurrency, re-auth, crash).
 //! - `shape`: JSON shape (keys and types) comparison.
 //! - `sim_shapes`: each simulator endpoint against the real-shaped Withings responses.
 //! - `sim_oauth`: authorize, code exchange, refresh rotation and grace, revoke, scopes.
@@ -14,6 +15,7 @@
 mod cli_simulate;
 mod client;
 mod common;
+mod credentials;
 mod shape;
 mod sim_data;
 mod sim_limits;

@@ -1,0 +1,156 @@
+//! Encryption at rest for credential records: AES-256-GCM, a fresh 96-bit nonce per write, the
+//! record's user id as associated data (a record copied under another name does not decrypt).
+//!
+//! The key comes from `WITHINGS_LAKE_KEY` (64 hex characters or base64 of 32 bytes) or from a
+//! key file, created with mode 0600 on first use.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+
+use super::CredentialsError;
+
+const MAGIC: &[u8; 4] = b"WLC1";
+pub const KEY_ENV: &str = "WITHINGS_LAKE_KEY";
+
+pub struct Cipher {
+    aead: Aes256Gcm,
+    /// Where the key came from (for messages; never the key).
+    pub source: String,
+}
+
+impl std::fmt::Debug for Cipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cipher").field("source", &self.source).finish()
+    }
+}
+
+fn parse_key(text: &str) -> Option<[u8; 32]> {
+    let t = text.trim();
+    let bytes = if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        hex::decode(t).ok()?
+    } else {
+        base64::engine::general_purpose::STANDARD.decode(t).ok()?
+    };
+    bytes.try_into().ok()
+}
+
+impl Cipher {
+    pub fn from_key(key: [u8; 32], source: impl Into<String>) -> Cipher {
+        Cipher { aead: Aes256Gcm::new(&key.into()), source: source.into() }
+    }
+
+    /// The key from `WITHINGS_LAKE_KEY`, else from `key_file` (created, 0600, when missing).
+    pub fn load(key_file: &Path) -> Result<Cipher, CredentialsError> {
+        if let Ok(text) = std::env::var(KEY_ENV) {
+            let key = parse_key(&text).ok_or_else(|| CredentialsError::Key {
+                source_name: KEY_ENV.into(),
+                reason: "must be 64 hex characters or base64 of 32 bytes".into(),
+            })?;
+            return Ok(Cipher::from_key(key, KEY_ENV));
+        }
+        let name = key_file.display().to_string();
+        let key_err = |reason: String| CredentialsError::Key { source_name: name.clone(), reason };
+        match std::fs::read_to_string(key_file) {
+            Ok(text) => parse_key(&text)
+                .map(|k| Cipher::from_key(k, name.clone()))
+                .ok_or_else(|| key_err("does not hold a 32-byte key (64 hex characters)".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                getrandom::fill(&mut key).map_err(|e| key_err(format!("no randomness: {e}")))?;
+                write_new_key_file(key_file, &key).map_err(|e| key_err(format!("cannot create it: {e}")))?;
+                tracing::info!(key_file = %name, "created a new credentials key (mode 0600); back it up: records cannot be read without it");
+                Ok(Cipher::from_key(key, name.clone()))
+            }
+            Err(e) => Err(key_err(e.to_string())),
+        }
+    }
+
+    pub fn encrypt(&self, aad: &str, plaintext: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).expect("the OS provides randomness");
+        let ct = self
+            .aead
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: aad.as_bytes() })
+            .expect("AES-GCM encryption does not fail for in-memory buffers");
+        let mut out = Vec::with_capacity(4 + 12 + ct.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    pub fn decrypt(&self, aad: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        if bytes.len() < 16 + 16 || &bytes[..4] != MAGIC {
+            return Err("not a withings-lake credentials record".into());
+        }
+        self.aead
+            .decrypt(Nonce::from_slice(&bytes[4..16]), Payload { msg: &bytes[16..], aad: aad.as_bytes() })
+            .map_err(|_| "cannot decrypt (wrong key, or the record was altered)".into())
+    }
+}
+
+fn write_new_key_file(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(hex::encode(key).as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+/// `$XDG_CONFIG_HOME/withings-lake/credentials.key` (or `~/.config/...`).
+pub fn default_key_file() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("withings-lake").join("credentials.key")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_binds_the_user_and_detects_tampering() {
+        let c = Cipher::from_key([7u8; 32], "test");
+        let sealed = c.encrypt("alice", b"{\"refresh_token\":\"abc\"}");
+        assert!(!sealed.windows(3).any(|w| w == b"abc"), "no plain text at rest");
+        assert_eq!(c.decrypt("alice", &sealed).unwrap(), b"{\"refresh_token\":\"abc\"}");
+        assert!(c.decrypt("bob", &sealed).is_err(), "bound to its user id");
+        let mut bent = sealed.clone();
+        let last = bent.len() - 1;
+        bent[last] ^= 1;
+        assert!(c.decrypt("alice", &bent).is_err());
+        assert!(Cipher::from_key([8u8; 32], "other").decrypt("alice", &sealed).is_err());
+    }
+
+    #[test]
+    fn a_missing_key_file_is_created_0600_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested").join("key");
+        let a = Cipher::load(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let b = Cipher::load(&path).unwrap();
+        assert_eq!(b.decrypt("u", &a.encrypt("u", b"x")).unwrap(), b"x");
+        std::fs::write(&path, "short").unwrap();
+        let e = Cipher::load(&path).unwrap_err().to_string();
+        assert!(e.contains("32-byte key") && e.contains("key"), "{e}");
+    }
+}

@@ -1,0 +1,326 @@
+//! Per-user Withings credentials: encrypted records on any storage location, and the token
+//! manager that refreshes them safely.
+//!
+//! Invariants:
+//! - Records are AES-256-GCM encrypted ([`crypto`]); nothing under the credentials location
+//!   is readable as plain text, and tokens travel as [`Secret`].
+//! - Withings rotates the refresh token on every refresh and the old one dies when the new
+//!   access token is first used, so a refreshed pair is written and read back before the new
+//!   access token is handed to anyone ([`TokenManager`]).
+//! - Refreshes for one user are serialized: concurrent callers with an expired token cause
+//!   exactly one refresh and all get its result.
+//! - An invalid refresh token marks that user `needs_reauth` (with the reason) and fails only
+//!   that user.
+
+pub mod crypto;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+use crate::storage::{self, Location};
+use crate::withings::{ErrorClass, StatusFamily, WithingsClient, WithingsError};
+pub use crypto::Cipher;
+
+/// Whether a user's authorization works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    Active,
+    /// The refresh token was refused: the user must link again.
+    NeedsReauth,
+    Revoked,
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Active => "active",
+            UserStatus::NeedsReauth => "needs_reauth",
+            UserStatus::Revoked => "revoked",
+        }
+    }
+}
+
+/// One linked person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The application's own id for the person.
+    pub user_id: String,
+    /// Withings `userid` (the key of notifications).
+    pub withings_userid: String,
+    pub scopes: Vec<String>,
+    pub access_token: Secret,
+    /// Epoch seconds.
+    pub access_expires_at: i64,
+    pub refresh_token: Secret,
+    pub status: UserStatus,
+    /// Why the status is not active.
+    #[serde(default)]
+    pub status_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    #[serde(default)]
+    pub last_refresh_at: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("credentials key from {source_name}: {reason}")]
+    Key { source_name: String, reason: String },
+    #[error("user id '{user_id}' is not valid: use 1-128 characters among letters, digits, '.', '_' and '-'")]
+    InvalidUserId { user_id: String },
+    #[error("credentials store {location}: {operation} failed: {reason}")]
+    Io { location: String, operation: String, reason: String },
+    #[error("credentials of user '{user_id}' at {location}: {reason}")]
+    Corrupt { user_id: String, location: String, reason: String },
+    #[error("user '{user_id}' is not linked (no credentials record)")]
+    UnknownUser { user_id: String },
+    #[error("user '{user_id}' must link their Withings account again: {reason}")]
+    NeedsReauth { user_id: String, reason: String },
+    #[error("user '{user_id}': {source}")]
+    Withings { user_id: String, source: WithingsError },
+}
+
+impl CredentialsError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            CredentialsError::Storage(_) | CredentialsError::Key { .. } | CredentialsError::InvalidUserId { .. } => {
+                ErrorClass::Config
+            }
+            CredentialsError::Io { .. } => ErrorClass::Transient,
+            CredentialsError::Corrupt { .. } => ErrorClass::Data,
+            CredentialsError::UnknownUser { .. } | CredentialsError::NeedsReauth { .. } => ErrorClass::Auth,
+            CredentialsError::Withings { source, .. } => source.class(),
+        }
+    }
+}
+
+/// A user id fit to be part of an object key.
+pub fn validate_user_id(user_id: &str) -> Result<(), CredentialsError> {
+    let ok = !user_id.is_empty()
+        && user_id.len() <= 128
+        && user_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !user_id.starts_with('.');
+    if ok { Ok(()) } else { Err(CredentialsError::InvalidUserId { user_id: user_id.to_string() }) }
+}
+
+/// Encrypted user records under a storage location: `<location>/users/<user_id>.cred`.
+#[derive(Debug)]
+pub struct CredentialStore {
+    loc: Location,
+    cipher: Cipher,
+}
+
+impl CredentialStore {
+    pub fn open(location: &str, cipher: Cipher) -> Result<CredentialStore, CredentialsError> {
+        Ok(CredentialStore { loc: storage::open(location)?, cipher })
+    }
+
+    pub fn location(&self) -> &str {
+        &self.loc.url
+    }
+
+    fn io(&self, operation: &str, e: impl std::fmt::Display) -> CredentialsError {
+        CredentialsError::Io { location: self.loc.url.clone(), operation: operation.to_string(), reason: e.to_string() }
+    }
+
+    fn key(&self, user_id: &str) -> object_store::path::Path {
+        self.loc.key(&["users", &format!("{user_id}.cred")])
+    }
+
+    /// Proves the store can be written, read and deleted (before sending anyone to Withings:
+    /// an authorization code lives 30 seconds, a token that cannot be saved is an account lost).
+    pub async fn check_writable(&self) -> Result<(), CredentialsError> {
+        let probe = self.loc.key(&["_probe", &format!("{}.tmp", std::process::id())]);
+        let sealed = self.cipher.encrypt("_probe", b"probe");
+        self.loc.store.put(&probe, PutPayload::from(sealed.clone())).await.map_err(|e| self.io("write", e))?;
+        let back =
+            self.loc.store.get(&probe).await.map_err(|e| self.io("read", e))?.bytes().await.map_err(|e| self.io("read", e))?;
+        self.loc.store.delete(&probe).await.map_err(|e| self.io("delete", e))?;
+        if back.as_ref() != sealed.as_slice() {
+            return Err(self.io("read back", "the probe came back different"));
+        }
+        Ok(())
+    }
+
+    /// Writes a record, then reads it back and checks it: only a record that is really stored
+    /// counts as saved.
+    pub async fn put(&self, record: &UserRecord) -> Result<(), CredentialsError> {
+        validate_user_id(&record.user_id)?;
+        let json = serde_json::to_vec(record).expect("records serialize");
+        let sealed = self.cipher.encrypt(&record.user_id, &json);
+        self.loc.store.put(&self.key(&record.user_id), PutPayload::from(sealed)).await.map_err(|e| self.io("write", e))?;
+        match self.get(&record.user_id).await? {
+            Some(back) if back == *record => Ok(()),
+            _ => Err(self.io("read back", format!("the record of user '{}' did not read back as written", record.user_id))),
+        }
+    }
+
+    pub async fn get(&self, user_id: &str) -> Result<Option<UserRecord>, CredentialsError> {
+        validate_user_id(user_id)?;
+        let bytes = match self.loc.store.get(&self.key(user_id)).await {
+            Ok(r) => r.bytes().await.map_err(|e| self.io("read", e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.io("read", e)),
+        };
+        let corrupt =
+            |reason: String| CredentialsError::Corrupt { user_id: user_id.to_string(), location: self.loc.url.clone(), reason };
+        let plain = self.cipher.decrypt(user_id, &bytes).map_err(corrupt)?;
+        serde_json::from_slice(&plain).map(Some).map_err(|e| corrupt(format!("not a record: {}", e.classify_name())))
+    }
+
+    /// Every record, sorted by user id.
+    pub async fn list(&self) -> Result<Vec<UserRecord>, CredentialsError> {
+        let prefix = self.loc.key(&["users"]);
+        let metas: Vec<_> = self.loc.store.list(Some(&prefix)).try_collect().await.map_err(|e| self.io("list", e))?;
+        let mut out = Vec::new();
+        for m in metas {
+            let Some(name) = m.location.filename().and_then(|f| f.strip_suffix(".cred")) else { continue };
+            if let Some(r) = self.get(name).await? {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        Ok(out)
+    }
+
+    pub async fn delete(&self, user_id: &str) -> Result<bool, CredentialsError> {
+        validate_user_id(user_id)?;
+        let existed = self.get(user_id).await?.is_some();
+        match self.loc.store.delete(&self.key(user_id)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(existed),
+            Err(e) => Err(self.io("delete", e)),
+        }
+    }
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Eof => "truncated",
+            serde_json::error::Category::Syntax => "not JSON",
+            serde_json::error::Category::Data => "missing or mistyped fields",
+            serde_json::error::Category::Io => "read error",
+        }
+    }
+}
+
+/// Hands out valid access tokens, refreshing (once, for everyone) when they expire.
+pub struct TokenManager {
+    store: Arc<CredentialStore>,
+    client: WithingsClient,
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Refresh this long before the recorded expiry.
+    pub margin: Duration,
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl TokenManager {
+    pub fn new(store: Arc<CredentialStore>, client: WithingsClient) -> TokenManager {
+        TokenManager { store, client, locks: Default::default(), margin: Duration::from_secs(300) }
+    }
+
+    pub fn store(&self) -> &CredentialStore {
+        &self.store
+    }
+
+    fn lock_for(&self, user_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().expect("locks").entry(user_id.to_string()).or_default().clone()
+    }
+
+    async fn load_active(&self, user_id: &str) -> Result<UserRecord, CredentialsError> {
+        let record =
+            self.store.get(user_id).await?.ok_or_else(|| CredentialsError::UnknownUser { user_id: user_id.to_string() })?;
+        if record.status != UserStatus::Active {
+            let reason = record.status_reason.clone().unwrap_or_else(|| record.status.as_str().to_string());
+            return Err(CredentialsError::NeedsReauth { user_id: user_id.to_string(), reason });
+        }
+        Ok(record)
+    }
+
+    /// A valid access token for the user, refreshed first when it expires within the margin.
+    pub async fn access_token(&self, user_id: &str) -> Result<Secret, CredentialsError> {
+        let lock = self.lock_for(user_id);
+        let _held = lock.lock().await;
+        let record = self.load_active(user_id).await?;
+        if record.access_expires_at - self.margin.as_secs() as i64 > now() && !record.access_token.is_empty() {
+            return Ok(record.access_token);
+        }
+        self.refresh_locked(record).await
+    }
+
+    /// After a 401 with `stale`: refresh, unless another task already did.
+    pub async fn refresh_after_401(&self, user_id: &str, stale: &Secret) -> Result<Secret, CredentialsError> {
+        let lock = self.lock_for(user_id);
+        let _held = lock.lock().await;
+        let record = self.load_active(user_id).await?;
+        if record.access_token != *stale {
+            return Ok(record.access_token);
+        }
+        self.refresh_locked(record).await
+    }
+
+    async fn refresh_locked(&self, mut record: UserRecord) -> Result<Secret, CredentialsError> {
+        let user_id = record.user_id.clone();
+        match self.client.refresh(&record.refresh_token).await {
+            Ok(t) => {
+                let at = now();
+                record.access_token = t.access_token;
+                record.refresh_token = t.refresh_token;
+                record.access_expires_at = at + t.expires_in;
+                if let Some(scope) = t.scope {
+                    record.scopes = scope.split(',').map(str::to_string).collect();
+                }
+                record.last_refresh_at = Some(at);
+                record.updated_at = at;
+                // Persist (and read back) before anyone uses the new access token.
+                self.store.put(&record).await?;
+                tracing::info!(user_id = %user_id, "refreshed Withings tokens");
+                Ok(record.access_token)
+            }
+            Err(e)
+                if matches!(e.family(), Some(StatusFamily::InvalidParams | StatusFamily::Auth | StatusFamily::Unauthorized)) =>
+            {
+                let reason = format!("Withings refused the refresh token ({e})");
+                record.status = UserStatus::NeedsReauth;
+                record.status_reason = Some(reason.clone());
+                record.updated_at = now();
+                self.store.put(&record).await?;
+                tracing::warn!(user_id = %user_id, error = %e, "refresh token refused: user needs to link again");
+                Err(CredentialsError::NeedsReauth { user_id, reason })
+            }
+            Err(source) => Err(CredentialsError::Withings { user_id, source }),
+        }
+    }
+
+    /// Runs a Withings call with the user's token; on a 401, refreshes once and retries once.
+    pub async fn with_token<T, F, Fut>(&self, user_id: &str, call: F) -> Result<T, CredentialsError>
+    where
+        F: Fn(Secret) -> Fut,
+        Fut: std::future::Future<Output = Result<T, WithingsError>>,
+    {
+        let token = self.access_token(user_id).await?;
+        match call(token.clone()).await {
+            Err(e) if e.family() == Some(StatusFamily::Auth) => {
+                let fresh = self.refresh_after_401(user_id, &token).await?;
+                call(fresh).await.map_err(|source| CredentialsError::Withings { user_id: user_id.to_string(), source })
+            }
+            other => other.map_err(|source| CredentialsError::Withings { user_id: user_id.to_string(), source }),
+        }
+    }
+}

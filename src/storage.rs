@@ -1,0 +1,68 @@
+//! Storage locations: one place that turns a URL (or a plain path) into an object store and
+//! the prefix inside it.
+//!
+//! Accepted: a plain path (relative or absolute), `file://`, `memory://NAME` (one shared
+//! in-memory store per NAME within a process, for tests), and the cloud schemes object_store
+//! knows (`s3://`, `gs://`, `az://`, with options from the standard environment variables).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use object_store::ObjectStore;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage location '{location}': {reason}")]
+    Location { location: String, reason: String },
+}
+
+/// An opened location: the store and the prefix every key lives under.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: Path,
+    /// The location as given (for messages; carries no secret).
+    pub url: String,
+}
+
+impl Location {
+    /// `prefix/part/part...`
+    pub fn key(&self, parts: &[&str]) -> Path {
+        let mut p = self.prefix.clone();
+        for part in parts {
+            p = p.join(*part);
+        }
+        p
+    }
+}
+
+fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
+    STORES.get_or_init(Default::default)
+}
+
+/// Opens a location. Cloud options come from the environment (AWS_*, GOOGLE_*, AZURE_*).
+pub fn open(location: &str) -> Result<Location, StorageError> {
+    let err = |reason: String| StorageError::Location { location: location.to_string(), reason };
+    if let Some(name) = location.strip_prefix("memory://") {
+        let mut stores = memory_stores().lock().expect("memory stores lock");
+        let store = stores.entry(name.to_string()).or_insert_with(|| Arc::new(InMemory::new())).clone();
+        return Ok(Location { store, prefix: Path::default(), url: location.to_string() });
+    }
+    let url = if location.contains("://") {
+        reqwest::Url::parse(location).map_err(|e| err(e.to_string()))?
+    } else {
+        let path = std::path::Path::new(location);
+        std::fs::create_dir_all(path).map_err(|e| err(format!("cannot create the folder: {e}")))?;
+        let abs = std::fs::canonicalize(path).map_err(|e| err(e.to_string()))?;
+        reqwest::Url::from_directory_path(&abs).map_err(|_| err("not an absolute path".into()))?
+    };
+    let options: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_"))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let (store, prefix) = object_store::parse_url_opts(&url, options).map_err(|e| err(e.to_string()))?;
+    Ok(Location { store: Arc::from(store), prefix, url: location.to_string() })
+}
