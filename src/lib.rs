@@ -7,6 +7,7 @@
 //! - [`storage`]: storage URLs (paths, file://, memory://, s3://, gs://, az://) to object stores.
 //! - [`harmonize`]: the Withings code tables (meastypes, sleep states, workout categories,
 //!   device models).
+//! - [`pipeline`]: pipeline files (parse, then resolve into a client and a credentials store).
 //! - [`secret`]: the redacting wrapper every token and key travels in.
 //! - [`simulator`]: a faithful Withings API emulator with deterministic synthetic users, the
 //!   fixture for tests, demos and benchmarks.
@@ -15,6 +16,7 @@
 
 pub mod credentials;
 pub mod harmonize;
+pub mod pipeline;
 pub mod secret;
 pub mod simulator;
 pub mod storage;

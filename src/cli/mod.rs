@@ -1,7 +1,9 @@
 //! Command-line interface: one file per subcommand. `anyhow` stops here; library modules
 //! return typed errors whose class picks the exit code.
 
+mod link;
 mod simulate;
+mod users;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
@@ -10,6 +12,12 @@ use std::io::IsTerminal;
 pub const EXIT_INTERNAL: u8 = 1;
 /// Bad flags, pipeline file or settings (clap's own usage errors are 2 as well).
 pub const EXIT_CONFIG: u8 = 2;
+/// A user's authorization is gone: they must link again.
+pub const EXIT_AUTH: u8 = 3;
+/// Worth retrying later (network, Withings errors, rate limit, storage).
+pub const EXIT_TRANSIENT: u8 = 4;
+/// Data that does not decode (quarantined records are not errors).
+pub const EXIT_DATA: u8 = 5;
 
 #[derive(Debug, Parser)]
 #[command(name = "withings-lake", version, about = "Withings -> harmonized Parquet lake, with change events")]
@@ -36,11 +44,17 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve a Withings API simulator with deterministic synthetic users on loopback.
     Simulate(simulate::SimulateArgs),
+    /// Link one person's Withings account (prints the URL to open).
+    Link(link::LinkArgs),
+    /// Import, list or remove linked users.
+    Users(users::UsersArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Link(args) => link::run(args).await,
+        Command::Users(args) => users::run(args).await,
     }
 }
 
@@ -61,10 +75,33 @@ pub fn init_logging(format: LogFormat, filter: &str) {
 
 /// The exit code for an error, from the class of the typed error inside it.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
+    use withings_lake::credentials::CredentialsError;
+    use withings_lake::pipeline::PipelineError;
     use withings_lake::simulator::SimError;
+    use withings_lake::withings::{ErrorClass, WithingsError};
+    let of_class = |c: ErrorClass| match c {
+        ErrorClass::Config => EXIT_CONFIG,
+        ErrorClass::Auth => EXIT_AUTH,
+        ErrorClass::Transient => EXIT_TRANSIENT,
+        ErrorClass::Data => EXIT_DATA,
+        ErrorClass::Internal => EXIT_INTERNAL,
+    };
     for cause in e.chain() {
-        if let Some(SimError::Config { .. } | SimError::Bind { .. }) = cause.downcast_ref::<SimError>() {
+        if cause.downcast_ref::<SimError>().is_some() {
             return EXIT_CONFIG;
+        }
+        if let Some(p) = cause.downcast_ref::<PipelineError>() {
+            return match p {
+                PipelineError::Client(w) => of_class(w.class()),
+                PipelineError::Credentials(c) => of_class(c.class()),
+                _ => EXIT_CONFIG,
+            };
+        }
+        if let Some(c) = cause.downcast_ref::<CredentialsError>() {
+            return of_class(c.class());
+        }
+        if let Some(w) = cause.downcast_ref::<WithingsError>() {
+            return of_class(w.class());
         }
     }
     EXIT_INTERNAL

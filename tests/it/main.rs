@@ -10,9 +10,11 @@
 //! - `sim_limits`: the 601 rate limit, fault injection, statistics, determinism.
 //! - `sim_notify`: notification subscriptions and delivery to a loopback receiver.
 //! - `cli_simulate`: the `withings-lake simulate` binary prints its address and serves.
+//! - `cli_users`: `link` end to end, `users import / list / remove`, pipeline errors.
 //! - `client`: the Withings client on the recorded fixtures and against the simulator.
 
 mod cli_simulate;
+mod cli_users;
 mod client;
 mod common;
 mod credentials;

@@ -1,0 +1,209 @@
+//! `withings-lake users import | list | remove`: manage linked users without showing secrets.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Deserialize;
+use withings_lake::credentials::{UserRecord, UserStatus, validate_user_id};
+use withings_lake::pipeline::PipelineFile;
+use withings_lake::secret::Secret;
+
+#[derive(Debug, Args)]
+pub struct UsersArgs {
+    /// Pipeline file (API, client id, secret variable, credentials location).
+    #[arg(long, global = true)]
+    pub pipeline: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: UsersCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Import users linked elsewhere: CSV (header user_id,withings_user_id,refresh_token) or
+    /// JSON lines with those keys. Each row is refreshed once to prove it.
+    Import {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// List users: status, scopes, last refresh (never tokens).
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Delete a user's record; with --revoke, revoke the authorization at Withings first.
+    Remove {
+        #[arg(long)]
+        user_id: String,
+        #[arg(long)]
+        revoke: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportRow {
+    user_id: String,
+    withings_user_id: String,
+    refresh_token: Secret,
+}
+
+fn rows(text: &str, file: &str) -> Vec<(usize, Result<ImportRow, String>)> {
+    let lines: Vec<(usize, &str)> =
+        text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).collect();
+    let Some((_, first)) = lines.first() else { return Vec::new() };
+    if first.starts_with('{') {
+        return lines
+            .iter()
+            .map(|(n, l)| (*n, serde_json::from_str::<ImportRow>(l).map_err(|e| format!("{file} line {n}: {e}"))))
+            .collect();
+    }
+    let header: Vec<&str> = first.split(',').map(str::trim).collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (Some(u), Some(w), Some(r)) = (col("user_id"), col("withings_user_id"), col("refresh_token")) else {
+        return vec![(1, Err(format!("{file}: the CSV header must name user_id, withings_user_id, refresh_token")))];
+    };
+    lines[1..]
+        .iter()
+        .map(|(n, l)| {
+            let cells: Vec<&str> = l.split(',').map(str::trim).collect();
+            if cells.len() != header.len() {
+                return (*n, Err(format!("{file} line {n}: {} cells, the header has {}", cells.len(), header.len())));
+            }
+            (
+                *n,
+                Ok(ImportRow {
+                    user_id: cells[u].into(),
+                    withings_user_id: cells[w].into(),
+                    refresh_token: Secret::new(cells[r]),
+                }),
+            )
+        })
+        .collect()
+}
+
+pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
+    let path = args.pipeline.context("--pipeline FILE is required")?;
+    let pipeline = PipelineFile::load(&path)?;
+    let store = pipeline.resolve_credentials()?;
+    match args.command {
+        UsersCommand::Import { file } => {
+            let name = file.display().to_string();
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {name}"))?;
+            let client = pipeline.resolve_client()?;
+            store.check_writable().await?;
+            let (mut ok, mut failed) = (0, 0);
+            for (line, row) in rows(&text, &name) {
+                let outcome = async {
+                    let row = row.map_err(anyhow::Error::msg)?;
+                    validate_user_id(&row.user_id)?;
+                    let tokens = client.refresh(&row.refresh_token).await?;
+                    let userid = tokens.userid.clone().unwrap_or_default();
+                    if userid != row.withings_user_id {
+                        bail!("the refresh token belongs to Withings userid {userid}, not {}", row.withings_user_id);
+                    }
+                    let now = chrono::Utc::now().timestamp();
+                    let record = UserRecord {
+                        user_id: row.user_id.clone(),
+                        withings_userid: userid,
+                        scopes: tokens
+                            .scope
+                            .as_deref()
+                            .unwrap_or("")
+                            .split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                            .collect(),
+                        access_token: tokens.access_token,
+                        access_expires_at: now + tokens.expires_in,
+                        refresh_token: tokens.refresh_token,
+                        status: UserStatus::Active,
+                        status_reason: None,
+                        created_at: now,
+                        updated_at: now,
+                        last_refresh_at: Some(now),
+                    };
+                    store.put(&record).await?;
+                    Ok(row.user_id)
+                }
+                .await;
+                match outcome {
+                    Ok(user_id) => {
+                        ok += 1;
+                        println!("line {line}: {user_id}: imported");
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        println!("line {line}: failed: {e:#}");
+                    }
+                }
+            }
+            println!("{ok} imported, {failed} failed");
+            if failed > 0 {
+                bail!("{failed} of {} rows of {name} were not imported", ok + failed);
+            }
+            Ok(())
+        }
+        UsersCommand::List { format } => {
+            let users = store.list().await?;
+            match format {
+                Format::Json => {
+                    for u in &users {
+                        let v = serde_json::json!({
+                            "user_id": u.user_id,
+                            "withings_userid": u.withings_userid,
+                            "status": u.status.as_str(),
+                            "status_reason": u.status_reason,
+                            "scopes": u.scopes,
+                            "access_expires_at": u.access_expires_at,
+                            "last_refresh_at": u.last_refresh_at,
+                            "created_at": u.created_at,
+                            "updated_at": u.updated_at,
+                        });
+                        println!("{v}");
+                    }
+                }
+                Format::Table => {
+                    let ts = |t: Option<i64>| {
+                        t.and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                            .map(|d| d.format("%Y-%m-%d %H:%M:%SZ").to_string())
+                            .unwrap_or_else(|| "-".into())
+                    };
+                    println!("{:<24} {:<12} {:<13} {:<21} {:<45}", "user_id", "withings", "status", "last_refresh", "scopes");
+                    for u in &users {
+                        println!(
+                            "{:<24} {:<12} {:<13} {:<21} {:<45}",
+                            u.user_id,
+                            u.withings_userid,
+                            u.status.as_str(),
+                            ts(u.last_refresh_at),
+                            u.scopes.join(",")
+                        );
+                    }
+                    println!("{} users", users.len());
+                }
+            }
+            Ok(())
+        }
+        UsersCommand::Remove { user_id, revoke } => {
+            let record = store.get(&user_id).await?.with_context(|| format!("user '{user_id}' is not linked"))?;
+            if revoke {
+                let client = pipeline.resolve_client()?;
+                client
+                    .revoke_user(&record.withings_userid)
+                    .await
+                    .with_context(|| format!("revoking user '{user_id}' at Withings"))?;
+                println!("revoked user {user_id} at Withings (userid {})", record.withings_userid);
+            }
+            store.delete(&user_id).await?;
+            println!("removed user {user_id}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Pipeline files: what a run talks to and where it keeps things.
+//!
+//! Parse, then resolve (STYLE.md habit 2): [`PipelineFile`] is the TOML as written, checked
+//! for unknown keys (an error names the file and the key); [`PipelineFile::resolve_client`]
+//! and [`PipelineFile::resolve_credentials`] turn it into the objects a command uses. Secrets
+//! never live in the file: the client secret comes from the environment variable it names.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::credentials::{Cipher, CredentialStore, CredentialsError, crypto};
+use crate::secret::Secret;
+use crate::withings::{ClientConfig, WithingsClient, WithingsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("pipeline file {file}: {reason}")]
+    Read { file: String, reason: String },
+    #[error("pipeline file {file}: {reason}")]
+    Invalid { file: String, reason: String },
+    #[error("pipeline file {file}: [source] client_secret_env names {var}, which is not set")]
+    MissingSecret { file: String, var: String },
+    #[error(transparent)]
+    Client(#[from] WithingsError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+}
+
+/// A pipeline file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// The Withings API (or a simulator) and the application's credentials.
+    pub source: SourceConfig,
+    /// Where user credentials are kept.
+    pub credentials: CredentialsConfig,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// API base URL: `https://wbsapi.withings.net`, or a simulator's `http://127.0.0.1:PORT`.
+    #[serde(default = "default_api_base_url")]
+    pub api_base_url: String,
+    /// Authorization page; default `https://account.withings.com/oauth2_user/authorize2`
+    /// (for a simulator: `<api_base_url>/oauth2_user/authorize2`).
+    #[serde(default)]
+    pub authorize_url: Option<String>,
+    /// The application's OAuth2 client id.
+    pub client_id: String,
+    /// Name of the environment variable holding the client secret.
+    #[serde(default = "default_secret_env")]
+    pub client_secret_env: String,
+    /// Requests per minute for the whole application (Withings allows 120).
+    #[serde(default = "default_rpm")]
+    pub requests_per_minute: u32,
+    /// Requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Scopes asked for when linking (comma-separated).
+    #[serde(default = "default_scopes")]
+    pub scopes: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// Storage location of the encrypted user records: a folder, file://, s3://, gs://, az://.
+    /// Keep it outside the lake analysts read.
+    pub url: String,
+    /// Key file (hex), created 0600 on first use when `WITHINGS_LAKE_KEY` is not set.
+    /// Default `~/.config/withings-lake/credentials.key`. Relative to the pipeline file.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+fn default_api_base_url() -> String {
+    "https://wbsapi.withings.net".into()
+}
+fn default_secret_env() -> String {
+    "WITHINGS_CLIENT_SECRET".into()
+}
+fn default_rpm() -> u32 {
+    120
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_scopes() -> String {
+    "user.metrics,user.activity,user.sleepevents".into()
+}
+
+impl PipelineFile {
+    pub fn load(path: &Path) -> Result<PipelineFile, PipelineError> {
+        let file = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| PipelineError::Read { file: file.clone(), reason: e.to_string() })?;
+        let mut p: PipelineFile = toml::from_str(&text)
+            .map_err(|e| PipelineError::Invalid { file: file.clone(), reason: e.message().to_string() + &at(&text, e.span()) })?;
+        p.path = path.to_path_buf();
+        if p.source.requests_per_minute == 0 {
+            return Err(PipelineError::Invalid { file, reason: "[source] requests_per_minute must be at least 1".into() });
+        }
+        Ok(p)
+    }
+
+    fn relative(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.path.parent().unwrap_or(Path::new(".")).join(p) }
+    }
+
+    /// The credentials location, with a relative folder taken from the pipeline file's folder.
+    pub fn credentials_url(&self) -> String {
+        let u = &self.credentials.url;
+        if u.contains("://") { u.clone() } else { self.relative(Path::new(u)).display().to_string() }
+    }
+
+    pub fn authorize_url(&self) -> String {
+        self.source.authorize_url.clone().unwrap_or_else(|| {
+            if self.source.api_base_url.contains("wbsapi.withings.net") {
+                "https://account.withings.com/oauth2_user/authorize2".into()
+            } else {
+                format!("{}/oauth2_user/authorize2", self.source.api_base_url.trim_end_matches('/'))
+            }
+        })
+    }
+
+    pub fn resolve_client(&self) -> Result<WithingsClient, PipelineError> {
+        let var = &self.source.client_secret_env;
+        let secret = std::env::var(var)
+            .map_err(|_| PipelineError::MissingSecret { file: self.path.display().to_string(), var: var.clone() })?;
+        Ok(WithingsClient::new(ClientConfig {
+            base_url: self.source.api_base_url.clone(),
+            client_id: self.source.client_id.clone(),
+            client_secret: Secret::new(secret),
+            requests_per_minute: self.source.requests_per_minute,
+            concurrency: self.source.concurrency,
+            ..ClientConfig::default()
+        })?)
+    }
+
+    pub fn resolve_credentials(&self) -> Result<Arc<CredentialStore>, PipelineError> {
+        let key_file = self.credentials.key_file.as_deref().map(|p| self.relative(p)).unwrap_or_else(crypto::default_key_file);
+        let cipher = Cipher::load(&key_file)?;
+        Ok(Arc::new(CredentialStore::open(&self.credentials_url(), cipher)?))
+    }
+}
+
+fn at(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(r) => {
+            let line = text[..r.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}

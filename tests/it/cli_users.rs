@@ -1,0 +1,178 @@
+//! `withings-lake link` and `users import | list | remove` against the simulator, as a
+//! person or a scheduler runs them: the real binary, a pipeline file, real HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::common::{self, Sim};
+
+const SECRET_VAR: &str = "WL_TEST_CLIENT_SECRET";
+
+fn pipeline(dir: &Path, sim: &Sim, extra: &str) -> PathBuf {
+    let path = dir.join("pipeline.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[source]\napi_base_url = \"{}\"\nclient_id = \"demo-client\"\nclient_secret_env = \"{SECRET_VAR}\"\nrequests_per_minute = 600\n{extra}\n[credentials]\nurl = \"creds\"\nkey_file = \"creds.key\"\n",
+            sim.base
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_withings-lake"));
+    c.env(SECRET_VAR, "demo-secret").env_remove("WITHINGS_LAKE_KEY").args(["--log-format", "json"]);
+    c
+}
+
+async fn run(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || bin().args(&args).output().unwrap()).await.unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[tokio::test]
+async fn link_list_and_remove_with_revoke() {
+    let sim = common::start(2, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &sim, "").display().to_string();
+    let mut child = bin()
+        .args(["link", "--pipeline", &p, "--user-id", "alice"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        url_tx.send(lines.next().unwrap().unwrap()).unwrap();
+        lines.map(|l| l.unwrap()).collect::<Vec<_>>()
+    });
+    let url = tokio::task::spawn_blocking(move || url_rx.recv().unwrap()).await.unwrap();
+    assert!(url.starts_with(&format!("{}/oauth2_user/authorize2?", sim.base)), "{url}");
+    assert!(url.contains("state=") && url.contains("redirect_uri=http%3A%2F%2F127.0.0.1"), "{url}");
+    // A plain GET that follows redirects completes the link (the simulator approves at once).
+    let page = reqwest::get(&url).await.unwrap();
+    assert!(page.status().is_success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let rest = reader.join().unwrap();
+    assert!(status.success(), "link exited {status:?}: {rest:?}");
+    assert!(rest.iter().any(|l| l.starts_with("linked user alice (Withings userid 31000000")), "{rest:?}");
+
+    let listed = run(vec!["users".into(), "list".into(), "--pipeline".into(), p.clone(), "--format".into(), "json".into()]).await;
+    assert!(listed.status.success(), "{}", text(&listed));
+    let row: serde_json::Value = serde_json::from_slice(listed.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(row["user_id"], "alice");
+    assert_eq!(row["status"], "active");
+    assert!(row.get("refresh_token").is_none() && row.get("access_token").is_none());
+    let users = sim.users().await;
+    let sim_refresh = users[0]["refresh_token"].as_str().unwrap();
+    assert!(!text(&listed).contains(sim_refresh), "no token in the listing");
+    // The records on disk are not readable.
+    for entry in std::fs::read_dir(dir.path().join("creds/users")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("31000000"));
+    }
+
+    let removed = run(vec![
+        "users".into(),
+        "remove".into(),
+        "--pipeline".into(),
+        p.clone(),
+        "--user-id".into(),
+        "alice".into(),
+        "--revoke".into(),
+    ])
+    .await;
+    assert!(removed.status.success(), "{}", text(&removed));
+    assert!(text(&removed).contains("revoked user alice"));
+    assert!(sim.users().await[0]["refresh_token"].is_null(), "revoked at Withings");
+    let listed = run(vec!["users".into(), "list".into(), "--pipeline".into(), p, "--format".into(), "json".into()]).await;
+    assert!(listed.stdout.is_empty(), "{}", text(&listed));
+}
+
+#[tokio::test]
+async fn a_callback_with_another_state_stores_nothing() {
+    let sim = common::start(1, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &sim, "").display().to_string();
+    let mut child = bin()
+        .args(["link", "--pipeline", &p, "--user-id", "mallory"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let url = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let parsed = reqwest::Url::parse(url.trim()).unwrap();
+    let redirect = parsed.query_pairs().find(|(k, _)| k == "redirect_uri").unwrap().1.to_string();
+    reqwest::get(format!("{redirect}?code=abc&state=forged")).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("state does not match"), "{}", text(&out));
+    assert!(!dir.path().join("creds/users/mallory.cred").exists());
+}
+
+#[tokio::test]
+async fn import_proves_each_row_and_reports_it() {
+    let sim = common::start(3, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &sim, "").display().to_string();
+    let users = sim.users().await;
+    let good = users[1]["refresh_token"].as_str().unwrap().to_string();
+    let other = users[2]["refresh_token"].as_str().unwrap().to_string();
+    let csv = dir.path().join("users.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "user_id,withings_user_id,refresh_token\nbob,31000001,{good}\ncarol,31000009,{other}\nzed,31000000,0000000000000000000000000000000000000000\nbad id!,31000000,x\n"
+        ),
+    )
+    .unwrap();
+    let out =
+        run(vec!["users".into(), "import".into(), "--pipeline".into(), p.clone(), "--file".into(), csv.display().to_string()])
+            .await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("line 2: bob: imported"), "{all}");
+    assert!(all.contains("line 3: failed: the refresh token belongs to Withings userid 31000002, not 31000009"), "{all}");
+    assert!(all.contains("line 4: failed:") && all.contains("line 5: failed: user id 'bad id!'"), "{all}");
+    assert!(all.contains("1 imported, 3 failed"), "{all}");
+    for secret in [good.as_str(), other.as_str(), "demo-secret"] {
+        assert!(!all.contains(secret), "a secret reached the output");
+    }
+    let listed = run(vec!["users".into(), "list".into(), "--pipeline".into(), p]).await;
+    let table = text(&listed);
+    assert!(table.contains("bob") && table.contains("1 users") && !table.contains("carol"), "{table}");
+}
+
+#[tokio::test]
+async fn pipeline_mistakes_are_named() {
+    let sim = common::start(1, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &sim, "requests_per_minuet = 60").display().to_string();
+    let out = run(vec!["users".into(), "list".into(), "--pipeline".into(), p.clone()]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let msg = text(&out);
+    assert!(msg.contains("pipeline.toml") && msg.contains("requests_per_minuet"), "{msg}");
+    let p = pipeline(dir.path(), &sim, "").display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        bin().env_remove(SECRET_VAR).args(["users", "import", "--pipeline", &p, "--file", "/dev/null"]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains(SECRET_VAR), "{}", text(&out));
+}
