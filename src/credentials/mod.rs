@@ -8,7 +8,9 @@
 //!   access token is first used, so a refreshed pair is written and read back before the new
 //!   access token is handed to anyone ([`TokenManager`]).
 //! - Refreshes for one user are serialized: concurrent callers with an expired token cause
-//!   exactly one refresh and all get its result.
+//!   exactly one refresh and all get its result. Across processes sharing a store, a
+//!   create-only lease object (`locks/<user_id>.lock`, 60 s expiry) makes the refresh
+//!   single-flight too; whoever waited re-reads the record and uses the new pair.
 //! - An invalid refresh token marks that user `needs_reauth` (with the reason) and fails only
 //!   that user.
 
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
@@ -192,6 +194,51 @@ impl CredentialStore {
         Ok(out)
     }
 
+    /// Takes the user's refresh lease (create-only object), waiting up to `wait` for another
+    /// holder; an expired lease is taken over. Returns the lease key to release.
+    pub async fn lease(&self, user_id: &str, wait: Duration) -> Result<object_store::path::Path, CredentialsError> {
+        validate_user_id(user_id)?;
+        let key = self.loc.key(&["locks", &format!("{user_id}.lock")]);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let expires = now() + LEASE_SECS;
+            let body = serde_json::json!({"pid": std::process::id(), "expires_at": expires}).to_string();
+            let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+            match self.loc.store.put_opts(&key, PutPayload::from(body.into_bytes()), opts).await {
+                Ok(_) => return Ok(key),
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    let held_until = match self.loc.store.get(&key).await {
+                        Ok(r) => r
+                            .bytes()
+                            .await
+                            .ok()
+                            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                            .and_then(|v| v["expires_at"].as_i64())
+                            .unwrap_or(0),
+                        Err(object_store::Error::NotFound { .. }) => continue,
+                        Err(e) => return Err(self.io("read lease", e)),
+                    };
+                    if held_until < now() {
+                        tracing::warn!(user_id, "taking over an expired refresh lease");
+                        let _ = self.loc.store.delete(&key).await;
+                        continue;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(self.io("refresh lease", format!("user '{user_id}' is being refreshed by another process")));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(self.io("take lease", e)),
+            }
+        }
+    }
+
+    pub async fn release(&self, lease: &object_store::path::Path) {
+        if let Err(e) = self.loc.store.delete(lease).await {
+            tracing::warn!(error = %e, "could not release a refresh lease (it expires by itself)");
+        }
+    }
+
     pub async fn delete(&self, user_id: &str) -> Result<bool, CredentialsError> {
         validate_user_id(user_id)?;
         let existed = self.get(user_id).await?.is_some();
@@ -230,6 +277,9 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// How long a refresh lease holds if its holder dies.
+const LEASE_SECS: i64 = 60;
+
 impl TokenManager {
     pub fn new(store: Arc<CredentialStore>, client: WithingsClient) -> TokenManager {
         TokenManager { store, client, locks: Default::default(), margin: Duration::from_secs(300) }
@@ -257,22 +307,34 @@ impl TokenManager {
     pub async fn access_token(&self, user_id: &str) -> Result<Secret, CredentialsError> {
         let lock = self.lock_for(user_id);
         let _held = lock.lock().await;
+        let fresh = |r: &UserRecord| r.access_expires_at - self.margin.as_secs() as i64 > now() && !r.access_token.is_empty();
         let record = self.load_active(user_id).await?;
-        if record.access_expires_at - self.margin.as_secs() as i64 > now() && !record.access_token.is_empty() {
+        if fresh(&record) {
             return Ok(record.access_token);
         }
-        self.refresh_locked(record).await
+        let lease = self.store.lease(user_id, Duration::from_secs(30)).await?;
+        // Another process may have refreshed while we waited for the lease.
+        let result = match self.load_active(user_id).await {
+            Ok(r) if fresh(&r) => Ok(r.access_token),
+            Ok(r) => self.refresh_locked(r).await,
+            Err(e) => Err(e),
+        };
+        self.store.release(&lease).await;
+        result
     }
 
     /// After a 401 with `stale`: refresh, unless another task already did.
     pub async fn refresh_after_401(&self, user_id: &str, stale: &Secret) -> Result<Secret, CredentialsError> {
         let lock = self.lock_for(user_id);
         let _held = lock.lock().await;
-        let record = self.load_active(user_id).await?;
-        if record.access_token != *stale {
-            return Ok(record.access_token);
-        }
-        self.refresh_locked(record).await
+        let lease = self.store.lease(user_id, Duration::from_secs(30)).await?;
+        let result = match self.load_active(user_id).await {
+            Ok(r) if r.access_token != *stale => Ok(r.access_token),
+            Ok(r) => self.refresh_locked(r).await,
+            Err(e) => Err(e),
+        };
+        self.store.release(&lease).await;
+        result
     }
 
     async fn refresh_locked(&self, mut record: UserRecord) -> Result<Secret, CredentialsError> {

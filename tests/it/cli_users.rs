@@ -60,8 +60,19 @@ async fn link_list_and_remove_with_revoke() {
     // A plain GET that follows redirects completes the link (the simulator approves at once).
     let page = reqwest::get(&url).await.unwrap();
     assert!(page.status().is_success());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (status, logs) = tokio::task::spawn_blocking(move || {
+        let mut logs = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut logs).unwrap();
+        (child.wait().unwrap(), logs)
+    })
+    .await
+    .unwrap();
     let rest = reader.join().unwrap();
+    // The tokens alice got are the simulator's newest for user 0: in no log line or output.
+    let issued = sim.users().await[0]["refresh_token"].as_str().unwrap().to_string();
+    assert!(!logs.contains(&issued) && !rest.concat().contains(&issued) && !logs.contains("demo-secret"), "{logs}");
+    assert!(logs.contains("user linked"), "JSON logs on stderr: {logs}");
     assert!(status.success(), "link exited {status:?}: {rest:?}");
     assert!(rest.iter().any(|l| l.starts_with("linked user alice (Withings userid 31000000")), "{rest:?}");
 

@@ -265,3 +265,43 @@ async fn at_the_configured_limit_the_server_sees_no_violation() {
     // fifth waits for a permit): the limiter's accounting shows four long waits.
     assert!(acc.limiter_wait_ms >= 4 * 55_000, "{acc:?}");
 }
+
+#[tokio::test]
+async fn notifications_are_managed_through_the_client() {
+    let sim = common::start(1, 0).await;
+    let c = client(&sim, 0);
+    let token = Secret::new(sim.access(0).await);
+    let rx = crate::sim_notify::receiver(axum::http::StatusCode::OK).await;
+    c.notify_subscribe(&token, &rx.url, 44, "lake").await.unwrap();
+    c.notify_subscribe(&token, &rx.url, 16, "lake").await.unwrap();
+    let profiles = c.notify_list(&token, None).await.unwrap();
+    all_ok(&profiles, "notify list");
+    let applis: Vec<i64> = profiles.iter().map(|p| p.value.as_ref().unwrap().appli).collect();
+    assert_eq!(applis, [44, 16]);
+    c.notify_revoke(&token, &rx.url, 44).await.unwrap();
+    assert_eq!(c.notify_list(&token, Some(44)).await.unwrap().len(), 0);
+    let refused = c.notify_subscribe(&token, "ftp://example.org/x", 1, "lake").await.unwrap_err();
+    assert_eq!(refused.family(), Some(StatusFamily::InvalidParams), "293: {refused}");
+}
+
+#[tokio::test]
+async fn a_server_that_never_stops_paging_is_cut_off() {
+    use axum::routing::post;
+    // Always `more`, with an offset that moves: the guard stops after max_pages.
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let app = axum::Router::new().route(
+        "/v2/measure",
+        post(move || {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { axum::Json(json!({"status": 0, "body": {"activities": [], "more": true, "offset": n + 1}})) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let c = WithingsClient::new(ClientConfig { base_url: base, requests_per_minute: 0, max_pages: 5, ..ClientConfig::default() })
+        .unwrap();
+    let e = c.getactivity(&Secret::new("t"), Window::LastUpdate(0)).await.unwrap_err();
+    assert!(matches!(e, WithingsError::RunawayPagination { pages: 5, .. }), "{e}");
+    assert_eq!(c.accounting().requests, 5);
+}

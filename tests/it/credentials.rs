@@ -174,3 +174,17 @@ async fn a_refresh_lost_before_it_was_saved_is_recovered_within_the_grace_window
     assert_ne!(saved.refresh_token, stored.refresh_token, "the new pair is saved");
     assert_eq!(saved.status, UserStatus::Active);
 }
+
+#[tokio::test]
+async fn two_processes_sharing_a_store_refresh_once() {
+    let sim = common::start(1, 0).await;
+    // Two managers with their own in-process locks, over one store: two workers.
+    let a = Arc::new(manager(&sim, "cred-two-procs", &[(0, "u0")]).await);
+    let b = Arc::new(TokenManager::new(
+        Arc::new(CredentialStore::open("memory://cred-two-procs", Cipher::from_key([3u8; 32], "test")).unwrap()),
+        client(&sim),
+    ));
+    let (ta, tb) = tokio::join!(a.access_token("u0"), b.access_token("u0"));
+    assert_eq!(ta.unwrap(), tb.unwrap(), "the one who waited uses the new pair");
+    assert_eq!(sim.stats().await["auth_refreshes"], 1, "one exchange for both");
+}

@@ -9,13 +9,13 @@ use axum::routing::post;
 use crate::common::{self, Sim};
 use crate::shape::assert_same_shape;
 
-struct Receiver {
-    url: String,
-    bodies: Arc<Mutex<Vec<String>>>,
+pub(crate) struct Receiver {
+    pub url: String,
+    pub bodies: Arc<Mutex<Vec<String>>>,
 }
 
 /// A loopback receiver: HEAD answers `head_status`, POST records the form body.
-async fn receiver(head_status: StatusCode) -> Receiver {
+pub(crate) async fn receiver(head_status: StatusCode) -> Receiver {
     let bodies: Arc<Mutex<Vec<String>>> = Arc::default();
     let store = bodies.clone();
     let app = Router::new().route(
