@@ -19,12 +19,32 @@ pub enum StorageError {
 }
 
 /// An opened location: the store and the prefix every key lives under.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Location {
     pub store: Arc<dyn ObjectStore>,
     pub prefix: Path,
-    /// The location as given (for messages; carries no secret).
+    /// The location for messages (query and user info removed).
     pub url: String,
+}
+
+impl std::fmt::Debug for Location {
+    /// The URL without query or user info (a SAS token or password never shows).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Location").field("url", &redacted(&self.url)).field("prefix", &self.prefix.as_ref()).finish()
+    }
+}
+
+/// A location for messages: no query string, no user info.
+pub fn redacted(location: &str) -> String {
+    match reqwest::Url::parse(location) {
+        Ok(mut u) if location.contains("://") => {
+            u.set_query(None);
+            let _ = u.set_password(None);
+            let _ = u.set_username("");
+            u.to_string()
+        }
+        _ => location.to_string(),
+    }
 }
 
 impl Location {
@@ -64,5 +84,5 @@ pub fn open(location: &str) -> Result<Location, StorageError> {
         .map(|(k, v)| (k.to_ascii_lowercase(), v))
         .collect();
     let (store, prefix) = object_store::parse_url_opts(&url, options).map_err(|e| err(e.to_string()))?;
-    Ok(Location { store: Arc::from(store), prefix, url: location.to_string() })
+    Ok(Location { store: Arc::from(store), prefix, url: redacted(location) })
 }

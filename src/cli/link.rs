@@ -95,7 +95,7 @@ pub async fn run(args: LinkArgs) -> anyhow::Result<()> {
         withings_userid: tokens.userid.clone().context("the token response has no userid")?,
         scopes: tokens.scope.as_deref().unwrap_or("").split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
         access_token: tokens.access_token,
-        access_expires_at: now + tokens.expires_in,
+        access_expires_at: now + withings_lake::credentials::token_lifetime(tokens.expires_in),
         refresh_token: tokens.refresh_token,
         status: UserStatus::Active,
         status_reason: None,

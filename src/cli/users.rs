@@ -25,6 +25,9 @@ pub enum UsersCommand {
     Import {
         #[arg(long)]
         file: PathBuf,
+        /// Replace users that are already linked (by default such rows are refused).
+        #[arg(long)]
+        replace: bool,
     },
     /// List users: status, scopes, last refresh (never tokens).
     List {
@@ -93,7 +96,7 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
     let pipeline = PipelineFile::load(&path)?;
     let store = pipeline.resolve_credentials()?;
     match args.command {
-        UsersCommand::Import { file } => {
+        UsersCommand::Import { file, replace } => {
             let name = file.display().to_string();
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {name}"))?;
             let client = pipeline.resolve_client()?;
@@ -103,12 +106,14 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
                 let outcome = async {
                     let row = row.map_err(anyhow::Error::msg)?;
                     validate_user_id(&row.user_id)?;
+                    if !replace && store.get(&row.user_id).await?.is_some() {
+                        bail!("user '{}' is already linked (use --replace to overwrite)", row.user_id);
+                    }
                     let tokens = client.refresh(&row.refresh_token).await?;
                     let userid = tokens.userid.clone().unwrap_or_default();
-                    if userid != row.withings_user_id {
-                        bail!("the refresh token belongs to Withings userid {userid}, not {}", row.withings_user_id);
-                    }
                     let now = chrono::Utc::now().timestamp();
+                    let mismatch = (userid != row.withings_user_id)
+                        .then(|| format!("the refresh token belongs to Withings userid {userid}, not {}", row.withings_user_id));
                     let record = UserRecord {
                         user_id: row.user_id.clone(),
                         withings_userid: userid,
@@ -121,15 +126,20 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
                             .map(str::to_string)
                             .collect(),
                         access_token: tokens.access_token,
-                        access_expires_at: now + tokens.expires_in,
+                        access_expires_at: now + withings_lake::credentials::token_lifetime(tokens.expires_in),
                         refresh_token: tokens.refresh_token,
-                        status: UserStatus::Active,
-                        status_reason: None,
+                        // The refresh rotated the pair: keep it even when the row is wrong, so
+                        // the account is not lost, but do not sync it until someone looks.
+                        status: if mismatch.is_some() { UserStatus::NeedsReauth } else { UserStatus::Active },
+                        status_reason: mismatch.clone(),
                         created_at: now,
                         updated_at: now,
                         last_refresh_at: Some(now),
                     };
                     store.put(&record).await?;
+                    if let Some(m) = mismatch {
+                        bail!("{m} (stored as needs_reauth so the rotated token is not lost)");
+                    }
                     Ok(row.user_id)
                 }
                 .await;

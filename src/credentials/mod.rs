@@ -115,10 +115,15 @@ pub fn validate_user_id(user_id: &str) -> Result<(), CredentialsError> {
 }
 
 /// Encrypted user records under a storage location: `<location>/users/<user_id>.cred`.
-#[derive(Debug)]
 pub struct CredentialStore {
     loc: Location,
     cipher: Cipher,
+}
+
+impl std::fmt::Debug for CredentialStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialStore").field("location", &self.loc.url).finish()
+    }
 }
 
 impl CredentialStore {
@@ -159,11 +164,34 @@ impl CredentialStore {
         validate_user_id(&record.user_id)?;
         let json = serde_json::to_vec(record).expect("records serialize");
         let sealed = self.cipher.encrypt(&record.user_id, &json);
-        self.loc.store.put(&self.key(&record.user_id), PutPayload::from(sealed)).await.map_err(|e| self.io("write", e))?;
-        match self.get(&record.user_id).await? {
-            Some(back) if back == *record => Ok(()),
-            _ => Err(self.io("read back", format!("the record of user '{}' did not read back as written", record.user_id))),
+        // A rotated token pair that is not saved is an account lost: try a few times.
+        let mut last = None;
+        for attempt in 0..4u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            let written = self
+                .loc
+                .store
+                .put(&self.key(&record.user_id), PutPayload::from(sealed.clone()))
+                .await
+                .map_err(|e| self.io("write", e));
+            let checked: Result<(), CredentialsError> = match written {
+                Ok(_) => match self.get(&record.user_id).await {
+                    Ok(Some(back)) if back == *record => return Ok(()),
+                    Ok(_) => {
+                        Err(self.io("read back", format!("the record of user '{}' did not read back as written", record.user_id)))
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            if let Err(e) = checked {
+                tracing::warn!(user_id = %record.user_id, attempt, error = %e, "saving credentials failed");
+                last = Some(e);
+            }
         }
+        Err(last.expect("at least one attempt"))
     }
 
     pub async fn get(&self, user_id: &str) -> Result<Option<UserRecord>, CredentialsError> {
@@ -186,8 +214,11 @@ impl CredentialStore {
         let mut out = Vec::new();
         for m in metas {
             let Some(name) = m.location.filename().and_then(|f| f.strip_suffix(".cred")) else { continue };
-            if let Some(r) = self.get(name).await? {
-                out.push(r);
+            // One unreadable record must not hide every other user.
+            match self.get(name).await {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                Err(e) => tracing::error!(user_id = name, error = %e, "skipping an unreadable credentials record"),
             }
         }
         out.sort_by(|a, b| a.user_id.cmp(&b.user_id));
@@ -202,7 +233,7 @@ impl CredentialStore {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let expires = now() + LEASE_SECS;
-            let body = serde_json::json!({"pid": std::process::id(), "expires_at": expires}).to_string();
+            let body = serde_json::json!({"owner": lease_owner(), "expires_at": expires}).to_string();
             let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
             match self.loc.store.put_opts(&key, PutPayload::from(body.into_bytes()), opts).await {
                 Ok(_) => return Ok(key),
@@ -233,15 +264,30 @@ impl CredentialStore {
         }
     }
 
+    /// Deletes the lease if it is still ours (it may have expired and been taken over).
     pub async fn release(&self, lease: &object_store::path::Path) {
-        if let Err(e) = self.loc.store.delete(lease).await {
+        let ours = match self.loc.store.get(lease).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| v["owner"] == lease_owner()),
+            Err(_) => false,
+        };
+        if ours && let Err(e) = self.loc.store.delete(lease).await {
             tracing::warn!(error = %e, "could not release a refresh lease (it expires by itself)");
         }
     }
 
     pub async fn delete(&self, user_id: &str) -> Result<bool, CredentialsError> {
         validate_user_id(user_id)?;
-        let existed = self.get(user_id).await?.is_some();
+        // Exists-check without decrypting: a corrupt record can still be removed.
+        let existed = match self.loc.store.head(&self.key(user_id)).await {
+            Ok(_) => true,
+            Err(object_store::Error::NotFound { .. }) => false,
+            Err(e) => return Err(self.io("read", e)),
+        };
         match self.loc.store.delete(&self.key(user_id)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(existed),
             Err(e) => Err(self.io("delete", e)),
@@ -269,7 +315,7 @@ pub struct TokenManager {
     store: Arc<CredentialStore>,
     client: WithingsClient,
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Refresh this long before the recorded expiry.
+    /// Refresh this long before the recorded expiry (at most half the token's lifetime).
     pub margin: Duration,
 }
 
@@ -277,8 +323,21 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// This process's lease owner id (pid plus a random part).
+fn lease_owner() -> String {
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER
+        .get_or_init(|| {
+            let mut b = [0u8; 8];
+            let _ = getrandom::fill(&mut b);
+            format!("{}-{}", std::process::id(), hex::encode(b))
+        })
+        .clone()
+}
+
 /// How long a refresh lease holds if its holder dies.
-const LEASE_SECS: i64 = 60;
+/// Longer than the slowest refresh (a full rate-limit window plus retries).
+const LEASE_SECS: i64 = 300;
 
 impl TokenManager {
     pub fn new(store: Arc<CredentialStore>, client: WithingsClient) -> TokenManager {
@@ -307,7 +366,11 @@ impl TokenManager {
     pub async fn access_token(&self, user_id: &str) -> Result<Secret, CredentialsError> {
         let lock = self.lock_for(user_id);
         let _held = lock.lock().await;
-        let fresh = |r: &UserRecord| r.access_expires_at - self.margin.as_secs() as i64 > now() && !r.access_token.is_empty();
+        let fresh = |r: &UserRecord| {
+            let lifetime = r.access_expires_at - r.last_refresh_at.unwrap_or(r.access_expires_at);
+            let margin = (self.margin.as_secs() as i64).min(lifetime / 2);
+            r.access_expires_at - margin > now() && !r.access_token.is_empty()
+        };
         let record = self.load_active(user_id).await?;
         if fresh(&record) {
             return Ok(record.access_token);
@@ -337,37 +400,14 @@ impl TokenManager {
         result
     }
 
-    async fn refresh_locked(&self, mut record: UserRecord) -> Result<Secret, CredentialsError> {
+    /// Refreshes and persists in a task of its own: once Withings has rotated the pair, a
+    /// cancelled caller must not stop it from being saved.
+    async fn refresh_locked(&self, record: UserRecord) -> Result<Secret, CredentialsError> {
+        let (store, client) = (self.store.clone(), self.client.clone());
         let user_id = record.user_id.clone();
-        match self.client.refresh(&record.refresh_token).await {
-            Ok(t) => {
-                let at = now();
-                record.access_token = t.access_token;
-                record.refresh_token = t.refresh_token;
-                record.access_expires_at = at + t.expires_in;
-                if let Some(scope) = t.scope {
-                    record.scopes = scope.split(',').map(str::to_string).collect();
-                }
-                record.last_refresh_at = Some(at);
-                record.updated_at = at;
-                // Persist (and read back) before anyone uses the new access token.
-                self.store.put(&record).await?;
-                tracing::info!(user_id = %user_id, "refreshed Withings tokens");
-                Ok(record.access_token)
-            }
-            Err(e)
-                if matches!(e.family(), Some(StatusFamily::InvalidParams | StatusFamily::Auth | StatusFamily::Unauthorized)) =>
-            {
-                let reason = format!("Withings refused the refresh token ({e})");
-                record.status = UserStatus::NeedsReauth;
-                record.status_reason = Some(reason.clone());
-                record.updated_at = now();
-                self.store.put(&record).await?;
-                tracing::warn!(user_id = %user_id, error = %e, "refresh token refused: user needs to link again");
-                Err(CredentialsError::NeedsReauth { user_id, reason })
-            }
-            Err(source) => Err(CredentialsError::Withings { user_id, source }),
-        }
+        tokio::spawn(refresh_and_persist(store, client, record)).await.unwrap_or_else(|e| {
+            Err(CredentialsError::Io { location: user_id, operation: "refresh".into(), reason: e.to_string() })
+        })
     }
 
     /// Runs a Withings call with the user's token; on a 401, refreshes once and retries once.
@@ -385,4 +425,52 @@ impl TokenManager {
             other => other.map_err(|source| CredentialsError::Withings { user_id: user_id.to_string(), source }),
         }
     }
+}
+
+/// Seconds an access token is trusted for: Withings says 10800; anything odd is bounded.
+pub fn token_lifetime(expires_in: i64) -> i64 {
+    expires_in.clamp(60, 30 * 86_400)
+}
+
+async fn refresh_and_persist(
+    store: Arc<CredentialStore>,
+    client: WithingsClient,
+    mut record: UserRecord,
+) -> Result<Secret, CredentialsError> {
+    let user_id = record.user_id.clone();
+    match client.refresh(&record.refresh_token).await {
+        Ok(t) => {
+            let at = now();
+            record.access_token = t.access_token;
+            record.refresh_token = t.refresh_token;
+            record.access_expires_at = at + token_lifetime(t.expires_in);
+            if let Some(scope) = t.scope {
+                record.scopes = scope.split(',').map(str::to_string).collect();
+            }
+            record.last_refresh_at = Some(at);
+            record.updated_at = at;
+            // Persist (and read back) before anyone uses the new access token.
+            store.put(&record).await?;
+            tracing::info!(user_id = %user_id, "refreshed Withings tokens");
+            Ok(record.access_token)
+        }
+        Err(e) if refresh_token_refused(&e) => {
+            let reason = format!("Withings refused the refresh token ({e})");
+            record.status = UserStatus::NeedsReauth;
+            record.status_reason = Some(reason.clone());
+            record.updated_at = now();
+            store.put(&record).await?;
+            tracing::warn!(user_id = %user_id, error = %e, "refresh token refused: user needs to link again");
+            Err(CredentialsError::NeedsReauth { user_id, reason })
+        }
+        Err(source) => Err(CredentialsError::Withings { user_id, source }),
+    }
+}
+
+/// Whether a refresh failure condemns this user's refresh token. A rejected client id or
+/// secret is the application's problem (every user would fail): it marks no one.
+fn refresh_token_refused(e: &WithingsError) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    let names_client = text.contains("client_id") || text.contains("client_secret") || text.contains("invalid client");
+    matches!(e.family(), Some(StatusFamily::InvalidParams | StatusFamily::Auth)) && !names_client
 }

@@ -166,15 +166,32 @@ struct Call<'a> {
     params: Vec<(&'static str, String)>,
 }
 
+impl Call<'_> {
+    /// Signed calls carry a single-use nonce: resending them can only fail.
+    fn retryable(&self) -> bool {
+        !self.params.iter().any(|(k, _)| *k == "nonce")
+    }
+}
+
 impl WithingsClient {
     pub fn new(cfg: ClientConfig) -> Result<WithingsClient, WithingsError> {
-        reqwest::Url::parse(&cfg.base_url)
+        let url = reqwest::Url::parse(&cfg.base_url)
             .map_err(|e| WithingsError::Config { setting: "base_url", reason: format!("'{}': {e}", cfg.base_url) })?;
+        // Tokens and the client secret go in request bodies: plain http only on loopback.
+        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]" | "::1"));
+        if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+            return Err(WithingsError::Config {
+                setting: "base_url",
+                reason: format!("'{}' must be https (http only on loopback)", cfg.base_url),
+            });
+        }
         if cfg.concurrency == 0 {
             return Err(WithingsError::Config { setting: "concurrency", reason: "must be at least 1".into() });
         }
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
+            // A redirect would resend the form body (secrets included) elsewhere: never follow.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("withings-lake/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| WithingsError::Config { setting: "http client", reason: e.to_string() })?;
@@ -428,7 +445,7 @@ impl WithingsClient {
     async fn token_request(&self, params: Vec<(&'static str, String)>) -> Result<TokenResponse, WithingsError> {
         let body = self.call(Call { endpoint: "requesttoken", path: "/v2/oauth2", token: None, params }).await?;
         serde_json::from_value::<TokenResponse>(body)
-            .map_err(|e| WithingsError::Decode { endpoint: "requesttoken", reason: redact_serde(&e.to_string()) })
+            .map_err(|e| WithingsError::Decode { endpoint: "requesttoken", reason: redact_serde(&e) })
     }
 
     // ---- transport ----
@@ -487,6 +504,10 @@ impl WithingsClient {
                 }
                 let result = send(req, call.endpoint).await;
                 inner.limiter.finish(slot).await;
+                if is_token {
+                    // The 10 s rule counts from when Withings saw the request.
+                    self.stamp_token_request(&call.params).await;
+                }
                 let label = match &result {
                     Ok(_) => "0".to_string(),
                     Err(e) => e.label(),
@@ -516,7 +537,7 @@ impl WithingsClient {
                     );
                     inner.limiter.pause(pause).await;
                 }
-                Err(e) if e.is_retryable() && transient_retries < inner.cfg.max_retries => {
+                Err(e) if e.is_retryable() && call.retryable() && transient_retries < inner.cfg.max_retries => {
                     transient_retries += 1;
                     let delay = self.backoff(transient_retries);
                     tracing::warn!(endpoint = call.endpoint, error = %e, retry_in_ms = delay.as_millis() as u64, "transient Withings failure, retrying");
@@ -533,6 +554,11 @@ impl WithingsClient {
         let r = self.inner.jitter.hash_one((retry, Instant::now()));
         // Jitter in [exp/2, exp].
         Duration::from_millis(exp / 2 + r % (exp / 2 + 1))
+    }
+
+    async fn stamp_token_request(&self, params: &[(&'static str, String)]) {
+        let key = self.inner.jitter.hash_one(params);
+        self.inner.token_requests.lock().await.insert(key, Instant::now());
     }
 
     /// Waits until no identical token request went out in the last 10 seconds.
@@ -628,12 +654,11 @@ fn describe(e: &reqwest::Error) -> String {
     if detail.is_empty() { kind.to_string() } else { format!("{kind}: {detail}") }
 }
 
-/// serde messages quote the offending value: never let one carry a token.
-fn redact_serde(msg: &str) -> String {
-    match msg.find(" at line") {
-        Some(i) if msg.contains('"') => format!("{}{}", msg.split('"').next().unwrap_or("invalid value"), &msg[i..]),
-        _ => msg.to_string(),
-    }
+/// serde messages can quote the offending value: for token bodies keep only what is missing
+/// or the category, never a value.
+fn redact_serde(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    if msg.starts_with("missing field") { msg } else { format!("{} in the token response", e.classify_name()) }
 }
 
 /// The items under `key` of a body (absent or `[]`/`{}`-empty = none).

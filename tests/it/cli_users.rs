@@ -159,14 +159,20 @@ async fn import_proves_each_row_and_reports_it() {
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("line 2: bob: imported"), "{all}");
     assert!(all.contains("line 3: failed: the refresh token belongs to Withings userid 31000002, not 31000009"), "{all}");
+    assert!(all.contains("stored as needs_reauth"), "{all}");
     assert!(all.contains("line 4: failed:") && all.contains("line 5: failed: user id 'bad id!'"), "{all}");
     assert!(all.contains("1 imported, 3 failed"), "{all}");
     for secret in [good.as_str(), other.as_str(), "demo-secret"] {
         assert!(!all.contains(secret), "a secret reached the output");
     }
-    let listed = run(vec!["users".into(), "list".into(), "--pipeline".into(), p]).await;
+    let listed = run(vec!["users".into(), "list".into(), "--pipeline".into(), p.clone()]).await;
     let table = text(&listed);
-    assert!(table.contains("bob") && table.contains("1 users") && !table.contains("carol"), "{table}");
+    assert!(table.contains("bob") && table.contains("2 users"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("carol") && l.contains("needs_reauth")), "{table}");
+    // Importing an already linked user needs --replace.
+    let again =
+        run(vec!["users".into(), "import".into(), "--pipeline".into(), p, "--file".into(), csv.display().to_string()]).await;
+    assert!(text(&again).contains("line 2: failed: user 'bob' is already linked"), "{}", text(&again));
 }
 
 #[tokio::test]

@@ -305,3 +305,17 @@ async fn a_server_that_never_stops_paging_is_cut_off() {
     assert!(matches!(e, WithingsError::RunawayPagination { pages: 5, .. }), "{e}");
     assert_eq!(c.accounting().requests, 5);
 }
+
+#[test]
+fn secrets_only_travel_over_https_or_loopback() {
+    let cfg = |url: &str| ClientConfig { base_url: url.into(), ..ClientConfig::default() };
+    assert!(WithingsClient::new(cfg("https://wbsapi.withings.net")).is_ok());
+    assert!(WithingsClient::new(cfg("http://127.0.0.1:8089")).is_ok());
+    let e = WithingsClient::new(cfg("http://wbsapi.withings.net")).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Config, "{e}");
+    let dbg = format!(
+        "{:?}",
+        WithingsClient::new(ClientConfig { client_secret: Secret::new("s3cr3t"), ..cfg("https://x.example") }).unwrap()
+    );
+    assert!(!dbg.contains("s3cr3t"), "{dbg}");
+}

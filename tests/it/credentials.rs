@@ -188,3 +188,23 @@ async fn two_processes_sharing_a_store_refresh_once() {
     assert_eq!(ta.unwrap(), tb.unwrap(), "the one who waited uses the new pair");
     assert_eq!(sim.stats().await["auth_refreshes"], 1, "one exchange for both");
 }
+
+#[tokio::test]
+async fn a_wrong_client_secret_marks_no_user() {
+    let sim = common::start(1, 0).await;
+    let store = Arc::new(CredentialStore::open("memory://cred-wrong-secret", Cipher::from_key([3u8; 32], "test")).unwrap());
+    let u = &sim.users().await[0];
+    store.put(&record("u0", u["userid"].as_i64().unwrap(), u["refresh_token"].as_str().unwrap())).await.unwrap();
+    let wrong = WithingsClient::new(ClientConfig {
+        base_url: sim.base.clone(),
+        client_id: "demo-client".into(),
+        client_secret: Secret::new("not-the-secret"),
+        requests_per_minute: 0,
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let e = TokenManager::new(store.clone(), wrong).access_token("u0").await.unwrap_err();
+    assert!(!matches!(e, CredentialsError::NeedsReauth { .. }), "{e}");
+    assert!(!e.to_string().contains("not-the-secret"), "{e}");
+    assert_eq!(store.get("u0").await.unwrap().unwrap().status, UserStatus::Active, "the user's token is fine");
+}
