@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 use crate::storage::{self, Location};
-use crate::withings::{ErrorClass, StatusFamily, WithingsClient, WithingsError};
+use crate::withings::{ErrorClass, JsonErrorKind, StatusFamily, WithingsClient, WithingsError};
 pub use crypto::Cipher;
 
 /// Whether a user's authorization works.
@@ -291,21 +291,6 @@ impl CredentialStore {
         match self.loc.store.delete(&self.key(user_id)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(existed),
             Err(e) => Err(self.io("delete", e)),
-        }
-    }
-}
-
-trait ClassifyName {
-    fn classify_name(&self) -> &'static str;
-}
-
-impl ClassifyName for serde_json::Error {
-    fn classify_name(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Eof => "truncated",
-            serde_json::error::Category::Syntax => "not JSON",
-            serde_json::error::Category::Data => "missing or mistyped fields",
-            serde_json::error::Category::Io => "read error",
         }
     }
 }

@@ -619,11 +619,13 @@ pub fn decode_envelope(endpoint: &'static str, bytes: &[u8]) -> Result<Value, Wi
     Err(WithingsError::Status { endpoint, status, family: family(status), message, wait_seconds })
 }
 
-trait Classify {
+/// A JSON error described by its category alone: never the offending text, which may hold a
+/// secret.
+pub trait JsonErrorKind {
     fn classify_name(&self) -> &'static str;
 }
 
-impl Classify for serde_json::Error {
+impl JsonErrorKind for serde_json::Error {
     fn classify_name(&self) -> &'static str {
         match self.classify() {
             serde_json::error::Category::Eof => "truncated body",
