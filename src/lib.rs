@@ -17,6 +17,7 @@
 pub mod credentials;
 pub mod harmonize;
 pub mod pipeline;
+pub mod schema;
 pub mod secret;
 pub mod simulator;
 pub mod storage;

@@ -1,7 +1,894 @@
-//! Harmonization: the Withings code tables every part of the program shares.
+//! Harmonization: decoded Withings responses in, one Arrow RecordBatch per resource out.
 //!
-//! The code tables (meastypes, sleep states, workout categories, device models) live here and
-//! only here: the simulator generates data with them and the harmonizers decode with them, so
-//! the two can never disagree about what a code means.
+//! Pure functions, no I/O. One entry point per endpoint ([`getmeas`], [`getactivity`],
+//! [`getintradayactivity`], [`sleep_getsummary`], [`sleep_get`], [`getworkouts`]); each
+//! resource's mapping lives in the file named after it, and the code tables (meastypes, sleep
+//! states, workout categories, device models) in [`codes`] only.
+//!
+//! Invariants:
+//! - Every batch has exactly its resource's schema (`schemas/<resource>.json`), sorted by
+//!   (time, primary key), unique by primary key within one call.
+//! - Nothing is dropped silently. Every input sample (a getmeas measure, an activity, workout
+//!   or sleep summary record, an intraday sample, a sleep segment and each point of its series)
+//!   is *mapped* (it fed at least one table), *quarantined* (malformed, unknown code,
+//!   conflicting duplicate: kept in [`Harmonized::quarantine`] with its reason and raw JSON), or
+//!   *unmapped* (a known Withings value that no harmonized resource holds, such as height or
+//!   pulse wave velocity: counted by code in [`Stats::unmapped`]; the raw landing keeps it).
+//!   `Stats::samples_in == mapped + quarantined + unmapped`.
+//! - Values are computed from Withings' integers (`value / 10^-unit`, one correctly rounded
+//!   division), never through f32. Null stays null; a zero stays zero.
 
 pub mod codes;
+mod table;
+
+mod activity;
+mod blood_oxygen;
+mod blood_pressure;
+mod body;
+mod calories_active;
+mod distance;
+mod fat;
+mod heartrate;
+mod hrv;
+mod hypnogram;
+mod respiratory_rate;
+mod sleep;
+mod sleep_stream;
+mod steps;
+mod vo2_max;
+mod weight;
+mod workouts;
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, NaiveDate, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde_json::Value;
+
+use crate::schema::Resource;
+use crate::withings::types::{Activity, IntradaySample, Item, MeasureGroup, SleepSegment, SleepSummary, Workout};
+use crate::withings::{MeasureList, SleepGet};
+use codes::SourceType;
+use table::Table;
+
+/// Who and which run the rows belong to. The same for every row of a harmonize call.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The application's id for the person.
+    pub user_id: String,
+    pub withings_user_id: String,
+    pub run_id: String,
+    pub ingested_at: DateTime<Utc>,
+    /// The user's IANA zone, for endpoints that carry none (intraday, sleep get) and for
+    /// getmeas answers without one.
+    pub time_zone: Option<String>,
+}
+
+/// An IANA zone name as Withings sent it, and the zone when chrono-tz knows the name.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    pub name: Option<String>,
+    tz: Option<Tz>,
+}
+
+impl Zone {
+    pub fn new(name: Option<&str>) -> Zone {
+        let name = name.map(str::trim).filter(|s| !s.is_empty());
+        Zone { name: name.map(str::to_string), tz: name.and_then(|n| Tz::from_str(n).ok()) }
+    }
+
+    /// Seconds east of UTC at `secs` (DST-aware), when the zone is known.
+    pub fn offset_at(&self, secs: i64) -> Option<i32> {
+        let tz = self.tz?;
+        let utc = DateTime::<Utc>::from_timestamp(secs, 0)?;
+        Some(tz.offset_from_utc_datetime(&utc.naive_utc()).fix().local_minus_utc())
+    }
+
+    /// The local calendar date of `secs`; the UTC date when the zone is unknown.
+    pub fn local_date(&self, secs: i64) -> Option<NaiveDate> {
+        let utc = DateTime::<Utc>::from_timestamp(secs, 0)?;
+        Some(match self.tz {
+            Some(tz) => utc.with_timezone(&tz).date_naive(),
+            None => utc.date_naive(),
+        })
+    }
+}
+
+/// Where a row came from: the `source_*` columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub kind: SourceType,
+    pub device_id: Option<String>,
+    pub model: Option<String>,
+    pub model_id: Option<i64>,
+}
+
+/// The source of a record: attrib 2 or 4 (entered by hand) is `manual`; otherwise the device
+/// model table decides, and `fallback` covers records without a known model.
+pub fn source_of(
+    model_id: Option<i64>,
+    model: Option<&str>,
+    attrib: Option<i64>,
+    device_id: Option<&str>,
+    fallback: SourceType,
+) -> Source {
+    let known = model_id.and_then(codes::device_model);
+    let kind = if matches!(attrib, Some(2 | 4)) { SourceType::Manual } else { known.map_or(fallback, |m| m.source_type) };
+    let model = model.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).or_else(|| known.map(|m| m.name.to_string()));
+    Source { kind, device_id: device_id.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string), model, model_id }
+}
+
+/// `value * 10^unit` from Withings' integers: one correctly rounded operation on exact
+/// operands, so `{72450, -3}` is exactly the double nearest 72.45. `None` when the exponent or
+/// the value is outside what a double holds exactly.
+pub fn scaled(value: i64, unit: i64) -> Option<f64> {
+    if !(-15..=15).contains(&unit) || value.unsigned_abs() > (1 << 53) {
+        return None;
+    }
+    let p = 10f64.powi(unit.unsigned_abs() as i32);
+    Some(if unit < 0 { value as f64 / p } else { value as f64 * p })
+}
+
+/// The deterministic id of a summary row: UUIDv5 of (provider, resource, user, provider key).
+pub fn summary_id(resource: Resource, user_id: &str, key: &str) -> String {
+    // The withings-lake namespace (a fixed random UUID): ids never change across versions.
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5d0c_9a7e_3b41_4f0e_9c7a_1e2b_6f8d_4a31);
+    uuid::Uuid::new_v5(&NAMESPACE, format!("withings/{resource}/{user_id}/{key}").as_bytes()).to_string()
+}
+
+/// Why a record was quarantined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QuarantineReason {
+    /// The record does not decode, or a required field is missing or out of range.
+    Malformed,
+    /// A getmeas meastype no table knows.
+    UnknownMeastype,
+    /// A sleep state no table knows.
+    UnknownSleepState,
+    /// A blood-pressure group with a systolic but no diastolic value, or the reverse.
+    IncompleteGroup,
+    /// The same key twice in one response with different values; the first is kept.
+    ConflictingDuplicate,
+    /// A getmeas group of category 2 (a user objective, not a measure).
+    Objective,
+}
+
+impl QuarantineReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuarantineReason::Malformed => "malformed",
+            QuarantineReason::UnknownMeastype => "unknown_meastype",
+            QuarantineReason::UnknownSleepState => "unknown_sleep_state",
+            QuarantineReason::IncompleteGroup => "incomplete_group",
+            QuarantineReason::ConflictingDuplicate => "conflicting_duplicate",
+            QuarantineReason::Objective => "objective",
+        }
+    }
+}
+
+/// A record kept out of the tables, with why and the raw JSON that carried it.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    pub endpoint: &'static str,
+    /// The resource the record was meant for, when one is known.
+    pub resource: Option<Resource>,
+    pub reason: QuarantineReason,
+    /// What exactly was wrong, naming the field or code.
+    pub detail: String,
+    pub raw: Value,
+}
+
+/// What a harmonize call did with its input.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub samples_in: usize,
+    pub mapped: usize,
+    pub quarantined: usize,
+    /// Known values no resource holds, by a label naming the code.
+    pub unmapped: BTreeMap<String, usize>,
+    /// Codes newer than the tables that were still harmonized (workout categories as `other`).
+    pub unknown_codes: BTreeMap<String, usize>,
+}
+
+impl Stats {
+    pub fn unmapped_total(&self) -> usize {
+        self.unmapped.values().sum()
+    }
+}
+
+/// The output of one harmonize call.
+#[derive(Debug, Clone)]
+pub struct Harmonized {
+    pub endpoint: &'static str,
+    /// One batch for every resource the endpoint feeds (empty when nothing came back, so a
+    /// window replace can still remove rows deleted upstream).
+    pub tables: BTreeMap<Resource, RecordBatch>,
+    pub quarantine: Vec<Quarantined>,
+    pub stats: Stats,
+}
+
+impl Harmonized {
+    /// Rows harmonized into `resource` (0 when the endpoint does not feed it).
+    pub fn rows(&self, resource: Resource) -> usize {
+        self.tables.get(&resource).map_or(0, RecordBatch::num_rows)
+    }
+
+    /// The quarantine as a batch of [`quarantine_schema`], for the lake's `_quarantine/`.
+    pub fn quarantine_batch(&self, ctx: &Context) -> RecordBatch {
+        let n = self.quarantine.len();
+        let mut cols: Vec<StringBuilder> = (0..7).map(|_| StringBuilder::with_capacity(n, n * 16)).collect();
+        let mut at = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+        for q in &self.quarantine {
+            cols[0].append_value(&ctx.user_id);
+            cols[1].append_value(&ctx.withings_user_id);
+            cols[2].append_value(q.endpoint);
+            cols[3].append_option(q.resource.map(Resource::as_str));
+            cols[4].append_value(q.reason.as_str());
+            cols[5].append_value(&q.detail);
+            cols[6].append_value(q.raw.to_string());
+            at.append_value(ctx.ingested_at.timestamp_micros());
+        }
+        let mut arrays: Vec<arrow::array::ArrayRef> = cols.iter_mut().map(|b| Arc::new(b.finish()) as _).collect();
+        arrays.push(Arc::new(at.finish()));
+        let mut run = StringBuilder::new();
+        (0..n).for_each(|_| run.append_value(&ctx.run_id));
+        arrays.push(Arc::new(run.finish()));
+        RecordBatch::try_new(quarantine_schema(), arrays).expect("quarantine columns follow the schema")
+    }
+}
+
+/// The schema of quarantined records (`<lake>/_quarantine/`).
+pub fn quarantine_schema() -> SchemaRef {
+    let s = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
+    Arc::new(Schema::new(vec![
+        s("user_id", false),
+        s("withings_user_id", false),
+        s("endpoint", false),
+        s("resource", true),
+        s("reason", false),
+        s("detail", false),
+        s("raw_json", false),
+        Field::new("ingested_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        s("run_id", false),
+    ]))
+}
+
+/// The tables of one call plus its bookkeeping.
+struct Out {
+    endpoint: &'static str,
+    user_id: String,
+    tables: Vec<Table>,
+    quarantine: Vec<Quarantined>,
+    stats: Stats,
+}
+
+impl Out {
+    fn new(ctx: &Context, endpoint: &'static str, resources: &[Resource]) -> Out {
+        Out {
+            endpoint,
+            user_id: ctx.user_id.clone(),
+            tables: resources.iter().map(|r| Table::new(*r, ctx, endpoint)).collect(),
+            quarantine: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    fn table(&mut self, r: Resource) -> &mut Table {
+        self.tables.iter_mut().find(|t| t.resource == r).expect("the endpoint declares every resource it feeds")
+    }
+
+    /// Quarantines `samples` input samples carried by `raw`.
+    fn quarantine(&mut self, resource: Option<Resource>, reason: QuarantineReason, detail: String, raw: Value, samples: usize) {
+        self.stats.quarantined += samples;
+        self.quarantine.push(Quarantined { endpoint: self.endpoint, resource, reason, detail, raw });
+    }
+
+    fn unmapped(&mut self, label: String, samples: usize) {
+        *self.stats.unmapped.entry(label).or_default() += samples;
+    }
+
+    /// Pushes the staged row of `r`; a row the schema refuses is quarantined (it already counts
+    /// as mapped or not through its record, so no sample count moves).
+    fn push(&mut self, r: Resource, raw: &Value) {
+        if let Err(detail) = self.table(r).push() {
+            self.quarantine.push(Quarantined {
+                endpoint: self.endpoint,
+                resource: Some(r),
+                reason: QuarantineReason::Malformed,
+                detail,
+                raw: raw.clone(),
+            });
+        }
+    }
+
+    fn finish(self) -> Harmonized {
+        Harmonized {
+            endpoint: self.endpoint,
+            tables: self.tables.into_iter().map(|t| (t.resource, t.finish())).collect(),
+            quarantine: self.quarantine,
+            stats: self.stats,
+        }
+    }
+}
+
+/// Keeps one record per key: the one Withings modified last (the first on a tie). A repeat
+/// with identical JSON (an overlapping page) is merged and its `samples(i)` count as mapped; a
+/// different record under the same key is quarantined. Returns the indices kept, in order.
+fn dedupe<K: std::hash::Hash + Eq>(
+    out: &mut Out,
+    items: Vec<(K, Option<i64>, &Value)>,
+    what: &str,
+    samples: impl Fn(usize) -> usize,
+) -> Vec<usize> {
+    use std::collections::hash_map::Entry;
+    let raws: Vec<&Value> = items.iter().map(|x| x.2).collect();
+    let mut best: HashMap<K, (usize, Option<i64>)> = HashMap::new();
+    let mut losers = Vec::new();
+    for (i, (key, modified, _)) in items.into_iter().enumerate() {
+        match best.entry(key) {
+            Entry::Vacant(v) => {
+                v.insert((i, modified));
+            }
+            Entry::Occupied(mut o) => {
+                if modified > o.get().1 {
+                    losers.push((o.get().0, i));
+                    o.insert((i, modified));
+                } else {
+                    losers.push((i, o.get().0));
+                }
+            }
+        }
+    }
+    for (lost, kept) in losers {
+        if raws[lost] == raws[kept] {
+            out.stats.mapped += samples(lost);
+        } else {
+            let detail = format!("{what} appears twice in one response; the last modified is kept");
+            out.quarantine(None, QuarantineReason::ConflictingDuplicate, detail, raws[lost].clone(), samples(lost));
+        }
+    }
+    let mut kept: Vec<usize> = best.into_values().map(|(i, _)| i).collect();
+    kept.sort_unstable();
+    kept
+}
+
+/// A spot value of a getmeas group as a row of a `timestamp`/`value`/`unit` table.
+fn spot(out: &mut Out, r: Resource, g: &Group, zone: &Zone, meastype: i64, unit: &str) {
+    let Some(v) = g.get(meastype) else { return };
+    let t = out.table(r);
+    t.set("timestamp", table::ts(g.date));
+    t.set("value", v);
+    t.set("unit", unit);
+    g.stage_group_columns(t, zone);
+    out.push(r, g.raw);
+}
+
+/// A point sample (intraday or sleep) as a row of a `timestamp`/`value`/`unit` table.
+#[allow(clippy::too_many_arguments)]
+fn point(out: &mut Out, r: Resource, source: &Source, zone: &Zone, at: i64, value: f64, unit: &str, raw: &Value) {
+    let t = out.table(r);
+    t.set("timestamp", table::ts(at));
+    t.set("value", value);
+    t.set("unit", unit);
+    if t.has("ambiguous") {
+        t.set("ambiguous", false);
+    }
+    t.provenance(source, zone, at);
+    out.push(r, raw);
+}
+
+/// An intraday sample's value as a row of a `start`/`end`/`value`/`unit` table.
+fn interval(out: &mut Out, r: Resource, row: &IntradayRow, value: Option<f64>, unit: &str) {
+    let Some(v) = value else { return };
+    let t = out.table(r);
+    t.set("start", table::ts(row.t));
+    t.set("end", table::ts(row.end()));
+    t.set("value", v);
+    t.set("unit", unit);
+    t.provenance(row.source, row.zone, row.t);
+    out.push(r, row.raw);
+}
+
+// ---------------------------------------------------------------------------------------------
+// getmeas
+
+/// Meastypes some table holds (4, height, feeds body's BMI).
+const MAPPED_MEASTYPES: [i64; 18] = [1, 4, 5, 6, 8, 9, 10, 11, 54, 76, 77, 88, 123, 168, 169, 170, 226, 227];
+/// Meastypes that make a group a body-composition row.
+const BODY_MEASTYPES: [i64; 12] = [1, 5, 6, 8, 76, 77, 88, 168, 169, 170, 226, 227];
+/// Position 7 is "whole body" (Body Scan); other positions are body segments.
+const WHOLE_BODY: i64 = 7;
+
+/// A decoded, validated getmeas group, as the per-resource mappings see it.
+pub(crate) struct Group<'a> {
+    pub grpid: i64,
+    pub date: i64,
+    pub created: Option<i64>,
+    pub modified: Option<i64>,
+    pub attrib: Option<i64>,
+    pub source: Source,
+    pub raw: &'a Value,
+    /// Whole-body values by meastype.
+    values: BTreeMap<i64, f64>,
+}
+
+impl Group<'_> {
+    pub fn get(&self, meastype: i64) -> Option<f64> {
+        self.values.get(&meastype).copied()
+    }
+
+    pub fn has_any(&self, meastypes: &[i64]) -> bool {
+        meastypes.iter().any(|t| self.values.contains_key(t))
+    }
+
+    /// Stages the getmeas bookkeeping columns the table has (grpid, attrib, ambiguous,
+    /// created_at, updated_at) and the provenance columns.
+    pub(crate) fn stage_group_columns(&self, t: &mut Table, zone: &Zone) {
+        t.set("grpid", self.grpid);
+        t.set("attrib", self.attrib);
+        t.set("ambiguous", self.attrib == Some(1));
+        if t.has("created_at") {
+            t.set("created_at", table::ts_opt(self.created));
+            t.set("updated_at", table::ts_opt(self.modified));
+        }
+        t.provenance(&self.source, zone, self.date);
+    }
+}
+
+/// The raw group with only its `i`-th measure: the quarantine record of one measure.
+fn one_measure(raw: &Value, i: usize) -> Value {
+    let mut v = raw.clone();
+    if let Some(m) = raw.get("measures").and_then(|m| m.get(i)) {
+        v["measures"] = Value::Array(vec![m.clone()]);
+    }
+    v
+}
+
+fn measure_count(raw: &Value) -> usize {
+    raw.get("measures").and_then(Value::as_array).map_or(1, |a| a.len().max(1))
+}
+
+/// getmeas -> weight, fat, blood_pressure, heartrate, blood_oxygen, vo2_max, body.
+///
+/// `known_heights` are (epoch, metres) heights from earlier calls (an incremental call rarely
+/// carries the height entered at sign-up); heights in `list` are added to them.
+pub fn getmeas(ctx: &Context, list: &MeasureList, known_heights: &[(i64, f64)]) -> Harmonized {
+    use Resource::*;
+    let mut out = Out::new(ctx, "getmeas", &[Weight, Fat, BloodPressure, Heartrate, BloodOxygen, Vo2Max, Body]);
+    let zone = Zone::new(list.timezone.as_deref().or(ctx.time_zone.as_deref()));
+
+    let mut decoded: Vec<(&MeasureGroup, &Value)> = Vec::new();
+    for item in &list.groups {
+        let n = measure_count(&item.raw);
+        out.stats.samples_in += n;
+        match &item.value {
+            Err(e) => out.quarantine(None, QuarantineReason::Malformed, format!("measure group does not decode: {e}"), item.raw.clone(), n),
+            Ok(g) if g.category == Some(2) => {
+                let detail = format!("group {} is a user objective (category 2), not a measure", g.grpid);
+                out.quarantine(None, QuarantineReason::Objective, detail, item.raw.clone(), n);
+            }
+            Ok(g) => decoded.push((g, &item.raw)),
+        }
+    }
+    let keys = decoded.iter().map(|(g, raw)| (g.grpid, g.modified, *raw)).collect();
+    let kept = dedupe(&mut out, keys, "measure group", |i| decoded[i].0.measures.len().max(1));
+
+    let mut groups = Vec::with_capacity(kept.len());
+    for i in kept {
+        let (g, raw) = decoded[i];
+        if g.measures.is_empty() {
+            out.unmapped("getmeas group without measures".into(), 1);
+        }
+        let mut values = BTreeMap::new();
+        for (j, m) in g.measures.iter().enumerate() {
+            let Some(v) = scaled(m.value, m.unit) else {
+                let detail = format!("meastype {} of group {}: value {} x 10^{} is out of range", m.kind, g.grpid, m.value, m.unit);
+                out.quarantine(None, QuarantineReason::Malformed, detail, one_measure(raw, j), 1);
+                continue;
+            };
+            let Some(mt) = codes::meas_type(m.kind) else {
+                let detail = format!("unknown meastype {} in group {}", m.kind, g.grpid);
+                out.quarantine(None, QuarantineReason::UnknownMeastype, detail, one_measure(raw, j), 1);
+                continue;
+            };
+            if !MAPPED_MEASTYPES.contains(&m.kind) {
+                out.unmapped(format!("getmeas meastype {} ({})", m.kind, mt.name), 1);
+                continue;
+            }
+            if BODY_MEASTYPES.contains(&m.kind) && m.position.is_some_and(|p| p != WHOLE_BODY) {
+                out.unmapped(format!("getmeas meastype {} ({}) at position {}", m.kind, mt.name, m.position.unwrap_or_default()), 1);
+                continue;
+            }
+            match values.entry(m.kind) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(v);
+                    out.stats.mapped += 1;
+                }
+                std::collections::btree_map::Entry::Occupied(e) if *e.get() == v => out.stats.mapped += 1,
+                std::collections::btree_map::Entry::Occupied(e) => {
+                    let detail = format!("meastype {} twice in group {} ({} and {v}); the first is kept", m.kind, g.grpid, e.get());
+                    out.quarantine(None, QuarantineReason::ConflictingDuplicate, detail, one_measure(raw, j), 1);
+                }
+            }
+        }
+        for (have, missing) in [(10, 9), (9, 10)] {
+            if values.contains_key(&have) && !values.contains_key(&missing) {
+                values.remove(&have);
+                out.stats.mapped -= 1;
+                let j = g.measures.iter().position(|m| m.kind == have).unwrap_or(0);
+                let detail = format!("group {} has meastype {have} but no {missing}: a blood pressure needs both", g.grpid);
+                out.quarantine(Some(BloodPressure), QuarantineReason::IncompleteGroup, detail, one_measure(raw, j), 1);
+            }
+        }
+        let fallback = if values.contains_key(&9) {
+            SourceType::Cuff
+        } else if BODY_MEASTYPES.iter().any(|t| values.contains_key(t)) {
+            SourceType::Scale
+        } else {
+            SourceType::Unknown
+        };
+        let device = g.deviceid.as_deref().or(g.hash_deviceid.as_deref());
+        let source = source_of(g.modelid, g.model.as_deref(), g.attrib, device, fallback);
+        groups.push(Group {
+            grpid: g.grpid,
+            date: g.date,
+            created: g.created,
+            modified: g.modified,
+            attrib: g.attrib,
+            source,
+            raw,
+            values,
+        });
+    }
+
+    let mut heights: Vec<(i64, f64)> = known_heights.to_vec();
+    heights.extend(groups.iter().filter_map(|g| g.get(4).map(|h| (g.date, h))));
+    heights.sort_by_key(|h| h.0);
+    for g in &groups {
+        weight::from_getmeas(&mut out, g, &zone);
+        fat::from_getmeas(&mut out, g, &zone);
+        blood_pressure::from_getmeas(&mut out, g, &zone);
+        heartrate::from_getmeas(&mut out, g, &zone);
+        blood_oxygen::from_getmeas(&mut out, g, &zone);
+        vo2_max::from_getmeas(&mut out, g, &zone);
+        let height = heights.iter().take_while(|h| h.0 <= g.date).last().map(|h| h.1);
+        body::from_getmeas(&mut out, ctx, g, &zone, height);
+    }
+    out.finish()
+}
+
+// ---------------------------------------------------------------------------------------------
+// getactivity
+
+/// getactivity -> activity (one row per day and source).
+pub fn getactivity(ctx: &Context, items: &[Item<Activity>]) -> Harmonized {
+    let mut out = Out::new(ctx, "getactivity", &[Resource::Activity]);
+    let mut ok = Vec::new();
+    for item in items {
+        out.stats.samples_in += 1;
+        match &item.value {
+            Err(e) => out.quarantine(None, QuarantineReason::Malformed, format!("activity does not decode: {e}"), item.raw.clone(), 1),
+            Ok(a) => match NaiveDate::parse_from_str(a.date.trim(), "%Y-%m-%d") {
+                Ok(d) => ok.push((a, d, &item.raw)),
+                Err(_) => {
+                    let detail = format!("activity date '{}' is not YYYY-MM-DD", a.date);
+                    out.quarantine(Some(Resource::Activity), QuarantineReason::Malformed, detail, item.raw.clone(), 1);
+                }
+            },
+        }
+    }
+    let keys = ok.iter().map(|(a, d, raw)| (activity::natural_key(a, *d), a.modified, *raw)).collect();
+    for i in dedupe(&mut out, keys, "activity day and source", |_| 1) {
+        let (a, d, raw) = ok[i];
+        out.stats.mapped += 1;
+        activity::push(&mut out, ctx, a, d, raw);
+    }
+    out.finish()
+}
+
+// ---------------------------------------------------------------------------------------------
+// getintradayactivity
+
+/// getintradayactivity -> steps, distance, calories_active, heartrate, blood_oxygen, hrv,
+/// respiratory_rate. Samples carry no zone: the user's zone from `ctx` is used.
+pub fn getintradayactivity(ctx: &Context, series: &BTreeMap<i64, Item<IntradaySample>>) -> Harmonized {
+    use Resource::*;
+    let mut out =
+        Out::new(ctx, "getintradayactivity", &[Steps, Distance, CaloriesActive, Heartrate, BloodOxygen, Hrv, RespiratoryRate]);
+    let zone = Zone::new(ctx.time_zone.as_deref());
+    for (t, item) in series {
+        out.stats.samples_in += 1;
+        let s = match &item.value {
+            Ok(s) => s,
+            Err(e) => {
+                let raw = serde_json::json!({ "timestamp": t, "sample": item.raw });
+                out.quarantine(None, QuarantineReason::Malformed, format!("intraday sample at {t} does not decode: {e}"), raw, 1);
+                continue;
+            }
+        };
+        let mapped = [s.steps.is_some(), s.distance.is_some(), s.calories.is_some(), s.heart_rate.is_some()]
+            .into_iter()
+            .chain([s.spo2_auto.is_some(), s.rmssd.is_some(), s.rr.is_some()])
+            .any(|b| b);
+        if !mapped {
+            let fields: Vec<&str> =
+                item.raw.as_object().map(|o| o.keys().map(String::as_str).filter(|k| !SAMPLE_META.contains(k)).collect()).unwrap_or_default();
+            out.unmapped(format!("getintradayactivity sample with only [{}]", fields.join(", ")), 1);
+            continue;
+        }
+        out.stats.mapped += 1;
+        let source = source_of(s.model_id, s.model.as_deref(), None, s.deviceid.as_deref(), SourceType::Watch);
+        let sample = IntradayRow { t: *t, s, source: &source, zone: &zone, raw: &item.raw };
+        steps::from_intraday(&mut out, &sample);
+        distance::from_intraday(&mut out, &sample);
+        calories_active::from_intraday(&mut out, &sample);
+        heartrate::from_intraday(&mut out, &sample);
+        blood_oxygen::from_intraday(&mut out, &sample);
+        hrv::from_intraday(&mut out, &sample);
+        respiratory_rate::from_intraday(&mut out, &sample);
+    }
+    out.finish()
+}
+
+/// Keys of an intraday sample that describe the device, not a measurement.
+const SAMPLE_META: [&str; 4] = ["deviceid", "model", "model_id", "modelid"];
+
+/// One intraday sample with its context.
+pub(crate) struct IntradayRow<'a> {
+    pub t: i64,
+    pub s: &'a IntradaySample,
+    pub source: &'a Source,
+    pub zone: &'a Zone,
+    pub raw: &'a Value,
+}
+
+impl IntradayRow<'_> {
+    /// End of the sample's interval: start + duration (60 s, the watch's period, when absent).
+    pub fn end(&self) -> i64 {
+        self.t.saturating_add(self.s.duration.filter(|d| *d > 0).unwrap_or(60))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// sleep getsummary
+
+/// sleep getsummary -> sleep (one row per session).
+pub fn sleep_getsummary(ctx: &Context, items: &[Item<SleepSummary>]) -> Harmonized {
+    let mut out = Out::new(ctx, "sleep_getsummary", &[Resource::Sleep]);
+    let mut ok = Vec::new();
+    for item in items {
+        out.stats.samples_in += 1;
+        match &item.value {
+            Err(e) => out.quarantine(None, QuarantineReason::Malformed, format!("sleep summary does not decode: {e}"), item.raw.clone(), 1),
+            Ok(s) => match (s.startdate, s.enddate) {
+                (Some(a), Some(b)) if b >= a => ok.push((s, a, b, &item.raw)),
+                _ => {
+                    let detail = format!("sleep summary {} has no valid startdate/enddate", s.id);
+                    out.quarantine(Some(Resource::Sleep), QuarantineReason::Malformed, detail, item.raw.clone(), 1);
+                }
+            },
+        }
+    }
+    let keys = ok.iter().map(|(s, _, _, raw)| (s.id, s.modified, *raw)).collect();
+    for i in dedupe(&mut out, keys, "sleep summary id", |_| 1) {
+        let (s, a, b, raw) = ok[i];
+        out.stats.mapped += 1;
+        sleep::push(&mut out, ctx, s, a, b, raw);
+    }
+    out.finish()
+}
+
+/// A sleep session's bedtime window, to link sleep get samples to their sleep row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SleepSession {
+    /// Withings getsummary id.
+    pub withings_id: i64,
+    pub start: i64,
+    pub end: i64,
+}
+
+impl SleepSession {
+    /// The sessions of decoded getsummary records (records without a window are skipped).
+    pub fn from_summaries(items: &[Item<SleepSummary>]) -> Vec<SleepSession> {
+        let mut v: Vec<SleepSession> = items
+            .iter()
+            .filter_map(|i| i.value.as_ref().ok())
+            .filter_map(|s| Some(SleepSession { withings_id: s.id, start: s.startdate?, end: s.enddate? }))
+            .collect();
+        v.sort_by_key(|s| (s.start, s.withings_id));
+        v
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// sleep get
+
+/// The sleep get series harmonized, with their units (sleep_stream `metric` and `unit`).
+pub(crate) const SLEEP_SERIES: [(&str, &str); 10] = [
+    ("hr", "bpm"),
+    ("rr", "breaths/min"),
+    ("rmssd", "ms"),
+    ("sdnn_1", "ms"),
+    ("snoring", "s"),
+    ("hrv_quality", "score"),
+    ("mvt_score", "score"),
+    ("chest_movement_rate", "events/min"),
+    ("withings_index", "events/h"),
+    ("breathing_sounds", "s"),
+];
+
+fn series_of<'a>(s: &'a SleepSegment, name: &str) -> Option<&'a BTreeMap<i64, f64>> {
+    match name {
+        "hr" => s.hr.as_ref(),
+        "rr" => s.rr.as_ref(),
+        "rmssd" => s.rmssd.as_ref(),
+        "sdnn_1" => s.sdnn_1.as_ref(),
+        "snoring" => s.snoring.as_ref(),
+        "hrv_quality" => s.hrv_quality.as_ref(),
+        "mvt_score" => s.mvt_score.as_ref(),
+        "chest_movement_rate" => s.chest_movement_rate.as_ref(),
+        "withings_index" => s.withings_index.as_ref(),
+        "breathing_sounds" => s.breathing_sounds.as_ref(),
+        _ => None,
+    }
+}
+
+/// Samples a raw segment carries: the segment (its stage) and every point of its series.
+fn segment_samples(raw: &Value) -> usize {
+    1 + SLEEP_SERIES.iter().filter_map(|(k, _)| raw.get(*k).and_then(Value::as_object)).map(|o| o.len()).sum::<usize>()
+}
+
+/// One point of a sleep series, with its segment's context.
+pub(crate) struct SleepPoint<'a> {
+    pub metric: &'static str,
+    pub unit: &'static str,
+    pub t: i64,
+    pub value: f64,
+    pub source: &'a Source,
+    pub session: Option<&'a SleepSession>,
+}
+
+/// One sleep get segment, with its context.
+pub(crate) struct SleepStage<'a> {
+    pub seg: &'a SleepSegment,
+    pub state: i64,
+    pub stage: i64,
+    pub source: &'a Source,
+    pub session: Option<&'a SleepSession>,
+    pub raw: &'a Value,
+}
+
+fn session_at(sessions: &[SleepSession], t: i64) -> Option<&SleepSession> {
+    sessions.iter().find(|s| s.start <= t && t <= s.end)
+}
+
+/// sleep get -> hypnogram, sleep_stream, heartrate, hrv, respiratory_rate. `sessions` (from
+/// getsummary) link each sample to the sleep row whose bedtime window contains it.
+pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) -> Harmonized {
+    use Resource::*;
+    let mut out = Out::new(ctx, "sleep_get", &[Hypnogram, SleepStream, Heartrate, Hrv, RespiratoryRate]);
+    let zone = Zone::new(ctx.time_zone.as_deref());
+    let fallback = match answer.model {
+        Some(16) => SourceType::Watch,
+        Some(32) => SourceType::SleepMat,
+        _ => SourceType::Unknown,
+    };
+    // (metric, device, t) -> value: a point repeated by two segments is one sample.
+    let mut seen: HashMap<(&'static str, Option<String>, i64), f64> = HashMap::new();
+    let mut segments_seen: HashMap<(Option<String>, i64), &Value> = HashMap::new();
+    for item in &answer.segments {
+        let n = segment_samples(&item.raw);
+        out.stats.samples_in += n;
+        let seg = match &item.value {
+            Ok(seg) if seg.enddate >= seg.startdate => seg,
+            Ok(seg) => {
+                let detail = format!("sleep segment ends ({}) before it starts ({})", seg.enddate, seg.startdate);
+                out.quarantine(Some(Hypnogram), QuarantineReason::Malformed, detail, item.raw.clone(), n);
+                continue;
+            }
+            Err(e) => {
+                out.quarantine(None, QuarantineReason::Malformed, format!("sleep segment does not decode: {e}"), item.raw.clone(), n);
+                continue;
+            }
+        };
+        let source = source_of(seg.model_id, seg.model.as_deref(), None, seg.hash_deviceid.as_deref(), fallback);
+        let session = session_at(sessions, seg.startdate);
+        let first = match segments_seen.entry((source.device_id.clone(), seg.startdate)) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(&item.raw);
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(_) => false,
+        };
+        match seg.state.and_then(|s| codes::SLEEP_STATES.iter().find(|(c, _, _)| *c == s)) {
+            Some(_) if !first => {
+                let detail = format!("two segments start at {} on one device; the first is kept", seg.startdate);
+                let mut raw = item.raw.clone();
+                if let Some(o) = raw.as_object_mut() {
+                    o.retain(|k, _| !SLEEP_SERIES.iter().any(|(s, _)| s == k));
+                }
+                out.quarantine(Some(Hypnogram), QuarantineReason::ConflictingDuplicate, detail, raw, 1);
+            }
+            Some((state, _, stage)) => {
+                out.stats.mapped += 1;
+                let st = SleepStage { seg, state: *state, stage: *stage, source: &source, session, raw: &item.raw };
+                hypnogram::from_sleep_get(&mut out, &st, &zone);
+                sleep_stream::stage_from_sleep_get(&mut out, &st, &zone);
+            }
+            None => {
+                let detail = match seg.state {
+                    Some(s) => format!("unknown sleep state {s} in the segment starting at {}", seg.startdate),
+                    None => format!("the segment starting at {} has no state", seg.startdate),
+                };
+                let mut raw = item.raw.clone();
+                if let Some(o) = raw.as_object_mut() {
+                    o.retain(|k, _| !SLEEP_SERIES.iter().any(|(s, _)| s == k));
+                }
+                out.quarantine(Some(Hypnogram), QuarantineReason::UnknownSleepState, detail, raw, 1);
+            }
+        }
+        for (metric, unit) in SLEEP_SERIES {
+            let Some(points) = series_of(seg, metric) else { continue };
+            for (&t, &value) in points {
+                match seen.entry((metric, source.device_id.clone(), t)) {
+                    std::collections::hash_map::Entry::Occupied(e) if *e.get() == value => {
+                        out.stats.mapped += 1;
+                        continue;
+                    }
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        let detail = format!("{metric} at {t} appears in two segments with values {} and {value}; the first is kept", e.get());
+                        let raw = serde_json::json!({ "startdate": seg.startdate, "enddate": seg.enddate, metric: { t.to_string(): value } });
+                        out.quarantine(Some(SleepStream), QuarantineReason::ConflictingDuplicate, detail, raw, 1);
+                        continue;
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(value);
+                    }
+                }
+                out.stats.mapped += 1;
+                let p = SleepPoint { metric, unit, t, value, source: &source, session: session_at(sessions, t) };
+                sleep_stream::point_from_sleep_get(&mut out, &p, &zone, &item.raw);
+                match metric {
+                    "hr" => heartrate::from_sleep_get(&mut out, &p, &zone, &item.raw),
+                    "rmssd" => hrv::from_sleep_get(&mut out, &p, &zone, &item.raw),
+                    "rr" => respiratory_rate::from_sleep_get(&mut out, &p, &zone, &item.raw),
+                    _ => {}
+                }
+            }
+        }
+    }
+    out.finish()
+}
+
+// ---------------------------------------------------------------------------------------------
+// getworkouts
+
+/// getworkouts -> workouts.
+pub fn getworkouts(ctx: &Context, items: &[Item<Workout>]) -> Harmonized {
+    let mut out = Out::new(ctx, "getworkouts", &[Resource::Workouts]);
+    let mut ok = Vec::new();
+    for item in items {
+        out.stats.samples_in += 1;
+        match &item.value {
+            Err(e) => out.quarantine(None, QuarantineReason::Malformed, format!("workout does not decode: {e}"), item.raw.clone(), 1),
+            Ok(w) => match (w.startdate, w.enddate) {
+                (Some(a), Some(b)) if b >= a => ok.push((w, a, b, &item.raw)),
+                _ => {
+                    let detail = format!("workout {} has no valid startdate/enddate", w.id);
+                    out.quarantine(Some(Resource::Workouts), QuarantineReason::Malformed, detail, item.raw.clone(), 1);
+                }
+            },
+        }
+    }
+    let keys = ok.iter().map(|(w, _, _, raw)| (w.id, w.modified, *raw)).collect();
+    for i in dedupe(&mut out, keys, "workout id", |_| 1) {
+        let (w, a, b, raw) = ok[i];
+        out.stats.mapped += 1;
+        workouts::push(&mut out, ctx, w, a, b, raw);
+    }
+    out.finish()
+}

@@ -126,11 +126,72 @@ pub struct MeasureList {
     pub groups: Vec<Item<MeasureGroup>>,
 }
 
+impl MeasureList {
+    /// A getmeas body (`{"measuregrps": [...], "timezone": ...}`) or a bare `measuregrps` list.
+    pub fn from_body(body: &Value) -> Result<MeasureList, WithingsError> {
+        let groups = match body {
+            Value::Array(a) => a.clone(),
+            _ => list_of(body, "measuregrps", "getmeas")?,
+        };
+        let timezone = body.get("timezone").and_then(Value::as_str).map(str::to_string);
+        Ok(MeasureList { timezone, groups: groups.into_iter().map(Item::decode).collect() })
+    }
+}
+
 /// A sleep get answer: the segments (sorted by start) and the device class (16/32).
 #[derive(Debug, Clone)]
 pub struct SleepGet {
     pub model: Option<i64>,
     pub segments: Vec<Item<SleepSegment>>,
+}
+
+impl SleepGet {
+    /// One sleep get body, its segments sorted by start.
+    pub fn from_body(body: &Value) -> Result<SleepGet, WithingsError> {
+        let model = body.get("model").and_then(Value::as_i64);
+        let segments = list_of(body, "series", "sleep_get")?.into_iter().map(Item::decode).collect();
+        Ok(SleepGet::sorted(model, segments))
+    }
+
+    /// Sorts segments by start (Withings does not) and drops repeats of one start (two
+    /// 24-hour requests can both return a segment that spans their boundary).
+    fn sorted(model: Option<i64>, mut segments: Vec<Item<SleepSegment>>) -> SleepGet {
+        let start_of = |i: &Item<SleepSegment>| i.raw.get("startdate").and_then(Value::as_i64).unwrap_or(i64::MAX);
+        segments.sort_by_key(start_of);
+        segments.dedup_by(|a, b| start_of(a) == start_of(b) && a.raw == b.raw);
+        SleepGet { model, segments }
+    }
+}
+
+/// The items of a list body (`series`, `activities`, ...), each decoded on its own.
+pub fn decode_list<T: serde::de::DeserializeOwned>(
+    body: &Value,
+    key: &str,
+    endpoint: &'static str,
+) -> Result<Vec<Item<T>>, WithingsError> {
+    Ok(list_of(body, key, endpoint)?.into_iter().map(Item::decode).collect())
+}
+
+/// The samples of a getintradayactivity body, keyed by epoch; with `window`, only those in
+/// `[start, end)` (Withings may answer past the asked end).
+pub fn intraday_series(body: &Value, window: Option<(i64, i64)>) -> Result<BTreeMap<i64, Item<IntradaySample>>, WithingsError> {
+    let series = match body.get("series") {
+        None | Some(Value::Null) => return Ok(BTreeMap::new()),
+        Some(Value::Array(a)) if a.is_empty() => return Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(WithingsError::Decode { endpoint: "getintradayactivity", reason: "`series` is not an object".into() }),
+    };
+    let mut out = BTreeMap::new();
+    for (k, raw) in series {
+        let t = k.parse::<i64>().map_err(|_| WithingsError::Decode {
+            endpoint: "getintradayactivity",
+            reason: format!("series key '{k}' is not an epoch"),
+        })?;
+        if window.is_none_or(|(a, b)| t >= a && t < b) {
+            out.insert(t, Item::decode(raw.clone()));
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Clone)]
@@ -262,26 +323,7 @@ impl WithingsClient {
             ];
             let body =
                 self.call(Call { endpoint: "getintradayactivity", path: "/v2/measure", token: Some(token), params }).await?;
-            let series = match body.get("series") {
-                None | Some(Value::Null) => continue,
-                Some(Value::Array(a)) if a.is_empty() => continue,
-                Some(Value::Object(m)) => m.clone(),
-                Some(_) => {
-                    return Err(WithingsError::Decode {
-                        endpoint: "getintradayactivity",
-                        reason: "`series` is not an object".into(),
-                    });
-                }
-            };
-            for (k, raw) in series {
-                let t = k.parse::<i64>().map_err(|_| WithingsError::Decode {
-                    endpoint: "getintradayactivity",
-                    reason: format!("series key '{k}' is not an epoch"),
-                })?;
-                if t >= a && t < b {
-                    out.insert(t, Item::decode(raw));
-                }
-            }
+            out.extend(intraday_series(&body, Some((a, b)))?);
         }
         Ok(out)
     }
@@ -307,14 +349,11 @@ impl WithingsClient {
                 ("data_fields", SLEEP_FIELDS.to_string()),
             ];
             let body = self.call(Call { endpoint: "sleep_get", path: "/v2/sleep", token: Some(token), params }).await?;
-            model = model.or_else(|| body.get("model").and_then(Value::as_i64));
-            let series = list_of(&body, "series", "sleep_get")?;
-            segments.extend(series.into_iter().map(Item::decode));
+            let page = SleepGet::from_body(&body)?;
+            model = model.or(page.model);
+            segments.extend(page.segments);
         }
-        let start_of = |i: &Item<SleepSegment>| i.raw.get("startdate").and_then(Value::as_i64).unwrap_or(i64::MAX);
-        segments.sort_by_key(start_of);
-        segments.dedup_by_key(|i| start_of(i));
-        Ok(SleepGet { model, segments })
+        Ok(SleepGet::sorted(model, segments))
     }
 
     /// `v2/sleep getsummary`, every page, every data field.

@@ -12,12 +12,14 @@
 //! - `cli_simulate`: the `withings-lake simulate` binary prints its address and serves.
 //! - `cli_users`: `link` end to end, `users import / list / remove`, pipeline errors.
 //! - `client`: the Withings client on the recorded fixtures and against the simulator.
+//! - `harmonize_golden`: each resource from the project's fixtures, compared as tables.
 
 mod cli_simulate;
 mod cli_users;
 mod client;
 mod common;
 mod credentials;
+mod harmonize_golden;
 mod shape;
 mod sim_data;
 mod sim_limits;

@@ -1,0 +1,65 @@
+//! workouts: one row per getworkouts record. Sport slug and name from the full category
+//! table; a category newer than the table is kept with slug `other` and its raw code (and
+//! counted in `Stats::unknown_codes`).
+
+use chrono::NaiveDate;
+use serde_json::Value;
+
+use super::codes::{self, SourceType};
+use super::table::{date, ts, ts_opt};
+use super::{Context, Out, Zone, source_of, summary_id};
+use crate::schema::Resource;
+use crate::withings::types::{Workout, WorkoutData};
+
+pub(super) fn push(out: &mut Out, ctx: &Context, w: &Workout, start: i64, end: i64, raw: &Value) {
+    let zone = Zone::new(w.timezone.as_deref().or(ctx.time_zone.as_deref()));
+    // getworkouts `model` is a model id.
+    let model_id = w.model.as_deref().and_then(|m| m.trim().parse::<i64>().ok());
+    let source = source_of(model_id, None, w.attrib, w.deviceid.as_deref(), SourceType::Unknown);
+    let (slug, name) = match w.category.map(|c| (c, codes::workout_category(c))) {
+        Some((_, Some((slug, name)))) => (slug.to_string(), name.to_string()),
+        Some((c, None)) => {
+            *out.stats.unknown_codes.entry(format!("getworkouts category {c}")).or_default() += 1;
+            ("other".to_string(), format!("Other (code {c})"))
+        }
+        None => ("other".to_string(), "Other".to_string()),
+    };
+    let day = w.date.as_deref().and_then(|x| NaiveDate::parse_from_str(x.trim(), "%Y-%m-%d").ok()).or_else(|| zone.local_date(start));
+    let empty = WorkoutData::default();
+    let d = w.data.as_ref().unwrap_or(&empty);
+
+    let t = out.table(Resource::Workouts);
+    t.set("id", summary_id(Resource::Workouts, &ctx.user_id, &w.id.to_string()));
+    t.set("provider_id", w.id.to_string());
+    t.set("calendar_date", day.map(date));
+    t.set("time_start", ts(start));
+    t.set("time_end", ts(end));
+    t.set("sport_slug", slug);
+    t.set("sport_name", name);
+    t.set("withings_category", w.category);
+    t.set("average_hr", d.hr_average);
+    t.set("max_hr", d.hr_max);
+    t.set("min_hr", d.hr_min);
+    t.set("hr_zone_light", d.hr_zone_0);
+    t.set("hr_zone_moderate", d.hr_zone_1);
+    t.set("hr_zone_intense", d.hr_zone_2);
+    t.set("hr_zone_maximal", d.hr_zone_3);
+    t.set("distance", d.distance);
+    t.set("steps", d.steps);
+    t.set("total_elevation_gain", d.elevation);
+    t.set("calories", d.calories);
+    t.set("intensity", d.intensity);
+    t.set("manual_intensity", d.manual_intensity);
+    t.set("manual_distance", d.manual_distance);
+    t.set("manual_calories", d.manual_calories);
+    t.set("pause_duration", d.pause_duration);
+    t.set("algo_pause_duration", d.algo_pause_duration);
+    t.set("spo2_average", d.spo2_average.map(|v| v as f64));
+    t.set("pool_laps", d.pool_laps);
+    t.set("pool_length", d.pool_length);
+    t.set("strokes", d.strokes);
+    t.set("attrib", w.attrib);
+    t.set("updated_at", ts_opt(w.modified));
+    t.provenance(&source, &zone, start);
+    out.push(Resource::Workouts, raw);
+}
