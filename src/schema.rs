@@ -322,7 +322,7 @@ impl TableSchema {
     /// column is not a stored column and is named in a comment.
     pub fn to_sql(&self) -> String {
         let mut s = format!(
-            "-- {}: {} (partitioned by {}=..., from {}; primary key {})\nCREATE TABLE \"{}\" (\n",
+            "-- {}: {}, partitioned by {}= from {}, primary key ({}). Timestamps are UTC\n-- (in DataFusion, SET datafusion.execution.time_zone = 'UTC' first).\nCREATE TABLE \"{}\" (\n",
             self.resource,
             self.vital_schema,
             self.grain.partition_key(),

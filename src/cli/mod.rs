@@ -2,6 +2,7 @@
 //! return typed errors whose class picks the exit code.
 
 mod link;
+mod schema;
 mod simulate;
 mod users;
 
@@ -48,6 +49,8 @@ pub enum Command {
     Link(link::LinkArgs),
     /// Import, list or remove linked users.
     Users(users::UsersArgs),
+    /// Print the harmonized table schemas (columns, types, units, keys, partitioning).
+    Schema(schema::SchemaArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -55,6 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::run(args).await,
         Command::Link(args) => link::run(args).await,
         Command::Users(args) => users::run(args).await,
+        Command::Schema(args) => schema::run(args),
     }
 }
 

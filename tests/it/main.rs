@@ -10,16 +10,22 @@
 //! - `sim_limits`: the 601 rate limit, fault injection, statistics, determinism.
 //! - `sim_notify`: notification subscriptions and delivery to a loopback receiver.
 //! - `cli_simulate`: the `withings-lake simulate` binary prints its address and serves.
+//! - `cli_schema`: `withings-lake schema` as a table, JSON, and SQL run in DataFusion and DuckDB.
 //! - `cli_users`: `link` end to end, `users import / list / remove`, pipeline errors.
 //! - `client`: the Withings client on the recorded fixtures and against the simulator.
 //! - `harmonize_golden`: each resource from the project's fixtures, compared as tables.
+//! - `harmonize_real`: every recorded Withings file harmonized, invariants computed from the raw JSON.
+//! - `harmonize_props`: property tests on random well-typed responses (schema, no panic, conservation).
 
+mod cli_schema;
 mod cli_simulate;
 mod cli_users;
 mod client;
 mod common;
 mod credentials;
 mod harmonize_golden;
+mod harmonize_props;
+mod harmonize_real;
 mod shape;
 mod sim_data;
 mod sim_limits;
