@@ -415,7 +415,9 @@ mod tests {
         let all = load().unwrap();
         assert_eq!(all.len(), 17);
         for t in &all {
-            for c in ["user_id", "withings_user_id", "source_provider", "source_type", "source_device_id", "ingested_at", "run_id"] {
+            for c in
+                ["user_id", "withings_user_id", "source_provider", "source_type", "source_device_id", "ingested_at", "run_id"]
+            {
                 assert!(t.index_of(c).is_some(), "{} lacks {c}", t.resource);
             }
             assert_eq!(t.arrow().fields().len(), t.columns.len());

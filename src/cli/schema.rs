@@ -52,9 +52,8 @@ pub fn run(args: SchemaArgs) -> anyhow::Result<()> {
 
 fn strings(header: &[&str], rows: Vec<Vec<String>>) -> anyhow::Result<String> {
     let fields: Vec<Field> = header.iter().map(|h| Field::new(*h, DataType::Utf8, false)).collect();
-    let columns = (0..header.len())
-        .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].as_str()))) as _)
-        .collect();
+    let columns =
+        (0..header.len()).map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].as_str()))) as _).collect();
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
     Ok(pretty_format_batches(&[batch])?.to_string())
 }

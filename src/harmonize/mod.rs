@@ -466,7 +466,13 @@ pub fn getmeas(ctx: &Context, list: &MeasureList, known_heights: &[(i64, f64)]) 
         let n = measure_count(&item.raw);
         out.stats.samples_in += n;
         match &item.value {
-            Err(e) => out.quarantine(None, QuarantineReason::Malformed, format!("measure group does not decode: {e}"), item.raw.clone(), n),
+            Err(e) => out.quarantine(
+                None,
+                QuarantineReason::Malformed,
+                format!("measure group does not decode: {e}"),
+                item.raw.clone(),
+                n,
+            ),
             Ok(g) if g.category == Some(2) => {
                 let detail = format!("group {} is a user objective (category 2), not a measure", g.grpid);
                 out.quarantine(None, QuarantineReason::Objective, detail, item.raw.clone(), n);
@@ -486,7 +492,8 @@ pub fn getmeas(ctx: &Context, list: &MeasureList, known_heights: &[(i64, f64)]) 
         let mut values = BTreeMap::new();
         for (j, m) in g.measures.iter().enumerate() {
             let Some(v) = scaled(m.value, m.unit) else {
-                let detail = format!("meastype {} of group {}: value {} x 10^{} is out of range", m.kind, g.grpid, m.value, m.unit);
+                let detail =
+                    format!("meastype {} of group {}: value {} x 10^{} is out of range", m.kind, g.grpid, m.value, m.unit);
                 out.quarantine(None, QuarantineReason::Malformed, detail, one_measure(raw, j), 1);
                 continue;
             };
@@ -500,7 +507,10 @@ pub fn getmeas(ctx: &Context, list: &MeasureList, known_heights: &[(i64, f64)]) 
                 continue;
             }
             if BODY_MEASTYPES.contains(&m.kind) && m.position.is_some_and(|p| p != WHOLE_BODY) {
-                out.unmapped(format!("getmeas meastype {} ({}) at position {}", m.kind, mt.name, m.position.unwrap_or_default()), 1);
+                out.unmapped(
+                    format!("getmeas meastype {} ({}) at position {}", m.kind, mt.name, m.position.unwrap_or_default()),
+                    1,
+                );
                 continue;
             }
             match values.entry(m.kind) {
@@ -510,7 +520,8 @@ pub fn getmeas(ctx: &Context, list: &MeasureList, known_heights: &[(i64, f64)]) 
                 }
                 std::collections::btree_map::Entry::Occupied(e) if *e.get() == v => out.stats.mapped += 1,
                 std::collections::btree_map::Entry::Occupied(e) => {
-                    let detail = format!("meastype {} twice in group {} ({} and {v}); the first is kept", m.kind, g.grpid, e.get());
+                    let detail =
+                        format!("meastype {} twice in group {} ({} and {v}); the first is kept", m.kind, g.grpid, e.get());
                     out.quarantine(None, QuarantineReason::ConflictingDuplicate, detail, one_measure(raw, j), 1);
                 }
             }
@@ -571,7 +582,9 @@ pub fn getactivity(ctx: &Context, items: &[Item<Activity>]) -> Harmonized {
     for item in items {
         out.stats.samples_in += 1;
         match &item.value {
-            Err(e) => out.quarantine(None, QuarantineReason::Malformed, format!("activity does not decode: {e}"), item.raw.clone(), 1),
+            Err(e) => {
+                out.quarantine(None, QuarantineReason::Malformed, format!("activity does not decode: {e}"), item.raw.clone(), 1)
+            }
             Ok(a) => match NaiveDate::parse_from_str(a.date.trim(), "%Y-%m-%d") {
                 Ok(d) => ok.push((a, d, &item.raw)),
                 Err(_) => {
@@ -615,8 +628,11 @@ pub fn getintradayactivity(ctx: &Context, series: &BTreeMap<i64, Item<IntradaySa
             .chain([s.spo2_auto.is_some(), s.rmssd.is_some(), s.rr.is_some()])
             .any(|b| b);
         if !mapped {
-            let fields: Vec<&str> =
-                item.raw.as_object().map(|o| o.keys().map(String::as_str).filter(|k| !SAMPLE_META.contains(k)).collect()).unwrap_or_default();
+            let fields: Vec<&str> = item
+                .raw
+                .as_object()
+                .map(|o| o.keys().map(String::as_str).filter(|k| !SAMPLE_META.contains(k)).collect())
+                .unwrap_or_default();
             out.unmapped(format!("getintradayactivity sample with only [{}]", fields.join(", ")), 1);
             continue;
         }
@@ -663,7 +679,13 @@ pub fn sleep_getsummary(ctx: &Context, items: &[Item<SleepSummary>]) -> Harmoniz
     for item in items {
         out.stats.samples_in += 1;
         match &item.value {
-            Err(e) => out.quarantine(None, QuarantineReason::Malformed, format!("sleep summary does not decode: {e}"), item.raw.clone(), 1),
+            Err(e) => out.quarantine(
+                None,
+                QuarantineReason::Malformed,
+                format!("sleep summary does not decode: {e}"),
+                item.raw.clone(),
+                1,
+            ),
             Ok(s) => match (s.startdate, s.enddate) {
                 (Some(a), Some(b)) if b >= a => ok.push((s, a, b, &item.raw)),
                 _ => {
@@ -791,7 +813,13 @@ pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) ->
                 continue;
             }
             Err(e) => {
-                out.quarantine(None, QuarantineReason::Malformed, format!("sleep segment does not decode: {e}"), item.raw.clone(), n);
+                out.quarantine(
+                    None,
+                    QuarantineReason::Malformed,
+                    format!("sleep segment does not decode: {e}"),
+                    item.raw.clone(),
+                    n,
+                );
                 continue;
             }
         };
@@ -840,7 +868,10 @@ pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) ->
                         continue;
                     }
                     std::collections::hash_map::Entry::Occupied(e) => {
-                        let detail = format!("{metric} at {t} appears in two segments with values {} and {value}; the first is kept", e.get());
+                        let detail = format!(
+                            "{metric} at {t} appears in two segments with values {} and {value}; the first is kept",
+                            e.get()
+                        );
                         let raw = serde_json::json!({ "startdate": seg.startdate, "enddate": seg.enddate, metric: { t.to_string(): value } });
                         out.quarantine(Some(SleepStream), QuarantineReason::ConflictingDuplicate, detail, raw, 1);
                         continue;
@@ -874,7 +905,9 @@ pub fn getworkouts(ctx: &Context, items: &[Item<Workout>]) -> Harmonized {
     for item in items {
         out.stats.samples_in += 1;
         match &item.value {
-            Err(e) => out.quarantine(None, QuarantineReason::Malformed, format!("workout does not decode: {e}"), item.raw.clone(), 1),
+            Err(e) => {
+                out.quarantine(None, QuarantineReason::Malformed, format!("workout does not decode: {e}"), item.raw.clone(), 1)
+            }
             Ok(w) => match (w.startdate, w.enddate) {
                 (Some(a), Some(b)) if b >= a => ok.push((w, a, b, &item.raw)),
                 _ => {

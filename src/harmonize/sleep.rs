@@ -23,7 +23,8 @@ pub(super) fn push(out: &mut Out, ctx: &Context, s: &SleepSummary, start: i64, e
         _ => SourceType::Unknown,
     };
     let source = source_of(s.model_id, None, None, s.hash_deviceid.as_deref(), fallback);
-    let day = s.date.as_deref().and_then(|x| NaiveDate::parse_from_str(x.trim(), "%Y-%m-%d").ok()).or_else(|| zone.local_date(end));
+    let day =
+        s.date.as_deref().and_then(|x| NaiveDate::parse_from_str(x.trim(), "%Y-%m-%d").ok()).or_else(|| zone.local_date(end));
     let stages = match (d.lightsleepduration, d.deepsleepduration, d.remsleepduration) {
         (Some(l), Some(dp), Some(r)) => Some(l + dp + r),
         _ => None,

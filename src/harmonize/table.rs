@@ -213,7 +213,8 @@ impl Table {
                 return Err(format!("no value for required column '{}' of {}", c.name, self.resource));
             }
             if !self.builders[i].accepts(cell) {
-                let msg = format!("value {cell:?} does not fit column '{}' ({}) of {}", c.name, c.data_type.name(), self.resource);
+                let msg =
+                    format!("value {cell:?} does not fit column '{}' ({}) of {}", c.name, c.data_type.name(), self.resource);
                 self.clear();
                 return Err(msg);
             }
@@ -240,7 +241,10 @@ impl Table {
         keys.extend(self.schema.primary_key.iter().map(String::as_str).filter(|k| *k != self.schema.time_column));
         let sort: Vec<SortColumn> = keys
             .iter()
-            .map(|k| SortColumn { values: batch.column(self.schema.index_of(k).expect("checked at load")).clone(), options: None })
+            .map(|k| SortColumn {
+                values: batch.column(self.schema.index_of(k).expect("checked at load")).clone(),
+                options: None,
+            })
             .collect();
         let idx = lexsort_to_indices(&sort, None).expect("sortable key columns");
         take_record_batch(&batch, &idx).expect("indices in range")

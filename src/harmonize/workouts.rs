@@ -24,7 +24,8 @@ pub(super) fn push(out: &mut Out, ctx: &Context, w: &Workout, start: i64, end: i
         }
         None => ("other".to_string(), "Other".to_string()),
     };
-    let day = w.date.as_deref().and_then(|x| NaiveDate::parse_from_str(x.trim(), "%Y-%m-%d").ok()).or_else(|| zone.local_date(start));
+    let day =
+        w.date.as_deref().and_then(|x| NaiveDate::parse_from_str(x.trim(), "%Y-%m-%d").ok()).or_else(|| zone.local_date(start));
     let empty = WorkoutData::default();
     let d = w.data.as_ref().unwrap_or(&empty);
 

@@ -179,7 +179,9 @@ pub fn intraday_series(body: &Value, window: Option<(i64, i64)>) -> Result<BTree
         None | Some(Value::Null) => return Ok(BTreeMap::new()),
         Some(Value::Array(a)) if a.is_empty() => return Ok(BTreeMap::new()),
         Some(Value::Object(m)) => m,
-        Some(_) => return Err(WithingsError::Decode { endpoint: "getintradayactivity", reason: "`series` is not an object".into() }),
+        Some(_) => {
+            return Err(WithingsError::Decode { endpoint: "getintradayactivity", reason: "`series` is not an object".into() });
+        }
     };
     let mut out = BTreeMap::new();
     for (k, raw) in series {

@@ -71,7 +71,9 @@ async fn schema_sql_creates_the_same_tables_in_datafusion() {
             assert_eq!(g.name(), w.name(), "{r}");
             assert_eq!(g.is_nullable(), w.is_nullable(), "{r}.{}", w.name());
             match w.data_type() {
-                DataType::Timestamp(_, Some(_)) => assert!(matches!(g.data_type(), DataType::Timestamp(_, Some(_))), "{r}.{}: {}", w.name(), g.data_type()),
+                DataType::Timestamp(_, Some(_)) => {
+                    assert!(matches!(g.data_type(), DataType::Timestamp(_, Some(_))), "{r}.{}: {}", w.name(), g.data_type())
+                }
                 // DataFusion reads VARCHAR as its string view type by default.
                 DataType::Utf8 => assert!(matches!(g.data_type(), DataType::Utf8 | DataType::Utf8View), "{r}.{}", w.name()),
                 t => assert_eq!(g.data_type(), t, "{r}.{}", w.name()),

@@ -46,10 +46,12 @@ pub fn show(batch: &RecordBatch) -> String {
         return pretty_format_batches(&[b]).unwrap().to_string();
     }
     let opts = FormatOptions::default().with_null("");
-    let formatters: Vec<ArrayFormatter> = b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
+    let formatters: Vec<ArrayFormatter> =
+        b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
     let mut fields = vec![Field::new("column", DataType::Utf8, false)];
     fields.extend((0..b.num_rows()).map(|r| Field::new(format!("row {r}"), DataType::Utf8, false)));
-    let mut cols: Vec<Arc<dyn Array>> = vec![Arc::new(StringArray::from_iter_values(b.schema().fields().iter().map(|f| f.name().clone())))];
+    let mut cols: Vec<Arc<dyn Array>> =
+        vec![Arc::new(StringArray::from_iter_values(b.schema().fields().iter().map(|f| f.name().clone())))];
     for r in 0..b.num_rows() {
         cols.push(Arc::new(StringArray::from_iter_values(formatters.iter().map(|f| f.value(r).to_string()))));
     }
@@ -85,7 +87,8 @@ fn golden(name: &str, h: &Harmonized) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &actual).unwrap();
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
     if expected != actual {
         let diff: Vec<String> = expected
             .lines()
@@ -106,7 +109,12 @@ fn check_invariants(h: &Harmonized) {
         assert_eq!(batch.schema(), r.schema().arrow(), "{r}: batch schema differs from schemas/{r}.json");
     }
     let st = &h.stats;
-    assert_eq!(st.samples_in, st.mapped + st.quarantined + st.unmapped_total(), "{}: samples are not conserved: {st:?}", h.endpoint);
+    assert_eq!(
+        st.samples_in,
+        st.mapped + st.quarantined + st.unmapped_total(),
+        "{}: samples are not conserved: {st:?}",
+        h.endpoint
+    );
 }
 
 pub fn getmeas(name: &str) -> Harmonized {
@@ -152,7 +160,14 @@ fn sleep_get_feeds_hypnogram_sleep_stream_heartrate_hrv_and_respiratory_rate() {
     golden("sleep_get_mat_night", &h);
     // The stream links to the sleep row of the same night by its id.
     let sleep = harmonize::sleep_getsummary(&ctx(), &summaries());
-    let night_id = sleep.tables[&Resource::Sleep].column_by_name("id").unwrap().as_any().downcast_ref::<StringArray>().unwrap().value(0).to_string();
+    let night_id = sleep.tables[&Resource::Sleep]
+        .column_by_name("id")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap()
+        .value(0)
+        .to_string();
     let stream = &h.tables[&Resource::SleepStream];
     let ids = stream.column_by_name("sleep_id").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
     assert!(ids.iter().flatten().all(|id| id == night_id), "every linked sample names the night's sleep row");
