@@ -5,7 +5,9 @@
 //! Modules so far:
 //! - [`credentials`]: encrypted per-user token records and the token manager.
 //! - [`storage`]: storage URLs (paths, file://, memory://, s3://, gs://, az://) to object stores.
-//! - [`harmonize`]: the Withings code tables (meastypes, sleep states, workout categories,
+//! - [`schema`]: the 17 harmonized table schemas (`schemas/*.json`, compiled in).
+//! - [`harmonize`]: decoded Withings responses to one Arrow batch per resource, with the
+//!   quarantine; the Withings code tables (meastypes, sleep states, workout categories,
 //!   device models).
 //! - [`pipeline`]: pipeline files (parse, then resolve into a client and a credentials store).
 //! - [`secret`]: the redacting wrapper every token and key travels in.
