@@ -925,3 +925,62 @@ pub fn getworkouts(ctx: &Context, items: &[Item<Workout>]) -> Harmonized {
     }
     out.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaled_values_equal_the_decimal_they_stand_for() {
+        // Whatever the exponent, the result is the double nearest the decimal value, i.e.
+        // what parsing the decimal text gives (the standard is correctly rounded parsing).
+        for unit in -15..=3 {
+            for value in
+                [0i64, 1, 7, 20, 68, 123, 7200, 72450, 19467, 95854, 1_000_001, -4125, 987_654_321, 9_007_199_254_740_992]
+            {
+                let text = format!("{value}e{unit}");
+                assert_eq!(scaled(value, unit), Some(text.parse::<f64>().unwrap()), "{text}");
+            }
+        }
+        assert_eq!(scaled(72450, -3), Some(72.45));
+        assert_eq!(scaled(5, 16), None);
+        assert_eq!(scaled(i64::MAX, 0), None);
+    }
+
+    #[test]
+    fn zone_offsets_follow_dst_on_both_hemispheres() {
+        let paris = Zone::new(Some("Europe/Paris"));
+        assert_eq!(paris.offset_at(1_704_067_200), Some(3600)); // 2024-01-01, winter
+        assert_eq!(paris.offset_at(1_718_452_800), Some(7200)); // 2024-06-15, summer
+        let sydney = Zone::new(Some("Australia/Sydney"));
+        assert_eq!(sydney.offset_at(1_704_067_200), Some(39600)); // January is summer there
+        assert_eq!(sydney.offset_at(1_718_452_800), Some(36000));
+        assert_eq!(Zone::new(Some("Asia/Kolkata")).offset_at(1_718_452_800), Some(19800));
+        // 2024-06-15T23:30:00Z is already the 16th in Paris.
+        assert_eq!(paris.local_date(1_718_494_200), NaiveDate::from_ymd_opt(2024, 6, 16));
+        let unknown = Zone::new(Some("Mars/Olympus_Mons"));
+        assert_eq!(unknown.name.as_deref(), Some("Mars/Olympus_Mons"));
+        assert_eq!(unknown.offset_at(0), None);
+        assert_eq!(unknown.local_date(1_718_494_200), NaiveDate::from_ymd_opt(2024, 6, 15));
+        assert_eq!(Zone::new(Some("  ")).name, None);
+    }
+
+    #[test]
+    fn manual_entries_and_unknown_models_get_their_source_type() {
+        let s = source_of(Some(6), None, Some(2), Some("dev"), SourceType::Unknown);
+        assert_eq!((s.kind, s.model.as_deref()), (SourceType::Manual, Some("Body Cardio")));
+        let s = source_of(Some(13), Some(""), Some(0), None, SourceType::Unknown);
+        assert_eq!((s.kind, s.model.as_deref()), (SourceType::SleepMat, Some("Sleep Analyzer")));
+        let s = source_of(Some(4242), Some("Future Gadget"), Some(0), Some(" "), SourceType::Scale);
+        assert_eq!((s.kind, s.model.as_deref(), s.device_id), (SourceType::Scale, Some("Future Gadget"), None));
+    }
+
+    #[test]
+    fn summary_ids_are_stable_and_distinct() {
+        let a = summary_id(Resource::Sleep, "u1", "42");
+        assert_eq!(a, summary_id(Resource::Sleep, "u1", "42"));
+        assert_ne!(a, summary_id(Resource::Sleep, "u2", "42"));
+        assert_ne!(a, summary_id(Resource::Workouts, "u1", "42"));
+        assert_eq!(uuid::Uuid::parse_str(&a).unwrap().get_version_num(), 5);
+    }
+}
