@@ -315,45 +315,60 @@ impl Out {
     }
 }
 
-/// Keeps one record per key: the one Withings modified last (the first on a tie). A repeat
-/// with identical JSON (an overlapping page) is merged and its `samples(i)` count as mapped; a
-/// different record under the same key is quarantined. Returns the indices kept, in order.
+/// Keeps one record per key: the one Withings modified last (the first on a tie). Returns
+/// the kept indices in input order, each with how many identical copies of it (an overlapping
+/// page) were merged into it: the caller counts those copies as it counts the record. A
+/// different record under the same key is quarantined with its `samples(i)`.
 fn dedupe<K: std::hash::Hash + Eq>(
     out: &mut Out,
     items: Vec<(K, Option<i64>, &Value)>,
     what: &str,
     samples: impl Fn(usize) -> usize,
-) -> Vec<usize> {
-    use std::collections::hash_map::Entry;
+) -> Vec<(usize, usize)> {
     let raws: Vec<&Value> = items.iter().map(|x| x.2).collect();
-    let mut best: HashMap<K, (usize, Option<i64>)> = HashMap::new();
-    let mut losers = Vec::new();
+    let mut slots: HashMap<K, usize> = HashMap::new();
+    let mut winners: Vec<(usize, Option<i64>)> = Vec::new();
+    let mut slot_of = Vec::with_capacity(raws.len());
     for (i, (key, modified, _)) in items.into_iter().enumerate() {
-        match best.entry(key) {
-            Entry::Vacant(v) => {
-                v.insert((i, modified));
-            }
-            Entry::Occupied(mut o) => {
-                if modified > o.get().1 {
-                    losers.push((o.get().0, i));
-                    o.insert((i, modified));
-                } else {
-                    losers.push((i, o.get().0));
-                }
-            }
+        let slot = *slots.entry(key).or_insert_with(|| {
+            winners.push((i, modified));
+            winners.len() - 1
+        });
+        slot_of.push(slot);
+        if modified > winners[slot].1 {
+            winners[slot] = (i, modified);
         }
     }
-    for (lost, kept) in losers {
-        if raws[lost] == raws[kept] {
-            out.stats.mapped += samples(lost);
+    let mut copies = vec![0; winners.len()];
+    for (i, slot) in slot_of.into_iter().enumerate() {
+        let w = winners[slot].0;
+        if i == w {
+            continue;
+        }
+        if raws[i] == raws[w] {
+            copies[slot] += 1;
         } else {
             let detail = format!("{what} appears twice in one response; the last modified is kept");
-            out.quarantine(None, QuarantineReason::ConflictingDuplicate, detail, raws[lost].clone(), samples(lost));
+            out.quarantine(None, QuarantineReason::ConflictingDuplicate, detail, raws[i].clone(), samples(i));
         }
     }
-    let mut kept: Vec<usize> = best.into_values().map(|(i, _)| i).collect();
+    let mut kept: Vec<(usize, usize)> = winners.into_iter().zip(copies).map(|((w, _), c)| (w, c)).collect();
     kept.sort_unstable();
     kept
+}
+
+/// The counts a piece of work added to `stats`, to repeat them for identical copies.
+fn repeat_counts(out: &mut Out, before: &Stats, copies: usize) {
+    if copies == 0 {
+        return;
+    }
+    let after = out.stats.clone();
+    out.stats.mapped += (after.mapped - before.mapped) * copies;
+    out.stats.quarantined += (after.quarantined - before.quarantined) * copies;
+    for (k, n) in &after.unmapped {
+        let added = n - before.unmapped.get(k).copied().unwrap_or(0);
+        *out.stats.unmapped.entry(k.clone()).or_default() += added * copies;
+    }
 }
 
 /// A spot value of a getmeas group as a row of a `timestamp`/`value`/`unit` table.
@@ -484,8 +499,9 @@ pub fn getmeas(ctx: &Context, list: &MeasureList, known_heights: &[(i64, f64)]) 
     let kept = dedupe(&mut out, keys, "measure group", |i| decoded[i].0.measures.len().max(1));
 
     let mut groups = Vec::with_capacity(kept.len());
-    for i in kept {
+    for (i, copies) in kept {
         let (g, raw) = decoded[i];
+        let before = out.stats.clone();
         if g.measures.is_empty() {
             out.unmapped("getmeas group without measures".into(), 1);
         }
@@ -527,12 +543,15 @@ pub fn getmeas(ctx: &Context, list: &MeasureList, known_heights: &[(i64, f64)]) 
             }
         }
         for (have, missing) in [(10, 9), (9, 10)] {
-            if values.contains_key(&have) && !values.contains_key(&missing) {
+            if let Some(v) = values.get(&have).copied().filter(|_| !values.contains_key(&missing)) {
                 values.remove(&have);
-                out.stats.mapped -= 1;
+                // Every measure that counted as mapped for this code (the first and its
+                // identical repeats) moves to the quarantine.
+                let n = g.measures.iter().filter(|m| m.kind == have && scaled(m.value, m.unit) == Some(v)).count();
+                out.stats.mapped -= n;
                 let j = g.measures.iter().position(|m| m.kind == have).unwrap_or(0);
                 let detail = format!("group {} has meastype {have} but no {missing}: a blood pressure needs both", g.grpid);
-                out.quarantine(Some(BloodPressure), QuarantineReason::IncompleteGroup, detail, one_measure(raw, j), 1);
+                out.quarantine(Some(BloodPressure), QuarantineReason::IncompleteGroup, detail, one_measure(raw, j), n);
             }
         }
         let fallback = if values.contains_key(&9) {
@@ -554,6 +573,7 @@ pub fn getmeas(ctx: &Context, list: &MeasureList, known_heights: &[(i64, f64)]) 
             raw,
             values,
         });
+        repeat_counts(&mut out, &before, copies);
     }
 
     let mut heights: Vec<(i64, f64)> = known_heights.to_vec();
@@ -595,9 +615,9 @@ pub fn getactivity(ctx: &Context, items: &[Item<Activity>]) -> Harmonized {
         }
     }
     let keys = ok.iter().map(|(a, d, raw)| (activity::natural_key(a, *d), a.modified, *raw)).collect();
-    for i in dedupe(&mut out, keys, "activity day and source", |_| 1) {
+    for (i, copies) in dedupe(&mut out, keys, "activity day and source", |_| 1) {
         let (a, d, raw) = ok[i];
-        out.stats.mapped += 1;
+        out.stats.mapped += 1 + copies;
         activity::push(&mut out, ctx, a, d, raw);
     }
     out.finish()
@@ -696,9 +716,9 @@ pub fn sleep_getsummary(ctx: &Context, items: &[Item<SleepSummary>]) -> Harmoniz
         }
     }
     let keys = ok.iter().map(|(s, _, _, raw)| (s.id, s.modified, *raw)).collect();
-    for i in dedupe(&mut out, keys, "sleep summary id", |_| 1) {
+    for (i, copies) in dedupe(&mut out, keys, "sleep summary id", |_| 1) {
         let (s, a, b, raw) = ok[i];
-        out.stats.mapped += 1;
+        out.stats.mapped += 1 + copies;
         sleep::push(&mut out, ctx, s, a, b, raw);
     }
     out.finish()
@@ -801,7 +821,7 @@ pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) ->
     };
     // (metric, device, t) -> value: a point repeated by two segments is one sample.
     let mut seen: HashMap<(&'static str, Option<String>, i64), f64> = HashMap::new();
-    let mut segments_seen: HashMap<(Option<String>, i64), &Value> = HashMap::new();
+    let mut segments_seen: std::collections::HashSet<(Option<String>, i64)> = std::collections::HashSet::new();
     for item in &answer.segments {
         let n = segment_samples(&item.raw);
         out.stats.samples_in += n;
@@ -825,14 +845,10 @@ pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) ->
         };
         let source = source_of(seg.model_id, seg.model.as_deref(), None, seg.hash_deviceid.as_deref(), fallback);
         let session = session_at(sessions, seg.startdate);
-        let first = match segments_seen.entry((source.device_id.clone(), seg.startdate)) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(&item.raw);
-                true
-            }
-            std::collections::hash_map::Entry::Occupied(_) => false,
-        };
-        match seg.state.and_then(|s| codes::SLEEP_STATES.iter().find(|(c, _, _)| *c == s)) {
+        let known = seg.state.and_then(|s| codes::SLEEP_STATES.iter().find(|(c, _, _)| *c == s));
+        // The first segment with a known state takes its (device, start) slot.
+        let first = known.is_some() && segments_seen.insert((source.device_id.clone(), seg.startdate));
+        match known {
             Some(_) if !first => {
                 let detail = format!("two segments start at {} on one device; the first is kept", seg.startdate);
                 let mut raw = item.raw.clone();
@@ -918,9 +934,9 @@ pub fn getworkouts(ctx: &Context, items: &[Item<Workout>]) -> Harmonized {
         }
     }
     let keys = ok.iter().map(|(w, _, _, raw)| (w.id, w.modified, *raw)).collect();
-    for i in dedupe(&mut out, keys, "workout id", |_| 1) {
+    for (i, copies) in dedupe(&mut out, keys, "workout id", |_| 1) {
         let (w, a, b, raw) = ok[i];
-        out.stats.mapped += 1;
+        out.stats.mapped += 1 + copies;
         workouts::push(&mut out, ctx, w, a, b, raw);
     }
     out.finish()

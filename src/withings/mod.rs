@@ -158,8 +158,17 @@ impl SleepGet {
     fn sorted(model: Option<i64>, mut segments: Vec<Item<SleepSegment>>) -> SleepGet {
         let start_of = |i: &Item<SleepSegment>| i.raw.get("startdate").and_then(Value::as_i64).unwrap_or(i64::MAX);
         segments.sort_by_key(start_of);
-        segments.dedup_by(|a, b| start_of(a) == start_of(b) && a.raw == b.raw);
-        SleepGet { model, segments }
+        let mut kept: Vec<Item<SleepSegment>> = Vec::with_capacity(segments.len());
+        let mut run = 0; // index in `kept` of the first segment with the current start
+        for s in segments {
+            if kept.last().is_none_or(|l| start_of(l) != start_of(&s)) {
+                run = kept.len();
+            }
+            if !kept[run..].iter().any(|k| k.raw == s.raw) {
+                kept.push(s);
+            }
+        }
+        SleepGet { model, segments: kept }
     }
 }
 

@@ -330,7 +330,8 @@ pub struct SleepSummary {
     pub modified: Option<i64>,
     #[serde(default)]
     pub completed: Option<bool>,
-    #[serde(default)]
+    /// `null` or absent when no data field applies.
+    #[serde(default, deserialize_with = "de::null_as_default")]
     pub data: SleepSummaryData,
 }
 
