@@ -5,27 +5,25 @@
 use chrono::NaiveDate;
 use serde_json::Value;
 
-use super::codes::SourceType;
+use super::codes;
 use super::table::{date, ts_opt};
 use super::{Context, Out, Zone, source_of, summary_id};
 use crate::schema::Resource;
 use crate::withings::types::Activity;
 
-/// The natural key of an activity row within a user: day, device (or model) and brand.
+/// The natural key of an activity row within a user: day, device, model id, brand and model
+/// name (two external sources without a device id or model id differ by name).
 pub(super) fn natural_key(a: &Activity, day: NaiveDate) -> String {
     let device = a.deviceid.as_deref().or(a.hash_deviceid.as_deref()).filter(|s| !s.is_empty()).unwrap_or("-");
     let model = a.modelid.map_or_else(|| "-".to_string(), |m| m.to_string());
     let brand = a.brand.map_or_else(|| "-".to_string(), |b| b.to_string());
-    format!("{day}/{device}/{model}/{brand}")
+    let name = a.model.as_deref().unwrap_or("-");
+    format!("{day}/{device}/{model}/{brand}/{name}")
 }
 
 pub(super) fn push(out: &mut Out, ctx: &Context, a: &Activity, day: NaiveDate, raw: &Value) {
     let zone = Zone::new(a.timezone.as_deref().or(ctx.time_zone.as_deref()));
-    let fallback = match (a.is_tracker, a.brand) {
-        (Some(true), _) => SourceType::Watch,
-        (_, Some(18)) => SourceType::Phone,
-        _ => SourceType::Unknown,
-    };
+    let fallback = codes::activity_source(a.is_tracker, a.brand);
     let device = a.deviceid.as_deref().or(a.hash_deviceid.as_deref());
     let source = source_of(a.modelid, a.model.as_deref(), None, device, fallback);
     let minutes = |s: Option<i64>| s.map(|s| s as f64 / 60.0);

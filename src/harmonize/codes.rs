@@ -33,6 +33,26 @@ impl SourceType {
     }
 }
 
+/// The source of a sleep record without a known model id, from its Withings device class
+/// (`model` of sleep getsummary and sleep get: 16 activity tracker, 32 sleep monitor).
+pub fn sleep_device_class(class: Option<i64>) -> SourceType {
+    match class {
+        Some(16) => SourceType::Watch,
+        Some(32) => SourceType::SleepMat,
+        _ => SourceType::Unknown,
+    }
+}
+
+/// The source of a getactivity row without a known model id: a Withings wearable
+/// (`is_tracker`), or an external source (brand 18: Google Fit, Apple Health, ...) on a phone.
+pub fn activity_source(is_tracker: Option<bool>, brand: Option<i64>) -> SourceType {
+    match (is_tracker, brand) {
+        (Some(true), _) => SourceType::Watch,
+        (_, Some(18)) => SourceType::Phone,
+        _ => SourceType::Unknown,
+    }
+}
+
 /// One row of the device model table: `model_id` / `modelid`, display name, getdevice `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceModel {

@@ -12,9 +12,11 @@
 //!   or sleep summary record, an intraday sample, a sleep segment and each point of its series)
 //!   is *mapped* (it fed at least one table), *quarantined* (malformed, unknown code,
 //!   conflicting duplicate: kept in [`Harmonized::quarantine`] with its reason and raw JSON), or
-//!   *unmapped* (a known Withings value that no harmonized resource holds, such as height or
-//!   pulse wave velocity: counted by code in [`Stats::unmapped`]; the raw landing keeps it).
-//!   `Stats::samples_in == mapped + quarantined + unmapped`.
+//!   *unmapped* (a known Withings value that no harmonized resource holds, such as pulse wave
+//!   velocity or a swim-stroke sample: counted by code in [`Stats::unmapped`]; the raw landing
+//!   keeps it). `Stats::samples_in == mapped + quarantined + unmapped`. Fields of a mapped
+//!   sample that no column holds (intraday `elevation`, `sdnn1`, ...) are counted in
+//!   [`Stats::unmapped_fields`].
 //! - Values are computed from Withings' integers (`value / 10^-unit`, one correctly rounded
 //!   division), never through f32. Null stays null; a zero stays zero.
 
@@ -151,7 +153,8 @@ pub enum QuarantineReason {
     UnknownSleepState,
     /// A blood-pressure group with a systolic but no diastolic value, or the reverse.
     IncompleteGroup,
-    /// The same key twice in one response with different values; the first is kept.
+    /// The same key twice in one response with different content; the record Withings modified
+    /// last (else the first) is kept.
     ConflictingDuplicate,
     /// A getmeas group of category 2 (a user objective, not a measure).
     Objective,
@@ -192,6 +195,8 @@ pub struct Stats {
     pub unmapped: BTreeMap<String, usize>,
     /// Codes newer than the tables that were still harmonized (workout categories as `other`).
     pub unknown_codes: BTreeMap<String, usize>,
+    /// Values of mapped samples in fields no column holds, by endpoint and field.
+    pub unmapped_fields: BTreeMap<String, usize>,
 }
 
 impl Stats {
@@ -413,6 +418,8 @@ fn interval(out: &mut Out, r: Resource, row: &IntradayRow, value: Option<f64>, u
 
 /// Meastypes some table holds (4, height, feeds body's BMI).
 const MAPPED_MEASTYPES: [i64; 18] = [1, 4, 5, 6, 8, 9, 10, 11, 54, 76, 77, 88, 123, 168, 169, 170, 226, 227];
+/// Height (metres): feeds body's BMI and height column.
+const HEIGHT: i64 = 4;
 /// Meastypes that make a group a body-composition row.
 const BODY_MEASTYPES: [i64; 12] = [1, 5, 6, 8, 76, 77, 88, 168, 169, 170, 226, 227];
 /// Position 7 is "whole body" (Body Scan); other positions are body segments.
@@ -577,7 +584,7 @@ pub fn getmeas(ctx: &Context, list: &MeasureList, known_heights: &[(i64, f64)]) 
     }
 
     let mut heights: Vec<(i64, f64)> = known_heights.to_vec();
-    heights.extend(groups.iter().filter_map(|g| g.get(4).map(|h| (g.date, h))));
+    heights.extend(groups.iter().filter_map(|g| g.get(HEIGHT).map(|h| (g.date, h))));
     heights.sort_by_key(|h| h.0);
     for g in &groups {
         weight::from_getmeas(&mut out, g, &zone);
@@ -657,6 +664,19 @@ pub fn getintradayactivity(ctx: &Context, series: &BTreeMap<i64, Item<IntradaySa
             continue;
         }
         out.stats.mapped += 1;
+        for (field, present) in [
+            ("elevation", s.elevation.is_some()),
+            ("stroke", s.stroke.is_some()),
+            ("pool_lap", s.pool_lap.is_some()),
+            ("sdnn1", s.sdnn1.is_some()),
+            ("hrv_quality", s.hrv_quality.is_some()),
+            ("core_body_temperature", s.core_body_temperature.is_some()),
+            ("chest_movement_rate", s.chest_movement_rate.is_some()),
+        ] {
+            if present {
+                *out.stats.unmapped_fields.entry(format!("getintradayactivity {field}")).or_default() += 1;
+            }
+        }
         let source = source_of(s.model_id, s.model.as_deref(), None, s.deviceid.as_deref(), SourceType::Watch);
         let sample = IntradayRow { t: *t, s, source: &source, zone: &zone, raw: &item.raw };
         steps::from_intraday(&mut out, &sample);
@@ -706,31 +726,45 @@ pub fn sleep_getsummary(ctx: &Context, items: &[Item<SleepSummary>]) -> Harmoniz
                 item.raw.clone(),
                 1,
             ),
-            Ok(s) => match (s.startdate, s.enddate) {
-                (Some(a), Some(b)) if b >= a => ok.push((s, a, b, &item.raw)),
-                _ => {
-                    let detail = format!("sleep summary {} has no valid startdate/enddate", s.id);
-                    out.quarantine(Some(Resource::Sleep), QuarantineReason::Malformed, detail, item.raw.clone(), 1);
+            Ok(s) => {
+                let window = match (s.startdate, s.enddate) {
+                    (Some(a), Some(b)) => b.checked_sub(a).filter(|d| *d >= 0).map(|d| (a, b, d)),
+                    _ => None,
+                };
+                let checked = window
+                    .ok_or_else(|| format!("sleep summary {} has no valid startdate/enddate", s.id))
+                    .and_then(|w| sleep::efficiency(s.data.sleep_efficiency).map(|e| (w, e)));
+                match checked {
+                    Ok(((start, end, duration), efficiency)) => {
+                        ok.push((s, sleep::Session { start, end, duration, efficiency }, &item.raw))
+                    }
+                    Err(detail) => {
+                        out.quarantine(Some(Resource::Sleep), QuarantineReason::Malformed, detail, item.raw.clone(), 1)
+                    }
                 }
-            },
+            }
         }
     }
-    let keys = ok.iter().map(|(s, _, _, raw)| (s.id, s.modified, *raw)).collect();
+    let keys = ok.iter().map(|(s, _, raw)| (s.id, s.modified, *raw)).collect();
     for (i, copies) in dedupe(&mut out, keys, "sleep summary id", |_| 1) {
-        let (s, a, b, raw) = ok[i];
+        let (s, session, raw) = &ok[i];
         out.stats.mapped += 1 + copies;
-        sleep::push(&mut out, ctx, s, a, b, raw);
+        sleep::push(&mut out, ctx, s, session, raw);
     }
     out.finish()
 }
 
-/// A sleep session's bedtime window, to link sleep get samples to their sleep row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A sleep session's bedtime window, to link sleep get samples to their sleep row, with the
+/// device that recorded it and its time zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SleepSession {
     /// Withings getsummary id.
     pub withings_id: i64,
     pub start: i64,
     pub end: i64,
+    /// `hash_deviceid` of the session, when Withings gives it.
+    pub device: Option<String>,
+    pub time_zone: Option<String>,
 }
 
 impl SleepSession {
@@ -739,7 +773,15 @@ impl SleepSession {
         let mut v: Vec<SleepSession> = items
             .iter()
             .filter_map(|i| i.value.as_ref().ok())
-            .filter_map(|s| Some(SleepSession { withings_id: s.id, start: s.startdate?, end: s.enddate? }))
+            .filter_map(|s| {
+                Some(SleepSession {
+                    withings_id: s.id,
+                    start: s.startdate?,
+                    end: s.enddate?,
+                    device: s.hash_deviceid.clone().filter(|d| !d.is_empty()),
+                    time_zone: s.timezone.clone(),
+                })
+            })
             .collect();
         v.sort_by_key(|s| (s.start, s.withings_id));
         v
@@ -804,8 +846,15 @@ pub(crate) struct SleepStage<'a> {
     pub raw: &'a Value,
 }
 
-fn session_at(sessions: &[SleepSession], t: i64) -> Option<&SleepSession> {
-    sessions.iter().find(|s| s.start <= t && t <= s.end)
+/// The session of `device` whose window contains `t` (a session or a sample without a device
+/// matches any device). Sessions are sorted by start: only those starting by `t` are looked at.
+fn session_at<'a>(sessions: &'a [SleepSession], device: Option<&str>, t: i64) -> Option<&'a SleepSession> {
+    let started = sessions.partition_point(|s| s.start <= t);
+    let same_device = |s: &&SleepSession| match (s.device.as_deref(), device) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    sessions[..started].iter().rev().filter(same_device).find(|s| t <= s.end)
 }
 
 /// sleep get -> hypnogram, sleep_stream, heartrate, hrv, respiratory_rate. `sessions` (from
@@ -813,12 +862,8 @@ fn session_at(sessions: &[SleepSession], t: i64) -> Option<&SleepSession> {
 pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) -> Harmonized {
     use Resource::*;
     let mut out = Out::new(ctx, "sleep_get", &[Hypnogram, SleepStream, Heartrate, Hrv, RespiratoryRate]);
-    let zone = Zone::new(ctx.time_zone.as_deref());
-    let fallback = match answer.model {
-        Some(16) => SourceType::Watch,
-        Some(32) => SourceType::SleepMat,
-        _ => SourceType::Unknown,
-    };
+    let user_zone = Zone::new(ctx.time_zone.as_deref());
+    let fallback = codes::sleep_device_class(answer.model);
     // (metric, device, t) -> value: a point repeated by two segments is one sample.
     let mut seen: HashMap<(&'static str, Option<String>, i64), f64> = HashMap::new();
     let mut segments_seen: std::collections::HashSet<(Option<String>, i64)> = std::collections::HashSet::new();
@@ -844,7 +889,13 @@ pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) ->
             }
         };
         let source = source_of(seg.model_id, seg.model.as_deref(), None, seg.hash_deviceid.as_deref(), fallback);
-        let session = session_at(sessions, seg.startdate);
+        let device = source.device_id.as_deref();
+        let session = session_at(sessions, device, seg.startdate);
+        // The zone of the night the segment belongs to (a traveller's nights differ).
+        let zone = match session.and_then(|s| s.time_zone.as_deref()) {
+            Some(z) => Zone::new(Some(z)),
+            None => user_zone.clone(),
+        };
         let known = seg.state.and_then(|s| codes::SLEEP_STATES.iter().find(|(c, _, _)| *c == s));
         // The first segment with a known state takes its (device, start) slot.
         let first = known.is_some() && segments_seen.insert((source.device_id.clone(), seg.startdate));
@@ -897,7 +948,7 @@ pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) ->
                     }
                 }
                 out.stats.mapped += 1;
-                let p = SleepPoint { metric, unit, t, value, source: &source, session: session_at(sessions, t) };
+                let p = SleepPoint { metric, unit, t, value, source: &source, session: session_at(sessions, device, t) };
                 sleep_stream::point_from_sleep_get(&mut out, &p, &zone, &item.raw);
                 match metric {
                     "hr" => heartrate::from_sleep_get(&mut out, &p, &zone, &item.raw),
@@ -989,6 +1040,35 @@ mod tests {
         assert_eq!((s.kind, s.model.as_deref()), (SourceType::SleepMat, Some("Sleep Analyzer")));
         let s = source_of(Some(4242), Some("Future Gadget"), Some(0), Some(" "), SourceType::Scale);
         assert_eq!((s.kind, s.model.as_deref(), s.device_id), (SourceType::Scale, Some("Future Gadget"), None));
+    }
+
+    #[test]
+    fn efficiency_is_a_ratio_whatever_scale_withings_sends() {
+        assert_eq!(sleep::efficiency(Some(0.86)), Ok(Some(0.86)));
+        assert_eq!(sleep::efficiency(Some(1.0)), Ok(Some(1.0)));
+        assert_eq!(sleep::efficiency(Some(83.0)), Ok(Some(0.83)));
+        assert_eq!(sleep::efficiency(None), Ok(None));
+        assert!(sleep::efficiency(Some(-0.1)).is_err());
+        assert!(sleep::efficiency(Some(140.0)).unwrap_err().contains("140"));
+    }
+
+    #[test]
+    fn sleep_samples_link_to_the_session_of_their_own_device() {
+        let s = |id, start, end, device: Option<&str>| SleepSession {
+            withings_id: id,
+            start,
+            end,
+            device: device.map(String::from),
+            time_zone: None,
+        };
+        // A watch night and a mat night overlap; sessions are sorted by start.
+        let sessions = vec![s(1, 1000, 40_000, Some("watch")), s(2, 2000, 30_000, Some("mat")), s(3, 50_000, 60_000, None)];
+        assert_eq!(session_at(&sessions, Some("mat"), 2500).map(|s| s.withings_id), Some(2));
+        assert_eq!(session_at(&sessions, Some("watch"), 2500).map(|s| s.withings_id), Some(1));
+        assert_eq!(session_at(&sessions, Some("mat"), 35_000).map(|s| s.withings_id), None);
+        assert_eq!(session_at(&sessions, Some("mat"), 55_000).map(|s| s.withings_id), Some(3));
+        assert_eq!(session_at(&sessions, None, 1500).map(|s| s.withings_id), Some(1));
+        assert_eq!(session_at(&sessions, Some("watch"), 999).map(|s| s.withings_id), None);
     }
 
     #[test]

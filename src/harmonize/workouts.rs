@@ -47,7 +47,7 @@ pub(super) fn push(out: &mut Out, ctx: &Context, w: &Workout, start: i64, end: i
     t.set("hr_zone_maximal", d.hr_zone_3);
     t.set("distance", d.distance);
     t.set("steps", d.steps);
-    t.set("total_elevation_gain", d.elevation);
+    t.set("elevation", d.elevation);
     t.set("calories", d.calories);
     t.set("intensity", d.intensity);
     t.set("manual_intensity", d.manual_intensity);
@@ -55,10 +55,14 @@ pub(super) fn push(out: &mut Out, ctx: &Context, w: &Workout, start: i64, end: i
     t.set("manual_calories", d.manual_calories);
     t.set("pause_duration", d.pause_duration);
     t.set("algo_pause_duration", d.algo_pause_duration);
-    t.set("spo2_average", d.spo2_average.map(|v| v as f64));
+    t.set("spo2_average", d.spo2_average);
     t.set("pool_laps", d.pool_laps);
     t.set("pool_length", d.pool_length);
     t.set("strokes", d.strokes);
+    t.set("core_body_temperature_avg", d.core_body_temperature_avg);
+    t.set("core_body_temperature_min", d.core_body_temperature_min);
+    t.set("core_body_temperature_max", d.core_body_temperature_max);
+    t.set("core_body_temperature_status", d.core_body_temperature_status.clone());
     t.set("attrib", w.attrib);
     t.set("updated_at", ts_opt(w.modified));
     t.provenance(&source, &zone, start);

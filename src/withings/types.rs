@@ -241,8 +241,9 @@ pub struct WorkoutData {
     pub pause_duration: Option<i64>,
     #[serde(default, deserialize_with = "de::opt_i64")]
     pub algo_pause_duration: Option<i64>,
-    #[serde(default, deserialize_with = "de::opt_i64")]
-    pub spo2_average: Option<i64>,
+    /// Percent; fractional on some devices.
+    #[serde(default, deserialize_with = "de::opt_f64")]
+    pub spo2_average: Option<f64>,
     #[serde(default, deserialize_with = "de::opt_i64")]
     pub steps: Option<i64>,
     #[serde(default, deserialize_with = "de::opt_f64")]

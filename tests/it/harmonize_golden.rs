@@ -74,8 +74,8 @@ fn render(h: &Harmonized) -> String {
     }
     let st = &h.stats;
     s.push_str(&format!(
-        "## stats\nsamples_in {} mapped {} quarantined {} unmapped {:?} unknown_codes {:?}\n",
-        st.samples_in, st.mapped, st.quarantined, st.unmapped, st.unknown_codes
+        "## stats\nsamples_in {} mapped {} quarantined {} unmapped {:?} unknown_codes {:?} unmapped_fields {:?}\n",
+        st.samples_in, st.mapped, st.quarantined, st.unmapped, st.unknown_codes, st.unmapped_fields
     ));
     s
 }

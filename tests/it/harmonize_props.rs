@@ -291,7 +291,13 @@ fn sleep_get_body() -> impl Strategy<Value = (Value, Vec<SleepSession>)> {
         |(segments, model, sessions)| {
             let mut sessions: Vec<SleepSession> = sessions
                 .into_iter()
-                .map(|(id, a, b)| SleepSession { withings_id: id, start: NIGHT + 60 * a, end: NIGHT + 60 * (a + b) })
+                .map(|(id, a, b)| SleepSession {
+                    withings_id: id,
+                    start: NIGHT + 60 * a,
+                    end: NIGHT + 60 * (a + b),
+                    device: None,
+                    time_zone: None,
+                })
                 .collect();
             sessions.sort_by_key(|s| (s.start, s.withings_id));
             (json!({ "series": segments, "model": model }), sessions)
