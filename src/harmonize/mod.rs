@@ -821,6 +821,16 @@ fn series_of<'a>(s: &'a SleepSegment, name: &str) -> Option<&'a BTreeMap<i64, f6
     }
 }
 
+/// A raw segment without its series: the quarantine record of its stage alone (its points
+/// are harmonized on their own).
+fn without_series(raw: &Value) -> Value {
+    let mut raw = raw.clone();
+    if let Some(o) = raw.as_object_mut() {
+        o.retain(|k, _| !SLEEP_SERIES.iter().any(|(s, _)| s == k));
+    }
+    raw
+}
+
 /// Samples a raw segment carries: the segment (its stage) and every point of its series.
 fn segment_samples(raw: &Value) -> usize {
     1 + SLEEP_SERIES.iter().filter_map(|(k, _)| raw.get(*k).and_then(Value::as_object)).map(|o| o.len()).sum::<usize>()
@@ -902,10 +912,7 @@ pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) ->
         match known {
             Some(_) if !first => {
                 let detail = format!("two segments start at {} on one device; the first is kept", seg.startdate);
-                let mut raw = item.raw.clone();
-                if let Some(o) = raw.as_object_mut() {
-                    o.retain(|k, _| !SLEEP_SERIES.iter().any(|(s, _)| s == k));
-                }
+                let raw = without_series(&item.raw);
                 out.quarantine(Some(Hypnogram), QuarantineReason::ConflictingDuplicate, detail, raw, 1);
             }
             Some((state, _, stage)) => {
@@ -919,10 +926,7 @@ pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) ->
                     Some(s) => format!("unknown sleep state {s} in the segment starting at {}", seg.startdate),
                     None => format!("the segment starting at {} has no state", seg.startdate),
                 };
-                let mut raw = item.raw.clone();
-                if let Some(o) = raw.as_object_mut() {
-                    o.retain(|k, _| !SLEEP_SERIES.iter().any(|(s, _)| s == k));
-                }
+                let raw = without_series(&item.raw);
                 out.quarantine(Some(Hypnogram), QuarantineReason::UnknownSleepState, detail, raw, 1);
             }
         }
