@@ -128,12 +128,12 @@ pub struct MeasureList {
 
 impl MeasureList {
     /// A getmeas body (`{"measuregrps": [...], "timezone": ...}`) or a bare `measuregrps` list.
-    pub fn from_body(body: &Value) -> Result<MeasureList, WithingsError> {
-        let groups = match body {
-            Value::Array(a) => a.clone(),
-            _ => list_of(body, "measuregrps", "getmeas")?,
-        };
+    pub fn from_body(mut body: Value) -> Result<MeasureList, WithingsError> {
         let timezone = body.get("timezone").and_then(Value::as_str).map(str::to_string);
+        let groups = match body {
+            Value::Array(a) => a,
+            _ => list_of(&mut body, "measuregrps", "getmeas")?,
+        };
         Ok(MeasureList { timezone, groups: groups.into_iter().map(Item::decode).collect() })
     }
 }
@@ -147,9 +147,9 @@ pub struct SleepGet {
 
 impl SleepGet {
     /// One sleep get body, its segments sorted by start.
-    pub fn from_body(body: &Value) -> Result<SleepGet, WithingsError> {
+    pub fn from_body(mut body: Value) -> Result<SleepGet, WithingsError> {
         let model = body.get("model").and_then(Value::as_i64);
-        let segments = list_of(body, "series", "sleep_get")?.into_iter().map(Item::decode).collect();
+        let segments = list_of(&mut body, "series", "sleep_get")?.into_iter().map(Item::decode).collect();
         Ok(SleepGet::sorted(model, segments))
     }
 
@@ -174,17 +174,20 @@ impl SleepGet {
 
 /// The items of a list body (`series`, `activities`, ...), each decoded on its own.
 pub fn decode_list<T: serde::de::DeserializeOwned>(
-    body: &Value,
+    mut body: Value,
     key: &str,
     endpoint: &'static str,
 ) -> Result<Vec<Item<T>>, WithingsError> {
-    Ok(list_of(body, key, endpoint)?.into_iter().map(Item::decode).collect())
+    Ok(list_of(&mut body, key, endpoint)?.into_iter().map(Item::decode).collect())
 }
 
 /// The samples of a getintradayactivity body, keyed by epoch; with `window`, only those in
 /// `[start, end)` (Withings may answer past the asked end).
-pub fn intraday_series(body: &Value, window: Option<(i64, i64)>) -> Result<BTreeMap<i64, Item<IntradaySample>>, WithingsError> {
-    let series = match body.get("series") {
+pub fn intraday_series(
+    mut body: Value,
+    window: Option<(i64, i64)>,
+) -> Result<BTreeMap<i64, Item<IntradaySample>>, WithingsError> {
+    let series = match body.get_mut("series").map(Value::take) {
         None | Some(Value::Null) => return Ok(BTreeMap::new()),
         Some(Value::Array(a)) if a.is_empty() => return Ok(BTreeMap::new()),
         Some(Value::Object(m)) => m,
@@ -199,7 +202,7 @@ pub fn intraday_series(body: &Value, window: Option<(i64, i64)>) -> Result<BTree
             reason: format!("series key '{k}' is not an epoch"),
         })?;
         if window.is_none_or(|(a, b)| t >= a && t < b) {
-            out.insert(t, Item::decode(raw.clone()));
+            out.insert(t, Item::decode(raw));
         }
     }
     Ok(out)
@@ -334,7 +337,7 @@ impl WithingsClient {
             ];
             let body =
                 self.call(Call { endpoint: "getintradayactivity", path: "/v2/measure", token: Some(token), params }).await?;
-            out.extend(intraday_series(&body, Some((a, b)))?);
+            out.extend(intraday_series(body, Some((a, b)))?);
         }
         Ok(out)
     }
@@ -360,7 +363,7 @@ impl WithingsClient {
                 ("data_fields", SLEEP_FIELDS.to_string()),
             ];
             let body = self.call(Call { endpoint: "sleep_get", path: "/v2/sleep", token: Some(token), params }).await?;
-            let page = SleepGet::from_body(&body)?;
+            let page = SleepGet::from_body(body)?;
             model = model.or(page.model);
             segments.extend(page.segments);
         }
@@ -395,8 +398,8 @@ impl WithingsClient {
     /// `v2/user getdevice`.
     pub async fn getdevice(&self, token: &Secret) -> Result<Vec<Item<Device>>, WithingsError> {
         let params = vec![("action", "getdevice".to_string())];
-        let body = self.call(Call { endpoint: "getdevice", path: "/v2/user", token: Some(token), params }).await?;
-        Ok(list_of(&body, "devices", "getdevice")?.into_iter().map(Item::decode).collect())
+        let mut body = self.call(Call { endpoint: "getdevice", path: "/v2/user", token: Some(token), params }).await?;
+        Ok(list_of(&mut body, "devices", "getdevice")?.into_iter().map(Item::decode).collect())
     }
 
     // ---- notifications ----
@@ -422,8 +425,8 @@ impl WithingsClient {
         if let Some(a) = appli {
             params.push(("appli", a.to_string()));
         }
-        let body = self.call(Call { endpoint: "notify_list", path: "/notify", token: Some(token), params }).await?;
-        Ok(list_of(&body, "profiles", "notify_list")?.into_iter().map(Item::decode).collect())
+        let mut body = self.call(Call { endpoint: "notify_list", path: "/notify", token: Some(token), params }).await?;
+        Ok(list_of(&mut body, "profiles", "notify_list")?.into_iter().map(Item::decode).collect())
     }
 
     pub async fn notify_revoke(&self, token: &Secret, callbackurl: &str, appli: i64) -> Result<(), WithingsError> {
@@ -509,8 +512,8 @@ impl WithingsClient {
             if let Some(o) = offset {
                 params.push(("offset", o.to_string()));
             }
-            let body = self.call(Call { endpoint: call.endpoint, path: call.path, token: call.token, params }).await?;
-            items.extend(list_of(&body, key, call.endpoint)?);
+            let mut body = self.call(Call { endpoint: call.endpoint, path: call.path, token: call.token, params }).await?;
+            items.extend(list_of(&mut body, key, call.endpoint)?);
             let more = body.get("more").map(|m| match m {
                 Value::Bool(b) => *b,
                 Value::Number(n) => n.as_i64().unwrap_or(0) != 0,
@@ -649,7 +652,7 @@ async fn send(req: reqwest::RequestBuilder, endpoint: &'static str) -> Result<Va
 /// Reads a Withings answer: `body` when `status` is 0, else the status error (with
 /// `wait_seconds` for a 601). Non-JSON and truncated bytes are transient errors.
 pub fn decode_envelope(endpoint: &'static str, bytes: &[u8]) -> Result<Value, WithingsError> {
-    let envelope: Value = serde_json::from_slice(bytes).map_err(|e| WithingsError::NotJson {
+    let mut envelope: Value = serde_json::from_slice(bytes).map_err(|e| WithingsError::NotJson {
         endpoint,
         reason: e.classify_name().to_string(),
         bytes: bytes.len(),
@@ -658,8 +661,8 @@ pub fn decode_envelope(endpoint: &'static str, bytes: &[u8]) -> Result<Value, Wi
         return Err(WithingsError::Decode { endpoint, reason: "no integer `status` in the envelope".into() });
     };
     if status == 0 {
-        return match envelope.get("body") {
-            Some(b @ Value::Object(_)) => Ok(b.clone()),
+        return match envelope.get_mut("body").map(Value::take) {
+            Some(b @ Value::Object(_)) => Ok(b),
             Some(Value::Array(a)) if a.is_empty() => Ok(Value::Object(Default::default())),
             _ => Err(WithingsError::Decode { endpoint, reason: "status 0 without an object `body`".into() }),
         };
@@ -714,10 +717,11 @@ fn redact_serde(e: &serde_json::Error) -> String {
 }
 
 /// The items under `key` of a body (absent or `[]`/`{}`-empty = none).
-fn list_of(body: &Value, key: &str, endpoint: &'static str) -> Result<Vec<Value>, WithingsError> {
-    match body.get(key) {
+/// Takes the list under `key` out of `body` (the rest of the body stays).
+fn list_of(body: &mut Value, key: &str, endpoint: &'static str) -> Result<Vec<Value>, WithingsError> {
+    match body.get_mut(key).map(Value::take) {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(a)) => Ok(a.clone()),
+        Some(Value::Array(a)) => Ok(a),
         Some(Value::Object(m)) if m.is_empty() => Ok(Vec::new()),
         Some(_) => Err(WithingsError::Decode { endpoint, reason: format!("`{key}` is not a list") }),
     }

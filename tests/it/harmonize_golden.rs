@@ -118,7 +118,7 @@ fn check_invariants(h: &Harmonized) {
 }
 
 pub fn getmeas(name: &str) -> Harmonized {
-    let list = MeasureList::from_body(&body(name)).unwrap();
+    let list = MeasureList::from_body(body(name)).unwrap();
     harmonize::getmeas(&ctx(), &list, &[])
 }
 
@@ -133,18 +133,18 @@ fn getmeas_feeds_weight_fat_blood_pressure_heartrate_blood_oxygen_vo2_max_and_bo
 
 #[test]
 fn getactivity_feeds_activity() {
-    let items: Vec<Item<Activity>> = decode_list(&body("getactivity_watch_and_phone.json"), "activities", "getactivity").unwrap();
+    let items: Vec<Item<Activity>> = decode_list(body("getactivity_watch_and_phone.json"), "activities", "getactivity").unwrap();
     golden("getactivity_watch_and_phone", &harmonize::getactivity(&ctx(), &items));
 }
 
 #[test]
 fn getintradayactivity_feeds_steps_distance_calories_heartrate_blood_oxygen_hrv_and_respiratory_rate() {
-    let series = intraday_series(&body("getintradayactivity_watch_vitals.json"), None).unwrap();
+    let series = intraday_series(body("getintradayactivity_watch_vitals.json"), None).unwrap();
     golden("getintradayactivity_watch_vitals", &harmonize::getintradayactivity(&ctx(), &series));
 }
 
 fn summaries() -> Vec<Item<SleepSummary>> {
-    decode_list(&body("sleep_getsummary_night_and_nap.json"), "series", "sleep_getsummary").unwrap()
+    decode_list(body("sleep_getsummary_night_and_nap.json"), "series", "sleep_getsummary").unwrap()
 }
 
 #[test]
@@ -154,7 +154,7 @@ fn sleep_getsummary_feeds_sleep() {
 
 #[test]
 fn sleep_get_feeds_hypnogram_sleep_stream_heartrate_hrv_and_respiratory_rate() {
-    let answer = SleepGet::from_body(&body("sleep_get_mat_night.json")).unwrap();
+    let answer = SleepGet::from_body(body("sleep_get_mat_night.json")).unwrap();
     let sessions = SleepSession::from_summaries(&summaries());
     let h = harmonize::sleep_get(&ctx(), &answer, &sessions);
     golden("sleep_get_mat_night", &h);
@@ -176,7 +176,7 @@ fn sleep_get_feeds_hypnogram_sleep_stream_heartrate_hrv_and_respiratory_rate() {
 
 #[test]
 fn getworkouts_feeds_workouts() {
-    let items: Vec<Item<Workout>> = decode_list(&body("getworkouts_run_swim_unknown.json"), "series", "getworkouts").unwrap();
+    let items: Vec<Item<Workout>> = decode_list(body("getworkouts_run_swim_unknown.json"), "series", "getworkouts").unwrap();
     golden("getworkouts_run_swim_unknown", &harmonize::getworkouts(&ctx(), &items));
 }
 

@@ -386,7 +386,7 @@ fn assert_rows(h: &Harmonized, r: Resource, expected: usize) {
 
 fn getmeas_conserves_every_measure(body: &Value) {
     use Resource::*;
-    let h = harmonize::getmeas(&ctx(), &MeasureList::from_body(body).unwrap(), &[]);
+    let h = harmonize::getmeas(&ctx(), &MeasureList::from_body(body.clone()).unwrap(), &[]);
     let groups = body["measuregrps"].as_array().unwrap();
     let samples = |g: &Value| g["measures"].as_array().map_or(1, |m| m.len().max(1));
     check(&h, &[Weight, Fat, BloodPressure, Heartrate, BloodOxygen, Vo2Max, Body], groups.iter().map(samples).sum());
@@ -441,7 +441,7 @@ fn group_fate(g: &Value) -> [usize; 3] {
 }
 
 fn getactivity_keeps_one_row_per_day_and_source(records: &[Value]) {
-    let items: Vec<Item<Activity>> = decode_list(&json!({ "activities": records }), "activities", "getactivity").unwrap();
+    let items: Vec<Item<Activity>> = decode_list(json!({ "activities": records }), "activities", "getactivity").unwrap();
     let h = harmonize::getactivity(&ctx(), &items);
     check(&h, &[Resource::Activity], records.len());
     let parses = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok();
@@ -452,7 +452,7 @@ fn getactivity_keeps_one_row_per_day_and_source(records: &[Value]) {
 }
 
 fn getintradayactivity_maps_each_field_to_its_table(body: &Value) {
-    let h = harmonize::getintradayactivity(&ctx(), &intraday_series(body, None).unwrap());
+    let h = harmonize::getintradayactivity(&ctx(), &intraday_series(body.clone(), None).unwrap());
     let samples: Vec<&Value> = body["series"].as_object().unwrap().values().collect();
     check(&h, &INTRADAY.map(|(_, r)| r), samples.len());
     let decodable: Vec<&Value> = samples.into_iter().filter(|s| numbers_only(s, &["deviceid"])).collect();
@@ -465,7 +465,7 @@ fn getintradayactivity_maps_each_field_to_its_table(body: &Value) {
 }
 
 fn sleep_getsummary_keeps_one_row_per_session(records: &[Value]) {
-    let items: Vec<Item<SleepSummary>> = decode_list(&json!({ "series": records }), "series", "sleep_getsummary").unwrap();
+    let items: Vec<Item<SleepSummary>> = decode_list(json!({ "series": records }), "series", "sleep_getsummary").unwrap();
     let h = harmonize::sleep_getsummary(&ctx(), &items);
     check(&h, &[Resource::Sleep], records.len());
     let valid = records.iter().filter(|s| s["id"].is_i64() && numbers_only(&s["data"], &[]) && valid_window(s));
@@ -473,7 +473,7 @@ fn sleep_getsummary_keeps_one_row_per_session(records: &[Value]) {
 }
 
 fn getworkouts_keeps_one_row_per_workout(records: &[Value]) {
-    let items: Vec<Item<Workout>> = decode_list(&json!({ "series": records }), "series", "getworkouts").unwrap();
+    let items: Vec<Item<Workout>> = decode_list(json!({ "series": records }), "series", "getworkouts").unwrap();
     let h = harmonize::getworkouts(&ctx(), &items);
     check(&h, &[Resource::Workouts], records.len());
     let valid = records.iter().filter(|w| w["id"].is_i64() && numbers_only(&w["data"], &[]) && valid_window(w));
@@ -485,7 +485,7 @@ fn getworkouts_keeps_one_row_per_workout(records: &[Value]) {
 
 fn sleep_get_conserves_segments_and_points(body: &Value, sessions: &[SleepSession]) {
     use Resource::*;
-    let h = harmonize::sleep_get(&ctx(), &SleepGet::from_body(body).unwrap(), sessions);
+    let h = harmonize::sleep_get(&ctx(), &SleepGet::from_body(body.clone()).unwrap(), sessions);
     // A segment repeated verbatim (two overlapping requests) is one segment.
     let mut segments: Vec<&Value> = Vec::new();
     for s in body["series"].as_array().unwrap() {

@@ -157,7 +157,7 @@ fn real_getmeas_files_match_the_raw_groups() {
     for file in ["measurement.json", "measurement_list.json", "measurement_list_2.json", "measurement_positions.json"] {
         let Some(raw) = real_fixture(file) else { return };
         let body = if raw.is_array() { raw.clone() } else { raw["body"].clone() };
-        let h = harmonize::getmeas(&ctx(), &MeasureList::from_body(&body).unwrap(), &[]);
+        let h = harmonize::getmeas(&ctx(), &MeasureList::from_body(body.clone()).unwrap(), &[]);
         let groups = body.as_array().or(body["measuregrps"].as_array()).unwrap();
         let samples = groups.iter().map(|g| g["measures"].as_array().unwrap().len().max(1)).sum();
         check_common(file, &raw, &h, samples);
@@ -227,7 +227,7 @@ fn real_getmeas_files_match_the_raw_groups() {
 #[test]
 fn real_activity_has_one_row_per_record() {
     let Some(raw) = real_fixture("activity.json") else { return };
-    let items: Vec<Item<Activity>> = decode_list(&raw["body"], "activities", "getactivity").unwrap();
+    let items: Vec<Item<Activity>> = decode_list(raw["body"].clone(), "activities", "getactivity").unwrap();
     let h = harmonize::getactivity(&ctx(), &items);
     let records = raw["body"]["activities"].as_array().unwrap();
     check_common("activity.json", &raw, &h, records.len());
@@ -249,7 +249,7 @@ fn real_activity_has_one_row_per_record() {
 #[test]
 fn real_workouts_keep_every_workout_and_category() {
     let Some(raw) = real_fixture("workouts.json") else { return };
-    let items: Vec<Item<Workout>> = decode_list(&raw["body"], "series", "getworkouts").unwrap();
+    let items: Vec<Item<Workout>> = decode_list(raw["body"].clone(), "series", "getworkouts").unwrap();
     let h = harmonize::getworkouts(&ctx(), &items);
     let records = raw["body"]["series"].as_array().unwrap();
     check_common("workouts.json", &raw, &h, records.len());
@@ -274,7 +274,7 @@ fn real_workouts_keep_every_workout_and_category() {
 fn real_sleep_summaries_are_one_row_per_night() {
     for file in ["sleep_summary.json", "sleep_summary_no_datafields.json"] {
         let Some(raw) = real_fixture(file) else { return };
-        let items: Vec<Item<SleepSummary>> = decode_list(&raw["body"], "series", "sleep_getsummary").unwrap();
+        let items: Vec<Item<SleepSummary>> = decode_list(raw["body"].clone(), "series", "sleep_getsummary").unwrap();
         let h = harmonize::sleep_getsummary(&ctx(), &items);
         let series = raw["body"]["series"].as_array().unwrap();
         check_common(file, &raw, &h, series.len());
@@ -315,9 +315,9 @@ fn real_sleep_get_segments_and_series_are_conserved() {
             (segments.iter().map(|s| int(s, "startdate")).min(), segments.iter().map(|s| int(s, "enddate")).max());
         let overlapping: Vec<&Value> =
             nights.iter().filter(|n| Some(int(n, "startdate")) <= last && Some(int(n, "enddate")) >= first).collect();
-        let items: Vec<Item<SleepSummary>> = decode_list(&summary["body"], "series", "sleep_getsummary").unwrap();
+        let items: Vec<Item<SleepSummary>> = decode_list(summary["body"].clone(), "series", "sleep_getsummary").unwrap();
         let sessions = if overlapping.is_empty() { Vec::new() } else { SleepSession::from_summaries(&items) };
-        let h = harmonize::sleep_get(&ctx(), &SleepGet::from_body(&raw["body"]).unwrap(), &sessions);
+        let h = harmonize::sleep_get(&ctx(), &SleepGet::from_body(raw["body"].clone()).unwrap(), &sessions);
 
         // Expected rows: a stage per segment of known state (first per device and start); a
         // point per (device, series, epoch) seen first, however many segments repeat it.
