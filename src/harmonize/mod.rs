@@ -73,14 +73,14 @@ pub struct Context {
 /// An IANA zone name as Withings sent it, and the zone when chrono-tz knows the name.
 #[derive(Debug, Clone)]
 pub struct Zone {
-    pub name: Option<String>,
+    pub name: Option<Arc<str>>,
     tz: Option<Tz>,
 }
 
 impl Zone {
     pub fn new(name: Option<&str>) -> Zone {
         let name = name.map(str::trim).filter(|s| !s.is_empty());
-        Zone { name: name.map(str::to_string), tz: name.and_then(|n| Tz::from_str(n).ok()) }
+        Zone { name: name.map(Arc::from), tz: name.and_then(|n| Tz::from_str(n).ok()) }
     }
 
     /// Seconds east of UTC at `secs` (DST-aware), when the zone is known.
@@ -104,8 +104,8 @@ impl Zone {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Source {
     pub kind: SourceType,
-    pub device_id: Option<String>,
-    pub model: Option<String>,
+    pub device_id: Option<Arc<str>>,
+    pub model: Option<Arc<str>>,
     pub model_id: Option<i64>,
 }
 
@@ -120,8 +120,8 @@ pub fn source_of(
 ) -> Source {
     let known = model_id.and_then(codes::device_model);
     let kind = if matches!(attrib, Some(2 | 4)) { SourceType::Manual } else { known.map_or(fallback, |m| m.source_type) };
-    let model = model.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).or_else(|| known.map(|m| m.name.to_string()));
-    Source { kind, device_id: device_id.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string), model, model_id }
+    let model = model.map(str::trim).filter(|s| !s.is_empty()).map(Arc::from).or_else(|| known.map(|m| Arc::from(m.name)));
+    Source { kind, device_id: device_id.map(str::trim).filter(|s| !s.is_empty()).map(Arc::from), model, model_id }
 }
 
 /// `value * 10^unit` from Withings' integers: one correctly rounded operation on exact
@@ -266,6 +266,8 @@ pub fn quarantine_schema() -> SchemaRef {
 struct Out {
     endpoint: &'static str,
     user_id: String,
+    /// Sleep row ids by Withings session id (a night's samples share one).
+    sleep_ids: HashMap<i64, Arc<str>>,
     tables: Vec<Table>,
     quarantine: Vec<Quarantined>,
     stats: Stats,
@@ -276,10 +278,23 @@ impl Out {
         Out {
             endpoint,
             user_id: ctx.user_id.clone(),
+            sleep_ids: HashMap::new(),
             tables: resources.iter().map(|r| Table::new(*r, ctx, endpoint)).collect(),
             quarantine: Vec::new(),
             stats: Stats::default(),
         }
+    }
+
+    /// The id of the sleep row of a Withings session (computed once per session).
+    fn sleep_id(&mut self, session: Option<&SleepSession>) -> Option<Arc<str>> {
+        let s = session?;
+        let user = &self.user_id;
+        Some(
+            self.sleep_ids
+                .entry(s.withings_id)
+                .or_insert_with(|| summary_id(Resource::Sleep, user, &s.withings_id.to_string()).into())
+                .clone(),
+        )
     }
 
     fn table(&mut self, r: Resource) -> &mut Table {
@@ -377,7 +392,7 @@ fn repeat_counts(out: &mut Out, before: &Stats, copies: usize) {
 }
 
 /// A spot value of a getmeas group as a row of a `timestamp`/`value`/`unit` table.
-fn spot(out: &mut Out, r: Resource, g: &Group, zone: &Zone, meastype: i64, unit: &str) {
+fn spot(out: &mut Out, r: Resource, g: &Group, zone: &Zone, meastype: i64, unit: &'static str) {
     let Some(v) = g.get(meastype) else { return };
     let t = out.table(r);
     t.set("timestamp", table::ts(g.date));
@@ -389,7 +404,7 @@ fn spot(out: &mut Out, r: Resource, g: &Group, zone: &Zone, meastype: i64, unit:
 
 /// A point sample (intraday or sleep) as a row of a `timestamp`/`value`/`unit` table.
 #[allow(clippy::too_many_arguments)]
-fn point(out: &mut Out, r: Resource, source: &Source, zone: &Zone, at: i64, value: f64, unit: &str, raw: &Value) {
+fn point(out: &mut Out, r: Resource, source: &Source, zone: &Zone, at: i64, value: f64, unit: &'static str, raw: &Value) {
     let t = out.table(r);
     t.set("timestamp", table::ts(at));
     t.set("value", value);
@@ -402,7 +417,7 @@ fn point(out: &mut Out, r: Resource, source: &Source, zone: &Zone, at: i64, valu
 }
 
 /// An intraday sample's value as a row of a `start`/`end`/`value`/`unit` table.
-fn interval(out: &mut Out, r: Resource, row: &IntradayRow, value: Option<f64>, unit: &str) {
+fn interval(out: &mut Out, r: Resource, row: &IntradayRow, value: Option<f64>, unit: &'static str) {
     let Some(v) = value else { return };
     let t = out.table(r);
     t.set("start", table::ts(row.t));
@@ -875,8 +890,8 @@ pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) ->
     let user_zone = Zone::new(ctx.time_zone.as_deref());
     let fallback = codes::sleep_device_class(answer.model);
     // (metric, device, t) -> value: a point repeated by two segments is one sample.
-    let mut seen: HashMap<(&'static str, Option<String>, i64), f64> = HashMap::new();
-    let mut segments_seen: std::collections::HashSet<(Option<String>, i64)> = std::collections::HashSet::new();
+    let mut seen: HashMap<(&'static str, Option<Arc<str>>, i64), f64> = HashMap::new();
+    let mut segments_seen: std::collections::HashSet<(Option<Arc<str>>, i64)> = std::collections::HashSet::new();
     for item in &answer.segments {
         let n = segment_samples(&item.raw);
         out.stats.samples_in += n;

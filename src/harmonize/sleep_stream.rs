@@ -5,13 +5,13 @@
 use serde_json::Value;
 
 use super::table::ts;
-use super::{Out, SleepPoint, SleepSession, SleepStage, Zone, summary_id};
+use super::{Out, SleepPoint, SleepSession, SleepStage, Zone};
 use crate::schema::Resource;
 
 fn link(out: &mut Out, session: Option<&SleepSession>) {
-    let user = out.user_id.clone();
+    let sleep_id = out.sleep_id(session);
     let t = out.table(Resource::SleepStream);
-    t.set("sleep_id", session.map(|s| summary_id(Resource::Sleep, &user, &s.withings_id.to_string())));
+    t.set("sleep_id", sleep_id);
     t.set("withings_sleep_id", session.map(|s| s.withings_id));
 }
 

@@ -27,6 +27,10 @@ pub(crate) enum Cell {
     Float(f64),
     Bool(bool),
     Str(String),
+    /// A constant string (units, codes, slugs): no allocation per row.
+    Static(&'static str),
+    /// A string shared by many rows (device, model, zone): a reference count per row.
+    Shared(Arc<str>),
 }
 
 impl From<i64> for Cell {
@@ -45,9 +49,14 @@ impl From<bool> for Cell {
         Cell::Bool(v)
     }
 }
-impl From<&str> for Cell {
-    fn from(v: &str) -> Cell {
-        Cell::Str(v.to_string())
+impl From<&'static str> for Cell {
+    fn from(v: &'static str) -> Cell {
+        Cell::Static(v)
+    }
+}
+impl From<Arc<str>> for Cell {
+    fn from(v: Arc<str>) -> Cell {
+        Cell::Shared(v)
     }
 }
 impl From<String> for Cell {
@@ -105,7 +114,7 @@ impl ColumnBuilder {
         matches!(
             (self, cell),
             (_, Cell::Null)
-                | (ColumnBuilder::Utf8(_), Cell::Str(_))
+                | (ColumnBuilder::Utf8(_), Cell::Str(_) | Cell::Static(_) | Cell::Shared(_))
                 | (ColumnBuilder::Int32(_), Cell::Int(_))
                 | (ColumnBuilder::Int64(_), Cell::Int(_))
                 | (ColumnBuilder::Float64(_), Cell::Int(_) | Cell::Float(_))
@@ -118,22 +127,24 @@ impl ColumnBuilder {
         }
     }
 
-    fn append(&mut self, cell: Cell) {
+    fn append(&mut self, cell: &Cell) {
         match (self, cell) {
             (ColumnBuilder::Utf8(b), Cell::Str(s)) => b.append_value(s),
+            (ColumnBuilder::Utf8(b), Cell::Static(s)) => b.append_value(s),
+            (ColumnBuilder::Utf8(b), Cell::Shared(s)) => b.append_value(s),
             (ColumnBuilder::Utf8(b), _) => b.append_null(),
-            (ColumnBuilder::Int32(b), Cell::Int(v)) => b.append_value(v as i32),
+            (ColumnBuilder::Int32(b), Cell::Int(v)) => b.append_value(*v as i32),
             (ColumnBuilder::Int32(b), _) => b.append_null(),
-            (ColumnBuilder::Int64(b), Cell::Int(v)) => b.append_value(v),
+            (ColumnBuilder::Int64(b), Cell::Int(v)) => b.append_value(*v),
             (ColumnBuilder::Int64(b), _) => b.append_null(),
-            (ColumnBuilder::Float64(b), Cell::Float(v)) => b.append_value(v),
-            (ColumnBuilder::Float64(b), Cell::Int(v)) => b.append_value(v as f64),
+            (ColumnBuilder::Float64(b), Cell::Float(v)) => b.append_value(*v),
+            (ColumnBuilder::Float64(b), Cell::Int(v)) => b.append_value(*v as f64),
             (ColumnBuilder::Float64(b), _) => b.append_null(),
-            (ColumnBuilder::Boolean(b), Cell::Bool(v)) => b.append_value(v),
+            (ColumnBuilder::Boolean(b), Cell::Bool(v)) => b.append_value(*v),
             (ColumnBuilder::Boolean(b), _) => b.append_null(),
-            (ColumnBuilder::Date32(b), Cell::Int(v)) => b.append_value(v as i32),
+            (ColumnBuilder::Date32(b), Cell::Int(v)) => b.append_value(*v as i32),
             (ColumnBuilder::Date32(b), _) => b.append_null(),
-            (ColumnBuilder::Timestamp(b), Cell::Int(v)) => b.append_value(v),
+            (ColumnBuilder::Timestamp(b), Cell::Int(v)) => b.append_value(*v),
             (ColumnBuilder::Timestamp(b), _) => b.append_null(),
         }
     }
@@ -157,7 +168,11 @@ pub(crate) struct Table {
     schema: &'static TableSchema,
     builders: Vec<ColumnBuilder>,
     row: Vec<Cell>,
-    constants: Vec<(usize, Cell)>,
+    /// The value of each column that is the same on every row of the call.
+    constants: Vec<Option<Cell>>,
+    /// Where the next `set` most likely goes: harmonizers set columns in schema order, so a
+    /// name compare at the cursor usually replaces the hash lookup.
+    cursor: usize,
     rows: usize,
 }
 
@@ -166,24 +181,31 @@ impl Table {
         let schema = resource.schema();
         let builders = schema.columns.iter().map(|c| ColumnBuilder::new(c.data_type)).collect();
         let ingested = ctx.ingested_at.timestamp_micros();
-        let constants = [
-            ("user_id", Cell::from(ctx.user_id.as_str())),
-            ("withings_user_id", Cell::from(ctx.withings_user_id.as_str())),
-            ("source_provider", Cell::from("withings")),
-            ("endpoint", Cell::from(endpoint)),
+        let mut constants = vec![None; schema.columns.len()];
+        for (name, cell) in [
+            ("user_id", Cell::Str(ctx.user_id.clone())),
+            ("withings_user_id", Cell::Str(ctx.withings_user_id.clone())),
+            ("source_provider", Cell::Static("withings")),
+            ("endpoint", Cell::Static(endpoint)),
             ("ingested_at", Cell::Int(ingested)),
-            ("run_id", Cell::from(ctx.run_id.as_str())),
-        ]
-        .into_iter()
-        .map(|(name, cell)| (schema.index_of(name).unwrap_or_else(|| panic!("{resource} lacks common column {name}")), cell))
-        .collect();
-        Table { resource, schema, builders, row: vec![Cell::Null; schema.columns.len()], constants, rows: 0 }
+            ("run_id", Cell::Str(ctx.run_id.clone())),
+        ] {
+            let i = schema.index_of(name).unwrap_or_else(|| panic!("{resource} lacks common column {name}"));
+            constants[i] = Some(cell);
+        }
+        Table { resource, schema, builders, row: vec![Cell::Null; schema.columns.len()], constants, cursor: 0, rows: 0 }
     }
 
     /// Stages a value for the current row. The column must exist in the schema file (a
     /// harmonizer naming a column its schema lacks is a bug the golden tests catch).
     pub(crate) fn set(&mut self, column: &str, value: impl Into<Cell>) {
-        let i = self.schema.index_of(column).unwrap_or_else(|| panic!("schemas/{}.json has no column '{column}'", self.resource));
+        let i = match self.schema.columns.get(self.cursor) {
+            Some(c) if c.name == column => self.cursor,
+            _ => {
+                self.schema.index_of(column).unwrap_or_else(|| panic!("schemas/{}.json has no column '{column}'", self.resource))
+            }
+        };
+        self.cursor = i + 1;
         self.row[i] = value.into();
     }
 
@@ -203,11 +225,9 @@ impl Table {
 
     /// Appends the staged row, or leaves it out and says which column is missing or mistyped.
     pub(crate) fn push(&mut self) -> Result<(), String> {
-        for (i, cell) in &self.constants {
-            self.row[*i] = cell.clone();
-        }
+        self.cursor = 0;
         for (i, c) in self.schema.columns.iter().enumerate() {
-            let cell = &self.row[i];
+            let cell = self.constants[i].as_ref().unwrap_or(&self.row[i]);
             if !c.nullable && *cell == Cell::Null {
                 self.clear();
                 return Err(format!("no value for required column '{}' of {}", c.name, self.resource));
@@ -219,8 +239,9 @@ impl Table {
                 return Err(msg);
             }
         }
-        for (b, cell) in self.builders.iter_mut().zip(self.row.iter_mut()) {
-            b.append(std::mem::replace(cell, Cell::Null));
+        for ((b, cell), constant) in self.builders.iter_mut().zip(self.row.iter_mut()).zip(&self.constants) {
+            b.append(constant.as_ref().unwrap_or(cell));
+            *cell = Cell::Null;
         }
         self.rows += 1;
         Ok(())
@@ -228,6 +249,7 @@ impl Table {
 
     fn clear(&mut self) {
         self.row.iter_mut().for_each(|c| *c = Cell::Null);
+        self.cursor = 0;
     }
 
     /// The batch, sorted by (time column, primary key).
