@@ -9,6 +9,8 @@
 //! - [`harmonize`]: decoded Withings responses to one Arrow batch per resource, with the
 //!   quarantine; the Withings code tables (meastypes, sleep states, workout categories,
 //!   device models).
+//! - [`lake`]: object keys, the partition merge rules, Parquet files and manifests (the
+//!   commit protocol is in its module doc).
 //! - [`pipeline`]: pipeline files (parse, then resolve into a client and a credentials store).
 //! - [`secret`]: the redacting wrapper every token and key travels in.
 //! - [`simulator`]: a faithful Withings API emulator with deterministic synthetic users, the
@@ -18,6 +20,7 @@
 
 pub mod credentials;
 pub mod harmonize;
+pub mod lake;
 pub mod pipeline;
 pub mod schema;
 pub mod secret;

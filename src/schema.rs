@@ -140,7 +140,7 @@ pub enum Kind {
 }
 
 /// Partition grain: `date=YYYY-MM-DD` or `month=YYYY-MM` folders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Grain {
     Day,

@@ -13,6 +13,7 @@
 //! - `cli_schema`: `withings-lake schema` as a table, JSON, and SQL run in DataFusion and DuckDB.
 //! - `cli_users`: `link` end to end, `users import / list / remove`, pipeline errors.
 //! - `client`: the Withings client on the recorded fixtures and against the simulator.
+//! - `lake`: commits, merge rules and layout over memory and a local folder; DuckDB reads the lake.
 //! - `harmonize_golden`: each resource from the project's fixtures, compared as tables.
 //! - `harmonize_real`: every recorded Withings file harmonized, invariants computed from the raw JSON.
 //! - `harmonize_props`: property tests on random well-typed responses (schema, no panic, conservation).
@@ -26,6 +27,7 @@ mod credentials;
 mod harmonize_golden;
 mod harmonize_props;
 mod harmonize_real;
+mod lake;
 mod shape;
 mod sim_data;
 mod sim_limits;

@@ -1,0 +1,197 @@
+//! Merge rules for one partition file (DESIGN.md, "The lake").
+//!
+//! The units a checkpoint stages for one (resource, partition) are applied in order to the
+//! rows already there:
+//! - [`Coverage::Upsert`]: incoming rows replace the rows with the same primary key
+//!   (lastupdate-based endpoints). Keys compare nulls as equal.
+//! - [`Coverage::Window`]: the user's rows from one endpoint with time in `[start, end)` are
+//!   removed first, then the incoming rows are inserted (window-based endpoints such as
+//!   intraday and sleep get, so data deleted upstream disappears here too).
+//!
+//! A row whose key and content (everything but `ingested_at` and `run_id`) did not change
+//! keeps its stored version, so re-running a window rewrites nothing and reports nothing:
+//! the lake after two identical runs equals the lake after one. The result is sorted by
+//! (user_id, time, primary key).
+
+use std::collections::HashMap;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::{
+    SortColumn, concat_batches, filter_record_batch, interleave_record_batch, lexsort_to_indices, take_record_batch,
+};
+use arrow::datatypes::{DataType, Date32Type, TimestampMicrosecondType};
+use arrow::error::ArrowError;
+use arrow::row::{RowConverter, Rows, SortField};
+
+use crate::schema::TableSchema;
+
+/// Columns that record when and by which run a row was written, not what it says.
+const BOOKKEEPING: [&str; 2] = ["ingested_at", "run_id"];
+
+/// What a staged unit covers, which decides the rows it replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Coverage {
+    /// Replace rows with the same primary key.
+    Upsert,
+    /// Replace `user_id`'s rows from `endpoint` whose time is in `[start, end)` (epoch seconds).
+    Window { user_id: String, endpoint: String, start: i64, end: i64 },
+}
+
+/// What merging changed in one partition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    pub rows_before: usize,
+    pub rows_after: usize,
+    pub inserted: usize,
+    pub updated: usize,
+    pub deleted: usize,
+}
+
+impl Counts {
+    pub fn changed(&self) -> bool {
+        self.inserted + self.updated + self.deleted > 0
+    }
+}
+
+fn column<'a>(schema: &TableSchema, batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ArrowError> {
+    schema
+        .index_of(name)
+        .map(|i| batch.column(i))
+        .ok_or_else(|| ArrowError::SchemaError(format!("{} has no column {name}", schema.resource)))
+}
+
+fn rows_of(schema: &TableSchema, batch: &RecordBatch, names: &[&str]) -> Result<Rows, ArrowError> {
+    let cols: Vec<ArrayRef> = names.iter().map(|n| column(schema, batch, n).cloned()).collect::<Result<_, _>>()?;
+    let converter = RowConverter::new(cols.iter().map(|c| SortField::new(c.data_type().clone())).collect())?;
+    converter.convert_columns(&cols)
+}
+
+/// The time column as epoch microseconds (dates at midnight UTC).
+fn time_micros(schema: &TableSchema, batch: &RecordBatch) -> Result<Vec<i64>, ArrowError> {
+    let c = column(schema, batch, &schema.time_column)?;
+    Ok(match c.data_type() {
+        DataType::Timestamp(_, _) => c.as_primitive::<TimestampMicrosecondType>().values().to_vec(),
+        DataType::Date32 => c.as_primitive::<Date32Type>().values().iter().map(|d| i64::from(*d) * 86_400_000_000).collect(),
+        t => return Err(ArrowError::SchemaError(format!("time column of type {t}"))),
+    })
+}
+
+/// Rows of `current` the unit replaces.
+fn replaced(
+    schema: &TableSchema,
+    current: &RecordBatch,
+    incoming: &RecordBatch,
+    coverage: &Coverage,
+) -> Result<Vec<bool>, ArrowError> {
+    let n = current.num_rows();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    match coverage {
+        Coverage::Upsert => {
+            let keys: Vec<&str> = schema.primary_key.iter().map(String::as_str).collect();
+            let both = concat_batches(&current.schema(), [current, incoming])?;
+            let rows = rows_of(schema, &both, &keys)?;
+            let incoming_keys: std::collections::HashSet<&[u8]> = (n..both.num_rows()).map(|i| rows.row(i).data()).collect();
+            Ok((0..n).map(|i| incoming_keys.contains(rows.row(i).data())).collect())
+        }
+        Coverage::Window { user_id, endpoint, start, end } => {
+            let users = column(schema, current, "user_id")?.as_string::<i32>();
+            let endpoints = column(schema, current, "endpoint")?.as_string::<i32>();
+            let times = time_micros(schema, current)?;
+            let (a, b) = (start.saturating_mul(1_000_000), end.saturating_mul(1_000_000));
+            Ok((0..n)
+                .map(|i| users.value(i) == user_id && endpoints.value(i) == endpoint && times[i] >= a && times[i] < b)
+                .collect())
+        }
+    }
+}
+
+/// Applies `units` to `existing` (the stored rows, already in the table's current schema).
+/// Returns the new rows, sorted, and what changed.
+pub fn merge(
+    schema: &TableSchema,
+    existing: &RecordBatch,
+    units: &[(&RecordBatch, &Coverage)],
+) -> Result<(RecordBatch, Counts), ArrowError> {
+    let mut current = existing.clone();
+    for (incoming, coverage) in units {
+        let drop = replaced(schema, &current, incoming, coverage)?;
+        let keep = BooleanArray::from(drop.iter().map(|d| !d).collect::<Vec<bool>>());
+        let kept = if drop.is_empty() { current.clone() } else { filter_record_batch(&current, &keep)? };
+        current = concat_batches(&schema.arrow(), [&kept, *incoming])?;
+    }
+
+    // Compare the result with what was stored, by key and by content.
+    let keys: Vec<&str> = schema.primary_key.iter().map(String::as_str).collect();
+    let content: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).filter(|c| !BOOKKEEPING.contains(c)).collect();
+    let both = concat_batches(&schema.arrow(), [existing, &current])?;
+    let key_rows = rows_of(schema, &both, &keys)?;
+    let content_rows = rows_of(schema, &both, &content)?;
+    let before = existing.num_rows();
+    let stored: HashMap<&[u8], usize> = (0..before).map(|i| (key_rows.row(i).data(), i)).collect();
+    let mut counts = Counts { rows_before: before, rows_after: current.num_rows(), ..Counts::default() };
+    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(current.num_rows());
+    let mut still_there = 0;
+    for i in 0..current.num_rows() {
+        let j = before + i;
+        match stored.get(key_rows.row(j).data()) {
+            Some(&s) if content_rows.row(s) == content_rows.row(j) => {
+                still_there += 1;
+                picks.push((0, s));
+            }
+            Some(_) => {
+                still_there += 1;
+                counts.updated += 1;
+                picks.push((1, i));
+            }
+            None => {
+                counts.inserted += 1;
+                picks.push((1, i));
+            }
+        }
+    }
+    counts.deleted = before - still_there;
+    let merged = interleave_record_batch(&[existing, &current], &picks)?;
+
+    if merged.num_rows() < 2 {
+        return Ok((merged, counts));
+    }
+    let mut order = vec!["user_id", schema.time_column.as_str()];
+    for k in &keys {
+        if !order.contains(k) {
+            order.push(k);
+        }
+    }
+    let sort: Vec<SortColumn> = order
+        .iter()
+        .map(|k| column(schema, &merged, k).map(|c| SortColumn { values: c.clone(), options: None }))
+        .collect::<Result<_, _>>()?;
+    let idx = lexsort_to_indices(&sort, None)?;
+    Ok((take_record_batch(&merged, &idx)?, counts))
+}
+
+/// `batch` in `schema`'s columns: columns a newer version added are null in older files.
+pub fn conform(schema: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let target = schema.arrow();
+    if batch.schema().fields() == target.fields() {
+        return Ok(batch.clone());
+    }
+    let columns = target
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => Err(ArrowError::SchemaError(format!(
+                "{}.{} is stored as {} but the schema says {}",
+                schema.resource,
+                f.name(),
+                c.data_type(),
+                f.data_type()
+            ))),
+            None if f.is_nullable() => Ok(arrow::array::new_null_array(f.data_type(), batch.num_rows())),
+            None => Err(ArrowError::SchemaError(format!("{}.{} is missing from a stored file", schema.resource, f.name()))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(target, columns)
+}

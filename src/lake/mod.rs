@@ -1,0 +1,358 @@
+//! The lake: hive-partitioned Parquet on any object store, one file per (resource, partition,
+//! shard), and a manifest per commit.
+//!
+//! Commit protocol (DESIGN.md; the order is the contract readers rely on):
+//! 1. for each touched partition: read the current file, apply the merge rules
+//!    ([`merge::merge`]), sort by (user_id, time), and overwrite the file in one atomic put
+//!    (object stores replace an object atomically; the local store writes a temporary file and
+//!    renames it). A partition whose rows did not change is not rewritten; one left empty is
+//!    deleted. A reader that globs `<lake>/<resource>/**/*.parquet` sees complete, deduplicated
+//!    data at every moment;
+//! 2. then the manifest `_manifests/<run_id>-<checkpoint>.json`, create-only: a checkpoint
+//!    is committed once, and readers that wait for manifests see finished commits only;
+//! 3. then (the callers' part) cursors, then events.
+//!
+//! Partition columns (`date`, `month`) live only in the path. Files carry zstd pages,
+//! page-level statistics and the page index, and key/value metadata naming the resource, the
+//! schema version and the run.
+
+pub mod keys;
+pub mod merge;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::datatypes::{DataType, Date32Type, TimestampMicrosecondType};
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Utc};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::schema::Resource;
+use crate::storage::Location;
+pub use keys::Partition;
+pub use merge::{Counts, Coverage};
+
+/// Days from 0001-01-01 (chrono's day 1) to 1970-01-01 (Arrow's day 0), plus one.
+const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+/// The lake format this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Rows per Parquet row group: large enough for analytics scans, small enough that
+/// statistics prune by user within a month file.
+const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("lake storage at '{key}': {source}")]
+    Storage { key: String, source: object_store::Error },
+    #[error(
+        "lake at '{url}' was created with {found} shards; this pipeline says {expected} (the shard count of a lake is fixed)"
+    )]
+    ShardCount { url: String, found: u32, expected: u32 },
+    #[error("lake at '{url}' has format version {found}; this program reads version {FORMAT_VERSION}")]
+    Format { url: String, found: u32 },
+    #[error("'{key}' is not a valid file of the lake: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("manifest '{key}' already exists: checkpoint {checkpoint} of run {run_id} was committed before")]
+    ManifestExists { key: String, run_id: String, checkpoint: u32 },
+    #[error("{resource}: {reason}")]
+    Arrow { resource: Resource, reason: String },
+}
+
+impl LakeError {
+    /// Storage trouble is worth a retry; everything else needs a person.
+    pub fn class(&self) -> crate::withings::ErrorClass {
+        use crate::withings::ErrorClass;
+        match self {
+            LakeError::Storage { .. } => ErrorClass::Transient,
+            LakeError::ShardCount { .. } | LakeError::Format { .. } => ErrorClass::Config,
+            _ => ErrorClass::Internal,
+        }
+    }
+}
+
+/// `_lake.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LakeMeta {
+    pub format_version: u32,
+    pub shards: u32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One staged unit: rows of one resource and what they cover.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    pub resource: Resource,
+    pub batch: RecordBatch,
+    pub coverage: Coverage,
+}
+
+/// What one commit did to one partition file (a manifest entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionChange {
+    pub resource: String,
+    pub partition: String,
+    pub key: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Size of the new file (0 when the partition became empty and its file was deleted).
+    pub bytes: u64,
+    pub min_time: Option<String>,
+    pub max_time: Option<String>,
+    pub users: Vec<String>,
+}
+
+/// `_manifests/<run_id>-<checkpoint>.json`: what one commit changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub run_id: String,
+    pub checkpoint: u32,
+    pub shard: u32,
+    pub committed_at: DateTime<Utc>,
+    /// Changed partitions only.
+    pub partitions: Vec<PartitionChange>,
+    /// Partitions touched whose rows were already as staged.
+    pub unchanged_partitions: usize,
+}
+
+/// An opened lake.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    pub location: Location,
+    pub meta: LakeMeta,
+}
+
+fn storage(key: &object_store::path::Path) -> impl FnOnce(object_store::Error) -> LakeError + '_ {
+    move |source| LakeError::Storage { key: key.to_string(), source }
+}
+
+impl Lake {
+    /// Opens the lake at `location`, creating `_lake.json` with `shards` if there is none. A
+    /// lake created with another shard count is an error.
+    pub async fn open_or_create(location: Location, shards: u32) -> Result<Lake, LakeError> {
+        let key = keys::lake_meta(&location);
+        let meta = LakeMeta { format_version: FORMAT_VERSION, shards, created_at: Utc::now() };
+        let body = serde_json::to_vec_pretty(&meta).expect("lake meta serializes");
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match location.store.put_opts(&key, PutPayload::from(body), opts).await {
+            Ok(_) => Ok(Lake { location, meta }),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let lake = Lake::open(location).await?;
+                if lake.meta.shards != shards {
+                    return Err(LakeError::ShardCount {
+                        url: lake.location.url.clone(),
+                        found: lake.meta.shards,
+                        expected: shards,
+                    });
+                }
+                Ok(lake)
+            }
+            Err(e) => Err(storage(&key)(e)),
+        }
+    }
+
+    /// Opens an existing lake (for readers: `query`, `tables`).
+    pub async fn open(location: Location) -> Result<Lake, LakeError> {
+        let key = keys::lake_meta(&location);
+        let bytes = location.store.get(&key).await.map_err(storage(&key))?.bytes().await.map_err(storage(&key))?;
+        let meta: LakeMeta =
+            serde_json::from_slice(&bytes).map_err(|e| LakeError::Corrupt { key: key.to_string(), reason: e.to_string() })?;
+        if meta.format_version != FORMAT_VERSION {
+            return Err(LakeError::Format { url: location.url.clone(), found: meta.format_version });
+        }
+        Ok(Lake { location, meta })
+    }
+
+    /// The rows of one partition file of `shard` (empty when there is no file).
+    pub async fn read(&self, resource: Resource, partition: &Partition, shard: u32) -> Result<RecordBatch, LakeError> {
+        let key = keys::data_file(&self.location, resource, partition, shard);
+        let schema = resource.schema();
+        let bytes = match self.location.store.get(&key).await {
+            Ok(r) => r.bytes().await.map_err(storage(&key))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(RecordBatch::new_empty(schema.arrow())),
+            Err(e) => return Err(storage(&key)(e)),
+        };
+        let corrupt = |e: &dyn std::fmt::Display| LakeError::Corrupt { key: key.to_string(), reason: e.to_string() };
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| corrupt(&e))?.build().map_err(|e| corrupt(&e))?;
+        let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(|e| corrupt(&e))?;
+        let batches: Vec<RecordBatch> =
+            batches.iter().map(|b| merge::conform(schema, b)).collect::<Result<_, _>>().map_err(|e| corrupt(&e))?;
+        concat_batches(&schema.arrow(), &batches).map_err(|e| corrupt(&e))
+    }
+
+    /// Commits staged units for `shard` as checkpoint `checkpoint` of `run_id`: every touched
+    /// partition merged and rewritten, then the manifest (see the module doc for the order).
+    pub async fn commit(&self, run_id: &str, checkpoint: u32, shard: u32, units: &[Unit]) -> Result<Manifest, LakeError> {
+        // (resource, partition) -> the unit rows that fall in it, in unit order.
+        let mut plan: BTreeMap<(Resource, Partition), Vec<(RecordBatch, &Coverage)>> = BTreeMap::new();
+        for unit in units {
+            let schema = unit.resource.schema();
+            let arrow_err = |e: arrow::error::ArrowError| LakeError::Arrow { resource: unit.resource, reason: e.to_string() };
+            let parts = partitions_of(unit.resource, &unit.batch).map_err(arrow_err)?;
+            let mut by_partition: BTreeMap<Partition, Vec<bool>> = BTreeMap::new();
+            for (i, p) in parts.iter().enumerate() {
+                by_partition.entry(p.clone()).or_insert_with(|| vec![false; parts.len()])[i] = true;
+            }
+            // A window also covers partitions it spans where nothing arrived (deletions).
+            if let Coverage::Window { start, end, .. } = &unit.coverage {
+                for p in window_partitions(schema.grain, *start, *end) {
+                    by_partition.entry(p).or_insert_with(|| vec![false; parts.len()]);
+                }
+            }
+            for (p, mask) in by_partition {
+                let rows = filter_record_batch(&unit.batch, &mask.into()).map_err(arrow_err)?;
+                plan.entry((unit.resource, p)).or_default().push((rows, &unit.coverage));
+            }
+        }
+
+        let mut changes = Vec::new();
+        let mut unchanged = 0;
+        for ((resource, partition), staged) in plan {
+            let schema = resource.schema();
+            let existing = self.read(resource, &partition, shard).await?;
+            if existing.num_rows() == 0 && staged.iter().all(|(b, _)| b.num_rows() == 0) {
+                continue; // a window over a partition that has no rows and gets none
+            }
+            let units: Vec<(&RecordBatch, &Coverage)> = staged.iter().map(|(b, c)| (b, *c)).collect();
+            let (rows, counts) =
+                merge::merge(schema, &existing, &units).map_err(|e| LakeError::Arrow { resource, reason: e.to_string() })?;
+            if !counts.changed() {
+                unchanged += 1;
+                continue;
+            }
+            let key = keys::data_file(&self.location, resource, &partition, shard);
+            let bytes = if rows.num_rows() == 0 {
+                match self.location.store.delete(&key).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => 0,
+                    Err(e) => return Err(storage(&key)(e)),
+                }
+            } else {
+                let file = write_parquet(resource, run_id, &rows)?;
+                let n = file.len() as u64;
+                self.location.store.put(&key, PutPayload::from(file)).await.map_err(storage(&key))?;
+                n
+            };
+            let (min_time, max_time) = time_range(resource, &rows);
+            changes.push(PartitionChange {
+                resource: resource.as_str().to_string(),
+                partition: partition.folder(),
+                key: key.to_string(),
+                counts,
+                bytes,
+                min_time,
+                max_time,
+                users: users_of(&rows),
+            });
+        }
+
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            run_id: run_id.to_string(),
+            checkpoint,
+            shard,
+            committed_at: Utc::now(),
+            partitions: changes,
+            unchanged_partitions: unchanged,
+        };
+        let key = keys::manifest(&self.location, run_id, checkpoint);
+        let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.location.store.put_opts(&key, PutPayload::from(body), opts).await {
+            Ok(_) => Ok(manifest),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                Err(LakeError::ManifestExists { key: key.to_string(), run_id: run_id.to_string(), checkpoint })
+            }
+            Err(e) => Err(storage(&key)(e)),
+        }
+    }
+}
+
+/// The partition of every row: the UTC date of a timestamp, or the calendar date.
+fn partitions_of(resource: Resource, batch: &RecordBatch) -> Result<Vec<Partition>, arrow::error::ArrowError> {
+    let schema = resource.schema();
+    let col = batch.column(schema.index_of(&schema.partition_column).expect("checked when the schema loads"));
+    let dates: Vec<NaiveDate> = match col.data_type() {
+        DataType::Timestamp(_, _) => col
+            .as_primitive::<TimestampMicrosecondType>()
+            .values()
+            .iter()
+            .map(|us| DateTime::<Utc>::from_timestamp_micros(*us).map(|t| t.date_naive()).unwrap_or_default())
+            .collect(),
+        DataType::Date32 => col
+            .as_primitive::<Date32Type>()
+            .values()
+            .iter()
+            .map(|d| NaiveDate::from_num_days_from_ce_opt(d.saturating_add(UNIX_EPOCH_DAYS_FROM_CE)).unwrap_or_default())
+            .collect(),
+        t => return Err(arrow::error::ArrowError::SchemaError(format!("partition column of type {t}"))),
+    };
+    Ok(dates.into_iter().map(|d| Partition::of(schema.grain, d)).collect())
+}
+
+/// The partitions a `[start, end)` window (epoch seconds) touches, one day of slack each side
+/// for summaries partitioned by local date.
+fn window_partitions(grain: crate::schema::Grain, start: i64, end: i64) -> Vec<Partition> {
+    let day = |t: i64| DateTime::<Utc>::from_timestamp(t, 0).map(|d| d.date_naive());
+    let (Some(a), Some(b)) = (day(start.saturating_sub(86_400)), day(end.saturating_add(86_400))) else { return Vec::new() };
+    let mut out: Vec<Partition> = a.iter_days().take_while(|d| *d <= b).map(|d| Partition::of(grain, d)).collect();
+    out.dedup();
+    out
+}
+
+fn write_parquet(resource: Resource, run_id: &str, rows: &RecordBatch) -> Result<Bytes, LakeError> {
+    let schema = resource.schema();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3")))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("withings_lake.resource".into(), resource.as_str().to_string()),
+            KeyValue::new("withings_lake.schema_version".into(), schema.version.to_string()),
+            KeyValue::new("withings_lake.format_version".into(), FORMAT_VERSION.to_string()),
+            KeyValue::new("withings_lake.run_id".into(), run_id.to_string()),
+        ]))
+        .build();
+    let err = |e: parquet::errors::ParquetError| LakeError::Arrow { resource, reason: e.to_string() };
+    let mut buf = Vec::with_capacity(rows.get_array_memory_size() / 4);
+    let mut writer = ArrowWriter::try_new(&mut buf, schema.arrow(), Some(props)).map_err(err)?;
+    writer.write(rows).map_err(err)?;
+    writer.close().map_err(err)?;
+    Ok(Bytes::from(buf))
+}
+
+/// The smallest and largest value of the time column, as RFC 3339 text or a date.
+fn time_range(resource: Resource, rows: &RecordBatch) -> (Option<String>, Option<String>) {
+    let schema = resource.schema();
+    let col = rows.column(schema.index_of(&schema.time_column).expect("checked when the schema loads"));
+    let ts = |us: Option<i64>| us.and_then(DateTime::<Utc>::from_timestamp_micros).map(|t| t.to_rfc3339());
+    let day = |d: Option<i32>| {
+        d.and_then(|d| NaiveDate::from_num_days_from_ce_opt(d.saturating_add(UNIX_EPOCH_DAYS_FROM_CE))).map(|d| d.to_string())
+    };
+    match col.data_type() {
+        DataType::Timestamp(_, _) => {
+            let a = col.as_primitive::<TimestampMicrosecondType>();
+            (ts(arrow::compute::min(a)), ts(arrow::compute::max(a)))
+        }
+        DataType::Date32 => {
+            let a = col.as_primitive::<Date32Type>();
+            (day(arrow::compute::min(a)), day(arrow::compute::max(a)))
+        }
+        _ => (None, None),
+    }
+}
+
+fn users_of(rows: &RecordBatch) -> Vec<String> {
+    let users = rows.column_by_name("user_id").map(|c| c.as_string::<i32>().iter().flatten().map(str::to_string).collect());
+    let mut v: Vec<String> = users.unwrap_or_default();
+    v.sort();
+    v.dedup();
+    v
+}
