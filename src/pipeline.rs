@@ -36,6 +36,9 @@ pub struct PipelineFile {
     pub source: SourceConfig,
     /// Where user credentials are kept.
     pub credentials: CredentialsConfig,
+    /// Where the harmonized tables go.
+    #[serde(default)]
+    pub lake: Option<LakeConfig>,
     #[serde(skip)]
     pub path: PathBuf,
 }
@@ -78,6 +81,25 @@ pub struct CredentialsConfig {
     pub key_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// The lake: a folder (relative to this file), file://, s3://bucket/prefix, gs://, az://.
+    pub url: String,
+    /// Shards of the lake (fixed when the lake is created; `--shard i/N` workers split users
+    /// by a stable hash). Default 1.
+    #[serde(default = "default_shards")]
+    pub shards: u32,
+    /// object_store options for the lake, e.g. `endpoint`, `region`, `allow_http` for an
+    /// S3-compatible server. Credentials belong in the environment (AWS_ACCESS_KEY_ID, ...).
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+fn default_shards() -> u32 {
+    1
+}
+
 fn default_api_base_url() -> String {
     "https://wbsapi.withings.net".into()
 }
@@ -116,6 +138,24 @@ impl PipelineFile {
     pub fn credentials_url(&self) -> String {
         let u = &self.credentials.url;
         if u.contains("://") { u.clone() } else { self.relative(Path::new(u)).display().to_string() }
+    }
+
+    /// The lake location (a relative folder is taken from the pipeline file's folder).
+    pub fn lake_url(&self) -> Result<String, PipelineError> {
+        let lake = self.lake.as_ref().ok_or_else(|| PipelineError::Invalid {
+            file: self.path.display().to_string(),
+            reason: "no [lake] section (url = \"...\")".into(),
+        })?;
+        let u = &lake.url;
+        Ok(if u.contains("://") { u.clone() } else { self.relative(Path::new(u)).display().to_string() })
+    }
+
+    /// The lake's storage location, opened with the pipeline's options.
+    pub fn resolve_lake_location(&self) -> Result<crate::storage::Location, PipelineError> {
+        let url = self.lake_url()?;
+        let options = self.lake.as_ref().map(|l| l.options.clone()).unwrap_or_default();
+        crate::storage::open_with(&url, &options)
+            .map_err(|e| PipelineError::Invalid { file: self.path.display().to_string(), reason: e.to_string() })
     }
 
     pub fn authorize_url(&self) -> String {

@@ -5,7 +5,7 @@
 //! in-memory store per NAME within a process, for tests), and the cloud schemes object_store
 //! knows (`s3://`, `gs://`, `az://`, with options from the standard environment variables).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use object_store::ObjectStore;
@@ -25,6 +25,9 @@ pub struct Location {
     pub prefix: Path,
     /// The location for messages (query and user info removed).
     pub url: String,
+    /// The URL of the store itself (`file:///`, `s3://bucket/`, `memory://name/`), under which
+    /// a query engine registers `store`.
+    pub store_url: String,
 }
 
 impl std::fmt::Debug for Location {
@@ -65,11 +68,22 @@ fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
 
 /// Opens a location. Cloud options come from the environment (AWS_*, GOOGLE_*, AZURE_*).
 pub fn open(location: &str) -> Result<Location, StorageError> {
+    open_with(location, &BTreeMap::new())
+}
+
+/// Opens a location with explicit object_store options (`endpoint`, `region`, `allow_http`,
+/// ...), which win over the same options from the environment.
+pub fn open_with(location: &str, explicit: &BTreeMap<String, String>) -> Result<Location, StorageError> {
     let err = |reason: String| StorageError::Location { location: location.to_string(), reason };
     if let Some(name) = location.strip_prefix("memory://") {
         let mut stores = memory_stores().lock().expect("memory stores lock");
         let store = stores.entry(name.to_string()).or_insert_with(|| Arc::new(InMemory::new())).clone();
-        return Ok(Location { store, prefix: Path::default(), url: location.to_string() });
+        return Ok(Location {
+            store,
+            prefix: Path::default(),
+            url: location.to_string(),
+            store_url: format!("memory://{name}/"),
+        });
     }
     let url = if location.contains("://") {
         reqwest::Url::parse(location).map_err(|e| err(e.to_string()))?
@@ -79,10 +93,12 @@ pub fn open(location: &str) -> Result<Location, StorageError> {
         let abs = std::fs::canonicalize(path).map_err(|e| err(e.to_string()))?;
         reqwest::Url::from_directory_path(&abs).map_err(|_| err("not an absolute path".into()))?
     };
-    let options: Vec<(String, String)> = std::env::vars()
+    let mut options: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_"))
         .map(|(k, v)| (k.to_ascii_lowercase(), v))
         .collect();
+    options.extend(explicit.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())));
     let (store, prefix) = object_store::parse_url_opts(&url, options).map_err(|e| err(e.to_string()))?;
-    Ok(Location { store: Arc::from(store), prefix, url: redacted(location) })
+    let store_url = format!("{}://{}/", url.scheme(), url.host_str().unwrap_or(""));
+    Ok(Location { store: Arc::from(store), prefix, url: redacted(location), store_url })
 }

@@ -2,8 +2,10 @@
 //! return typed errors whose class picks the exit code.
 
 mod link;
+mod query;
 mod schema;
 mod simulate;
+mod tables;
 mod users;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -51,6 +53,10 @@ pub enum Command {
     Users(users::UsersArgs),
     /// Print the harmonized table schemas (columns, types, units, keys, partitioning).
     Schema(schema::SchemaArgs),
+    /// Run SQL over the lake (DataFusion; every resource is a table).
+    Query(query::QueryArgs),
+    /// List the lake's tables with rows, partitions, files and bytes.
+    Tables(tables::TablesArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -59,6 +65,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Link(args) => link::run(args).await,
         Command::Users(args) => users::run(args).await,
         Command::Schema(args) => schema::run(args),
+        Command::Query(args) => query::run(args).await,
+        Command::Tables(args) => tables::run(args).await,
     }
 }
 
@@ -92,6 +100,15 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         ErrorClass::Internal => EXIT_INTERNAL,
     };
     for cause in e.chain() {
+        if let Some(l) = cause.downcast_ref::<withings_lake::lake::LakeError>() {
+            return of_class(l.class());
+        }
+        if let Some(q) = cause.downcast_ref::<withings_lake::lake::query::QueryError>() {
+            return of_class(q.class());
+        }
+        if cause.downcast_ref::<withings_lake::storage::StorageError>().is_some() {
+            return EXIT_CONFIG;
+        }
         if cause.downcast_ref::<SimError>().is_some() {
             return EXIT_CONFIG;
         }

@@ -18,6 +18,7 @@
 
 pub mod keys;
 pub mod merge;
+pub mod query;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};
@@ -57,6 +58,8 @@ pub enum LakeError {
     ShardCount { url: String, found: u32, expected: u32 },
     #[error("lake at '{url}' has format version {found}; this program reads version {FORMAT_VERSION}")]
     Format { url: String, found: u32 },
+    #[error("no lake at '{url}' (it has no _lake.json; a sync creates one)")]
+    NotALake { url: String },
     #[error("'{key}' is not a valid file of the lake: {reason}")]
     Corrupt { key: String, reason: String },
     #[error("manifest '{key}' already exists: checkpoint {checkpoint} of run {run_id} was committed before")]
@@ -71,7 +74,7 @@ impl LakeError {
         use crate::withings::ErrorClass;
         match self {
             LakeError::Storage { .. } => ErrorClass::Transient,
-            LakeError::ShardCount { .. } | LakeError::Format { .. } => ErrorClass::Config,
+            LakeError::ShardCount { .. } | LakeError::Format { .. } | LakeError::NotALake { .. } => ErrorClass::Config,
             _ => ErrorClass::Internal,
         }
     }
@@ -161,7 +164,11 @@ impl Lake {
     /// Opens an existing lake (for readers: `query`, `tables`).
     pub async fn open(location: Location) -> Result<Lake, LakeError> {
         let key = keys::lake_meta(&location);
-        let bytes = location.store.get(&key).await.map_err(storage(&key))?.bytes().await.map_err(storage(&key))?;
+        let bytes = match location.store.get(&key).await {
+            Ok(r) => r.bytes().await.map_err(storage(&key))?,
+            Err(object_store::Error::NotFound { .. }) => return Err(LakeError::NotALake { url: location.url.clone() }),
+            Err(e) => return Err(storage(&key)(e)),
+        };
         let meta: LakeMeta =
             serde_json::from_slice(&bytes).map_err(|e| LakeError::Corrupt { key: key.to_string(), reason: e.to_string() })?;
         if meta.format_version != FORMAT_VERSION {

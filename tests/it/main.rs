@@ -10,6 +10,7 @@
 //! - `sim_limits`: the 601 rate limit, fault injection, statistics, determinism.
 //! - `sim_notify`: notification subscriptions and delivery to a loopback receiver.
 //! - `cli_simulate`: the `withings-lake simulate` binary prints its address and serves.
+//! - `cli_query`: `query` and `tables` on a local lake; DuckDB agrees.
 //! - `cli_schema`: `withings-lake schema` as a table, JSON, and SQL run in DataFusion and DuckDB.
 //! - `cli_users`: `link` end to end, `users import / list / remove`, pipeline errors.
 //! - `client`: the Withings client on the recorded fixtures and against the simulator.
@@ -18,6 +19,7 @@
 //! - `harmonize_real`: every recorded Withings file harmonized, invariants computed from the raw JSON.
 //! - `harmonize_props`: property tests on random well-typed responses (schema, no panic, conservation).
 
+mod cli_query;
 mod cli_schema;
 mod cli_simulate;
 mod cli_users;

@@ -1,0 +1,64 @@
+//! Querying the lake with DataFusion: every resource registered as a table over its hive
+//! folders, with the partition column typed (`date` a DATE, `month` a 'YYYY-MM' string),
+//! and the compiled-in schema as the file schema (files of older versions, which lack columns
+//! added since, read with nulls there).
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use super::Lake;
+use crate::schema::{Grain, Resource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("query: {0}")]
+    Sql(DataFusionError),
+    #[error("lake at '{url}': {reason}")]
+    Setup { url: String, reason: String },
+}
+
+impl QueryError {
+    /// A query that does not plan or run is the caller's to fix.
+    pub fn class(&self) -> crate::withings::ErrorClass {
+        crate::withings::ErrorClass::Config
+    }
+}
+
+/// A DataFusion session with every resource of `lake` registered under its name.
+pub async fn session(lake: &Lake) -> Result<SessionContext, QueryError> {
+    let loc = &lake.location;
+    let setup = |reason: String| QueryError::Setup { url: loc.url.clone(), reason };
+    // Timestamps are stored in UTC; SQL literals and `TIMESTAMP WITH TIME ZONE` read as UTC.
+    let config = SessionConfig::new().set_str("datafusion.execution.time_zone", "UTC");
+    let ctx = SessionContext::new_with_config(config);
+    let store_url = url::Url::parse(&loc.store_url).map_err(|e| setup(e.to_string()))?;
+    ctx.register_object_store(&store_url, loc.store.clone());
+    for r in Resource::ALL {
+        let schema = r.schema();
+        let dir = super::keys::resource_dir(loc, r);
+        let table_url =
+            ListingTableUrl::parse(format!("{}{}/", loc.store_url, dir.as_ref())).map_err(|e| setup(e.to_string()))?;
+        let partition_type = match schema.grain {
+            Grain::Day => DataType::Date32,
+            Grain::Month => DataType::Utf8,
+        };
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![(schema.grain.partition_key().to_string(), partition_type)]);
+        let config = ListingTableConfig::new(table_url).with_listing_options(options).with_schema(schema.arrow());
+        let table = ListingTable::try_new(config).map_err(|e| setup(e.to_string()))?;
+        ctx.register_table(r.as_str(), Arc::new(table)).map_err(|e| setup(e.to_string()))?;
+    }
+    Ok(ctx)
+}
+
+/// Runs one SQL statement and collects its rows.
+pub async fn sql(ctx: &SessionContext, query: &str) -> Result<Vec<RecordBatch>, QueryError> {
+    ctx.sql(query).await.map_err(QueryError::Sql)?.collect().await.map_err(QueryError::Sql)
+}

@@ -1,0 +1,133 @@
+//! `withings-lake query` and `tables` on a local lake: typed hive partition columns, the four
+//! output formats, errors, and the same counts and sums from DuckDB reading the files directly.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use withings_lake::lake::{Coverage, Lake, Unit};
+use withings_lake::storage;
+
+use crate::harmonize_golden::ctx;
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_withings-lake")).args(args).output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// A local lake with the intraday and getmeas fixtures committed.
+async fn lake() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open_or_create(storage::open(dir.path().to_str().unwrap()).unwrap(), 1).await.unwrap();
+    let c = ctx();
+    let intraday = withings_lake::withings::intraday_series(
+        crate::common::own_fixture("getintradayactivity_watch_vitals.json")["body"].clone(),
+        None,
+    )
+    .unwrap();
+    let meas = withings_lake::withings::MeasureList::from_body(
+        crate::common::own_fixture("getmeas_scale_cuff_watch.json")["body"].clone(),
+    )
+    .unwrap();
+    let mut units = Vec::new();
+    for h in [withings_lake::harmonize::getintradayactivity(&c, &intraday), withings_lake::harmonize::getmeas(&c, &meas, &[])] {
+        for (r, b) in &h.tables {
+            units.push(Unit { resource: *r, batch: b.clone(), coverage: Coverage::Upsert });
+        }
+    }
+    lake.commit("run-q", 1, 0, &units).await.unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn query_formats_and_typed_partitions() {
+    let dir = lake().await;
+    let path = dir.path().to_str().unwrap();
+    let table = ok(&cli(&["query", "--lake", path, "SELECT count(*) AS n, sum(value) AS s FROM heartrate"]));
+    assert!(table.contains("| 3 ") && table.contains("272.0"), "{table}");
+
+    let json = ok(&cli(&[
+        "query",
+        "--lake",
+        path,
+        "--format",
+        "json",
+        "SELECT date, arrow_typeof(date) AS t, value FROM steps ORDER BY start",
+    ]));
+    let rows: Vec<Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["date"], "2024-06-10");
+    assert_eq!(rows[0]["t"], "Date32");
+    assert_eq!(rows[0]["value"], 142.0);
+
+    let csv = ok(&cli(&[
+        "query",
+        "--lake",
+        path,
+        "--format",
+        "csv",
+        "SELECT grpid, value FROM weight WHERE month = '2024-06' ORDER BY grpid",
+    ]));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "grpid,value");
+    assert_eq!(lines.len(), 5, "{csv}");
+
+    let out = dir.path().join("body.parquet");
+    ok(&cli(&["query", "--lake", path, "--format", "parquet", "--output", out.to_str().unwrap(), "SELECT * FROM body"]));
+    let file = std::fs::File::open(&out).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    assert_eq!(reader.map(|b| b.unwrap().num_rows()).sum::<usize>(), 5);
+
+    let tables = ok(&cli(&["tables", "--lake", path, "--format", "json"]));
+    let t: Vec<Value> = tables.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(t.len(), 17);
+    let hr = t.iter().find(|x| x["table"] == "heartrate").unwrap();
+    assert_eq!((hr["rows"].as_u64(), hr["partitions"].as_u64(), hr["files"].as_u64()), (Some(3), Some(1), Some(1)));
+    let sleep = t.iter().find(|x| x["table"] == "sleep").unwrap();
+    assert_eq!(sleep["rows"], 0);
+}
+
+#[tokio::test]
+async fn query_errors_name_the_problem() {
+    let dir = lake().await;
+    let path = dir.path().to_str().unwrap();
+    let out = cli(&["query", "--lake", path, "SELECT nope FROM heartrate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    let empty = tempfile::tempdir().unwrap();
+    let out = cli(&["query", "--lake", empty.path().to_str().unwrap(), "SELECT 1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no lake at"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&["query", "--lake", path, "--format", "parquet", "SELECT 1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--output"));
+}
+
+#[tokio::test]
+async fn query_and_duckdb_agree_on_every_table() {
+    let probe = Command::new("python3").args(["-c", "import duckdb"]).output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "CI=true but python3 cannot import duckdb");
+        eprintln!("skipping: python3 cannot import duckdb (pip install duckdb)");
+        return;
+    }
+    let dir = lake().await;
+    let path = dir.path().to_str().unwrap();
+    for (table, col) in
+        [("heartrate", "value"), ("weight", "value"), ("body", "weight"), ("steps", "value"), ("blood_pressure", "systolic")]
+    {
+        let sql = format!("SELECT count(*) AS n, sum({col}) AS s FROM {table}");
+        let ours: Value = serde_json::from_str(ok(&cli(&["query", "--lake", path, "--format", "json", &sql])).trim()).unwrap();
+        let script = format!(
+            "import duckdb, json\nr = duckdb.connect().execute(\"select count(*), sum({col}) from read_parquet('{path}/{table}/**/*.parquet', hive_partitioning = true)\").fetchone()\nprint(json.dumps([r[0], r[1]]))"
+        );
+        let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+        assert!(out.status.success(), "duckdb: {}", String::from_utf8_lossy(&out.stderr));
+        let duck: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(ours["n"], duck[0], "{table} count");
+        assert!((ours["s"].as_f64().unwrap() - duck[1].as_f64().unwrap()).abs() < 1e-9, "{table} sum: {ours} vs {duck}");
+    }
+}
