@@ -1,7 +1,8 @@
 //! The lake's commit protocol and merge rules, written once over a [`Location`] and run
-//! against the in-memory store and a local folder: one file per partition, manifests, upsert
-//! and window replace, idempotent re-commits, the fixed shard count; and DuckDB reading the
-//! local lake with nothing but hive partitioning.
+//! against the in-memory store, a local folder and S3 (moto's server from PyPI, started by the
+//! test on a free loopback port): one file per partition, manifests, upsert and window
+//! replace, idempotent re-commits, the fixed shard count; and DuckDB reading the local lake
+//! with nothing but hive partitioning. With `CI=true` a missing moto fails the S3 tests.
 
 use std::process::Command;
 
@@ -198,6 +199,77 @@ async fn lake_memory_window_replace_and_upsert() {
 async fn lake_local_window_replace_and_upsert() {
     let dir = tempfile::tempdir().unwrap();
     window_replace_and_upsert(storage::open(dir.path().to_str().unwrap()).unwrap()).await;
+}
+
+/// A moto S3 server on a free loopback port, killed on drop.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    /// Starts moto, or `None` (with a printed reason) when it is not installed outside CI.
+    async fn start() -> Option<Moto> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let spawned = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "CI=true but moto_server cannot start: {e}");
+                eprintln!("skipping: moto_server is not installed (pip install 'moto[server]'): {e}");
+                return None;
+            }
+        };
+        let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http.get(&moto.endpoint).send().await.is_ok() {
+                return Some(moto);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("moto_server did not answer on {} within 10 s", moto.endpoint);
+    }
+
+    /// A fresh bucket, opened as a lake location under a prefix (as a pipeline would).
+    async fn location(&self, bucket: &str) -> Location {
+        let status = reqwest::Client::new().put(format!("{}/{bucket}", self.endpoint)).send().await.unwrap().status();
+        assert!(status.is_success(), "creating bucket {bucket}: {status}");
+        let options: std::collections::BTreeMap<String, String> = [
+            ("endpoint", self.endpoint.as_str()),
+            ("region", "us-east-1"),
+            ("allow_http", "true"),
+            ("access_key_id", "testing"),
+            ("secret_access_key", "testing"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        storage::open_with(&format!("s3://{bucket}/lake"), &options).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn lake_s3_commit_layout_and_idempotence() {
+    let Some(moto) = Moto::start().await else { return };
+    commit_layout_and_idempotence(moto.location("layout").await).await;
+}
+
+#[tokio::test]
+async fn lake_s3_window_replace_and_upsert() {
+    let Some(moto) = Moto::start().await else { return };
+    window_replace_and_upsert(moto.location("merge").await).await;
 }
 
 #[tokio::test]
