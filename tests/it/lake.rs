@@ -218,11 +218,26 @@ impl Moto {
     /// Starts moto, or `None` (with a printed reason) when it is not installed outside CI.
     async fn start() -> Option<Moto> {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let spawned = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
+        let port_arg = port.to_string();
+        let quiet = |mut c: Command| c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn();
+        // The console script, else the module (a fresh pyenv may not have its shim yet).
+        let spawned = quiet({
+            let mut c = Command::new("moto_server");
+            c.args(["-H", "127.0.0.1", "-p", &port_arg]);
+            c
+        })
+        .or_else(|_| {
+            let has_module =
+                Command::new("python3").args(["-c", "import moto.server"]).output().is_ok_and(|o| o.status.success());
+            if !has_module {
+                return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "python3 cannot import moto.server"));
+            }
+            quiet({
+                let mut c = Command::new("python3");
+                c.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port_arg]);
+                c
+            })
+        });
         let child = match spawned {
             Ok(c) => c,
             Err(e) => {
