@@ -11,6 +11,7 @@
 //!   device models).
 //! - [`lake`]: object keys, the partition merge rules, Parquet files and manifests (the
 //!   commit protocol is in its module doc).
+//! - [`lease`]: create-only lease objects with expiry, heartbeat and safe takeover.
 //! - [`pipeline`]: pipeline files (parse, then resolve into a client and a credentials store).
 //! - [`secret`]: the redacting wrapper every token and key travels in.
 //! - [`simulator`]: a faithful Withings API emulator with deterministic synthetic users, the
@@ -21,6 +22,7 @@
 pub mod credentials;
 pub mod harmonize;
 pub mod lake;
+pub mod lease;
 pub mod pipeline;
 pub mod schema;
 pub mod secret;

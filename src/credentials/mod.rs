@@ -21,9 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use crate::lease::{Lease, LeaseError};
 use crate::secret::Secret;
 use crate::storage::{self, Location};
 use crate::withings::{ErrorClass, JsonErrorKind, StatusFamily, WithingsClient, WithingsError};
@@ -225,59 +226,22 @@ impl CredentialStore {
         Ok(out)
     }
 
-    /// Takes the user's refresh lease (create-only object), waiting up to `wait` for another
-    /// holder; an expired lease is taken over. Returns the lease key to release.
-    pub async fn lease(&self, user_id: &str, wait: Duration) -> Result<object_store::path::Path, CredentialsError> {
+    /// Takes the user's refresh lease (a create-only object, see [`crate::lease`]), waiting up
+    /// to `wait` for another holder; an expired lease is taken over.
+    pub async fn lease(&self, user_id: &str, wait: Duration) -> Result<Lease, CredentialsError> {
         validate_user_id(user_id)?;
         let key = self.loc.key(&["locks", &format!("{user_id}.lock")]);
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let expires = now() + LEASE_SECS;
-            let body = serde_json::json!({"owner": lease_owner(), "expires_at": expires}).to_string();
-            let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-            match self.loc.store.put_opts(&key, PutPayload::from(body.into_bytes()), opts).await {
-                Ok(_) => return Ok(key),
-                Err(object_store::Error::AlreadyExists { .. }) => {
-                    let held_until = match self.loc.store.get(&key).await {
-                        Ok(r) => r
-                            .bytes()
-                            .await
-                            .ok()
-                            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                            .and_then(|v| v["expires_at"].as_i64())
-                            .unwrap_or(0),
-                        Err(object_store::Error::NotFound { .. }) => continue,
-                        Err(e) => return Err(self.io("read lease", e)),
-                    };
-                    if held_until < now() {
-                        tracing::warn!(user_id, "taking over an expired refresh lease");
-                        let _ = self.loc.store.delete(&key).await;
-                        continue;
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(self.io("refresh lease", format!("user '{user_id}' is being refreshed by another process")));
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(self.io("take lease", e)),
+        Lease::acquire(self.loc.store.clone(), key, &crate::lease::process_holder(), LEASE_TTL, wait).await.map_err(|e| match e {
+            LeaseError::Busy { .. } => {
+                self.io("refresh lease", format!("user '{user_id}' is being refreshed by another process"))
             }
-        }
+            LeaseError::Storage { source, .. } => self.io("take lease", source),
+        })
     }
 
     /// Deletes the lease if it is still ours (it may have expired and been taken over).
-    pub async fn release(&self, lease: &object_store::path::Path) {
-        let ours = match self.loc.store.get(lease).await {
-            Ok(r) => r
-                .bytes()
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .is_some_and(|v| v["owner"] == lease_owner()),
-            Err(_) => false,
-        };
-        if ours && let Err(e) = self.loc.store.delete(lease).await {
-            tracing::warn!(error = %e, "could not release a refresh lease (it expires by itself)");
-        }
+    pub async fn release(&self, lease: Lease) {
+        lease.release().await
     }
 
     pub async fn delete(&self, user_id: &str) -> Result<bool, CredentialsError> {
@@ -308,21 +272,9 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// This process's lease owner id (pid plus a random part).
-fn lease_owner() -> String {
-    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    OWNER
-        .get_or_init(|| {
-            let mut b = [0u8; 8];
-            let _ = getrandom::fill(&mut b);
-            format!("{}-{}", std::process::id(), hex::encode(b))
-        })
-        .clone()
-}
-
 /// How long a refresh lease holds if its holder dies.
 /// Longer than the slowest refresh (a full rate-limit window plus retries).
-const LEASE_SECS: i64 = 300;
+const LEASE_TTL: Duration = Duration::from_secs(300);
 
 impl TokenManager {
     pub fn new(store: Arc<CredentialStore>, client: WithingsClient) -> TokenManager {
@@ -367,7 +319,7 @@ impl TokenManager {
             Ok(r) => self.refresh_locked(r).await,
             Err(e) => Err(e),
         };
-        self.store.release(&lease).await;
+        self.store.release(lease).await;
         result
     }
 
@@ -381,7 +333,7 @@ impl TokenManager {
             Ok(r) => self.refresh_locked(r).await,
             Err(e) => Err(e),
         };
-        self.store.release(&lease).await;
+        self.store.release(lease).await;
         result
     }
 

@@ -5,6 +5,7 @@
 //! <lake>/<resource>/date=YYYY-MM-DD/part-<shard>.parquet   (day grain)
 //! <lake>/<resource>/month=YYYY-MM/part-<shard>.parquet     (month grain)
 //! <lake>/_manifests/<run_id>-<checkpoint>.json
+//! <lake>/_state/leases/shard-<shard>.lock
 //! ```
 //!
 //! Shards are written with four digits (`part-0003`) so listings sort; checkpoints with six.
@@ -58,6 +59,11 @@ pub fn resource_dir(lake: &Location, resource: Resource) -> Path {
 /// The one data file of (resource, partition, shard).
 pub fn data_file(lake: &Location, resource: Resource, partition: &Partition, shard: u32) -> Path {
     lake.key(&[resource.as_str(), &partition.folder(), &format!("part-{shard:04}.parquet")])
+}
+
+/// The writer lease of a shard.
+pub fn shard_lease(lake: &Location, shard: u32) -> Path {
+    lake.key(&["_state", "leases", &format!("shard-{shard:04}.lock")])
 }
 
 /// The manifest of one checkpoint of a run.

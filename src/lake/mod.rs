@@ -66,6 +66,12 @@ pub enum LakeError {
     ManifestExists { key: String, run_id: String, checkpoint: u32 },
     #[error("{resource}: {reason}")]
     Arrow { resource: Resource, reason: String },
+    #[error("shard {shard} of the lake is busy: {reason}")]
+    Busy { shard: u32, reason: String },
+    #[error("the lease on shard {shard} was lost (it expired and another writer took it); nothing more was written")]
+    LeaseLost { shard: u32 },
+    #[error(transparent)]
+    Lease(crate::lease::LeaseError),
 }
 
 impl LakeError {
@@ -73,7 +79,9 @@ impl LakeError {
     pub fn class(&self) -> crate::withings::ErrorClass {
         use crate::withings::ErrorClass;
         match self {
-            LakeError::Storage { .. } => ErrorClass::Transient,
+            LakeError::Storage { .. } | LakeError::Busy { .. } | LakeError::LeaseLost { .. } | LakeError::Lease(_) => {
+                ErrorClass::Transient
+            }
             LakeError::ShardCount { .. } | LakeError::Format { .. } | LakeError::NotALake { .. } => ErrorClass::Config,
             _ => ErrorClass::Internal,
         }
@@ -124,6 +132,22 @@ pub struct Manifest {
     /// Partitions touched whose rows were already as staged.
     pub unchanged_partitions: usize,
 }
+
+/// A writer's hold on one shard of the lake: commits need it.
+#[derive(Debug)]
+pub struct ShardLease {
+    pub shard: u32,
+    lease: crate::lease::Lease,
+}
+
+impl ShardLease {
+    pub async fn release(self) {
+        self.lease.release().await
+    }
+}
+
+/// How long a shard lease holds without a heartbeat (a commit renews it).
+pub const SHARD_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// An opened lake.
 #[derive(Debug, Clone)]
@@ -177,6 +201,23 @@ impl Lake {
         Ok(Lake { location, meta })
     }
 
+    /// Takes the writer lease of `shard` for `holder`, waiting up to `wait` for another
+    /// writer; [`LakeError::Busy`] names the holder when the wait runs out.
+    pub async fn lease_shard(&self, shard: u32, holder: &str, wait: std::time::Duration) -> Result<ShardLease, LakeError> {
+        if shard >= self.meta.shards {
+            return Err(LakeError::Busy {
+                shard,
+                reason: format!("the lake has {} shards (0..{})", self.meta.shards, self.meta.shards),
+            });
+        }
+        let key = keys::shard_lease(&self.location, shard);
+        match crate::lease::Lease::acquire(self.location.store.clone(), key, holder, SHARD_LEASE_TTL, wait).await {
+            Ok(lease) => Ok(ShardLease { shard, lease }),
+            Err(e @ crate::lease::LeaseError::Busy { .. }) => Err(LakeError::Busy { shard, reason: e.to_string() }),
+            Err(e) => Err(LakeError::Lease(e)),
+        }
+    }
+
     /// The rows of one partition file of `shard` (empty when there is no file).
     pub async fn read(&self, resource: Resource, partition: &Partition, shard: u32) -> Result<RecordBatch, LakeError> {
         let key = keys::data_file(&self.location, resource, partition, shard);
@@ -195,9 +236,24 @@ impl Lake {
         concat_batches(&schema.arrow(), &batches).map_err(|e| corrupt(&e))
     }
 
-    /// Commits staged units for `shard` as checkpoint `checkpoint` of `run_id`: every touched
-    /// partition merged and rewritten, then the manifest (see the module doc for the order).
-    pub async fn commit(&self, run_id: &str, checkpoint: u32, shard: u32, units: &[Unit]) -> Result<Manifest, LakeError> {
+    /// Commits staged units to the lease's shard as checkpoint `checkpoint` of `run_id`: every
+    /// touched partition merged and rewritten, then the manifest (see the module doc for the
+    /// order). The lease is renewed first and then at least every quarter of its lifetime,
+    /// before a file is written: a writer that lost its lease stops before writing more.
+    pub async fn commit(&self, lease: &ShardLease, run_id: &str, checkpoint: u32, units: &[Unit]) -> Result<Manifest, LakeError> {
+        let shard = lease.shard;
+        let mut renewed: Option<tokio::time::Instant> = None;
+        let held = async |renewed: &mut Option<tokio::time::Instant>| -> Result<(), LakeError> {
+            if renewed.is_some_and(|t| t.elapsed() < SHARD_LEASE_TTL / 4) {
+                return Ok(());
+            }
+            if !lease.lease.renew().await.map_err(LakeError::Lease)? {
+                return Err(LakeError::LeaseLost { shard });
+            }
+            *renewed = Some(tokio::time::Instant::now());
+            Ok(())
+        };
+        held(&mut renewed).await?;
         // (resource, partition) -> the unit rows that fall in it, in unit order.
         let mut plan: BTreeMap<(Resource, Partition), Vec<(RecordBatch, &Coverage)>> = BTreeMap::new();
         for unit in units {
@@ -236,6 +292,7 @@ impl Lake {
                 continue;
             }
             let key = keys::data_file(&self.location, resource, &partition, shard);
+            held(&mut renewed).await?;
             let bytes = if rows.num_rows() == 0 {
                 match self.location.store.delete(&key).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => 0,

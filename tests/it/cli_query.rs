@@ -38,7 +38,8 @@ async fn lake() -> tempfile::TempDir {
             units.push(Unit { resource: *r, batch: b.clone(), coverage: Coverage::Upsert });
         }
     }
-    lake.commit("run-q", 1, 0, &units).await.unwrap();
+    let lease = lake.lease_shard(0, "writer-q", std::time::Duration::ZERO).await.unwrap();
+    lake.commit(&lease, "run-q", 1, &units).await.unwrap();
     dir
 }
 

@@ -5,6 +5,7 @@
 //! with nothing but hive partitioning. With `CI=true` a missing moto fails the S3 tests.
 
 use std::process::Command;
+use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
@@ -61,10 +62,11 @@ fn day_window() -> Coverage {
 
 async fn commit_layout_and_idempotence(loc: Location) {
     let lake = Lake::open_or_create(loc.clone(), 4).await.unwrap();
+    let lease = lake.lease_shard(2, "writer-a", Duration::ZERO).await.unwrap();
     let first = run("run-1");
     let mut all = units(&intraday(&first), &day_window());
     all.extend(units(&getmeas(&first), &Coverage::Upsert));
-    let m = lake.commit("run-1", 1, 2, &all).await.unwrap();
+    let m = lake.commit(&lease, "run-1", 1, &all).await.unwrap();
 
     let files = keys(&loc).await;
     for expected in [
@@ -101,7 +103,7 @@ async fn commit_layout_and_idempotence(loc: Location) {
     let second = run("run-2");
     let mut again = units(&intraday(&second), &day_window());
     again.extend(units(&getmeas(&second), &Coverage::Upsert));
-    let m2 = lake.commit("run-2", 1, 2, &again).await.unwrap();
+    let m2 = lake.commit(&lease, "run-2", 1, &again).await.unwrap();
     assert!(m2.partitions.is_empty(), "{:?}", m2.partitions);
     assert_eq!(m2.unchanged_partitions, m.partitions.len());
     let after: Vec<u8> =
@@ -109,7 +111,7 @@ async fn commit_layout_and_idempotence(loc: Location) {
     assert_eq!(before, after, "an unchanged partition keeps its bytes");
 
     // A checkpoint commits once.
-    let e = lake.commit("run-2", 1, 2, &again).await.unwrap_err();
+    let e = lake.commit(&lease, "run-2", 1, &again).await.unwrap_err();
     assert!(matches!(e, LakeError::ManifestExists { .. }), "{e}");
 
     // The shard count is fixed at creation.
@@ -124,15 +126,18 @@ fn m_partition(grain: &str, value: &str) -> withings_lake::lake::Partition {
 
 async fn window_replace_and_upsert(loc: Location) {
     let lake = Lake::open_or_create(loc.clone(), 1).await.unwrap();
+    let lease = lake.lease_shard(0, "writer-a", Duration::ZERO).await.unwrap();
     let c = run("run-a");
-    lake.commit("run-a", 1, 0, &units(&intraday(&c), &day_window())).await.unwrap();
+    lake.commit(&lease, "run-a", 1, &units(&intraday(&c), &day_window())).await.unwrap();
 
     // Upstream, the second step minute disappeared: the window replace removes it.
     let c2 = run("run-b");
     let h = intraday(&c2);
     let steps = h.tables[&Resource::Steps].slice(0, 1);
-    let m =
-        lake.commit("run-b", 1, 0, &[Unit { resource: Resource::Steps, batch: steps, coverage: day_window() }]).await.unwrap();
+    let m = lake
+        .commit(&lease, "run-b", 1, &[Unit { resource: Resource::Steps, batch: steps, coverage: day_window() }])
+        .await
+        .unwrap();
     let p = &m.partitions[0];
     assert_eq!((p.counts.rows_before, p.counts.deleted, p.counts.rows_after, p.counts.inserted), (2, 1, 1, 0));
     let kept = lake.read(Resource::Steps, &m_partition("date", "2024-06-10"), 0).await.unwrap();
@@ -143,9 +148,9 @@ async fn window_replace_and_upsert(loc: Location) {
     // A window over a day where nothing arrived empties it and deletes its file.
     let m = lake
         .commit(
+            &lease,
             "run-c",
             1,
-            0,
             &[Unit {
                 resource: Resource::Steps,
                 batch: RecordBatch::new_empty(Resource::Steps.schema().arrow()),
@@ -159,15 +164,15 @@ async fn window_replace_and_upsert(loc: Location) {
 
     // Upsert: a corrected weight updates one row and leaves the others as they were.
     let c = run("run-d");
-    lake.commit("run-d", 1, 0, &units(&getmeas(&c), &Coverage::Upsert)).await.unwrap();
+    lake.commit(&lease, "run-d", 1, &units(&getmeas(&c), &Coverage::Upsert)).await.unwrap();
     let mut body = own_fixture("getmeas_scale_cuff_watch.json")["body"].clone();
     body["measuregrps"][1]["measures"][0]["value"] = serde_json::json!(72500);
     let h = harmonize::getmeas(&run("run-e"), &MeasureList::from_body(body).unwrap(), &[]);
     let m = lake
         .commit(
+            &lease,
             "run-e",
             1,
-            0,
             &[Unit { resource: Resource::Weight, batch: h.tables[&Resource::Weight].clone(), coverage: Coverage::Upsert }],
         )
         .await
@@ -199,6 +204,56 @@ async fn lake_memory_window_replace_and_upsert() {
 async fn lake_local_window_replace_and_upsert() {
     let dir = tempfile::tempdir().unwrap();
     window_replace_and_upsert(storage::open(dir.path().to_str().unwrap()).unwrap()).await;
+}
+
+async fn leases_serialize_writers(loc: Location) {
+    let lake = Lake::open_or_create(loc.clone(), 2).await.unwrap();
+    let a = lake.lease_shard(1, "writer-a", Duration::ZERO).await.unwrap();
+    // Another writer on the same shard waits, then is told who holds it.
+    let e = lake.lease_shard(1, "writer-b", Duration::from_millis(300)).await.unwrap_err();
+    assert!(matches!(e, LakeError::Busy { shard: 1, .. }) && e.to_string().contains("writer-a"), "{e}");
+    // Other shards are free.
+    lake.lease_shard(0, "writer-b", Duration::ZERO).await.unwrap().release().await;
+    // Released, the shard goes to the waiting writer.
+    let waiting = {
+        let lake = lake.clone();
+        tokio::spawn(async move { lake.lease_shard(1, "writer-b", Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.release().await;
+    let b = waiting.await.unwrap().unwrap();
+
+    // Two writers committing to one shard one after the other never lose an update.
+    let c = run("run-b");
+    let h = intraday(&c);
+    let steps = h.tables[&Resource::Steps].clone();
+    lake.commit(&b, "run-b", 1, &[Unit { resource: Resource::Steps, batch: steps.slice(0, 1), coverage: Coverage::Upsert }])
+        .await
+        .unwrap();
+    b.release().await;
+    let a = lake.lease_shard(1, "writer-a", Duration::ZERO).await.unwrap();
+    lake.commit(&a, "run-a", 1, &[Unit { resource: Resource::Steps, batch: steps.slice(1, 1), coverage: Coverage::Upsert }])
+        .await
+        .unwrap();
+    assert_eq!(lake.read(Resource::Steps, &m_partition("date", "2024-06-10"), 1).await.unwrap().num_rows(), 2);
+    a.release().await;
+}
+
+#[tokio::test]
+async fn lake_memory_leases_serialize_writers() {
+    leases_serialize_writers(storage::open("memory://lake-leases").unwrap()).await;
+}
+
+#[tokio::test]
+async fn lake_local_leases_serialize_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    leases_serialize_writers(storage::open(dir.path().to_str().unwrap()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn lake_s3_leases_serialize_writers() {
+    let Some(moto) = Moto::start().await else { return };
+    leases_serialize_writers(moto.location("leases").await).await;
 }
 
 /// A moto S3 server on a free loopback port, killed on drop.
@@ -297,10 +352,11 @@ async fn lake_local_reads_in_duckdb_with_hive_partitioning_only() {
     }
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open_or_create(storage::open(dir.path().to_str().unwrap()).unwrap(), 2).await.unwrap();
+    let lease = lake.lease_shard(0, "writer-duck", Duration::ZERO).await.unwrap();
     let c = run("run-duck");
     let mut all = units(&intraday(&c), &day_window());
     all.extend(units(&getmeas(&c), &Coverage::Upsert));
-    lake.commit("run-duck", 1, 0, &all).await.unwrap();
+    lake.commit(&lease, "run-duck", 1, &all).await.unwrap();
     let script = "import duckdb, json, sys\n\
         con = duckdb.connect()\n\
         out = {}\n\

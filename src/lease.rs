@@ -1,0 +1,200 @@
+//! Leases on object storage: a create-only lock object naming its holder and expiry, used for
+//! a user's token refresh (credentials) and for a writer's shard of the lake.
+//!
+//! - Taking a lease is a `PutMode::Create`: exactly one process wins.
+//! - A lease held by someone else is waited for (polled) up to a deadline, then the caller
+//!   gets [`LeaseError::Busy`] naming the holder and the expiry.
+//! - An expired lease (its holder died) is taken over with a compare-and-swap on the object's
+//!   version where the store supports it (S3 and other conditional-put stores, memory); on a
+//!   local folder, which has no conditional overwrite, by delete-then-create (two takers
+//!   racing there may both believe they won; their holders' heartbeats then tell them apart,
+//!   see [`Lease::renew`]).
+//! - The holder renews (heartbeat) before the expiry and deletes the lease when done, only if
+//!   it is still its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("'{key}' is held by {holder} until {expires_at} (waited {waited_s} s)")]
+    Busy { key: String, holder: String, expires_at: DateTime<Utc>, waited_s: u64 },
+    #[error("lease '{key}': {source}")]
+    Storage { key: String, source: object_store::Error },
+}
+
+/// What a lease object holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub holder: String,
+    pub acquired_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A held lease.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    store: Arc<dyn ObjectStore>,
+    pub key: Path,
+    pub holder: String,
+    ttl: Duration,
+    acquired_at: DateTime<Utc>,
+}
+
+/// This process's holder id: host-independent pid plus a random part.
+pub fn process_holder() -> String {
+    static HOLDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOLDER
+        .get_or_init(|| {
+            let mut b = [0u8; 8];
+            let _ = getrandom::fill(&mut b);
+            format!("pid{}-{}", std::process::id(), hex::encode(b))
+        })
+        .clone()
+}
+
+fn record(holder: &str, acquired_at: DateTime<Utc>, ttl: Duration) -> Vec<u8> {
+    let now = Utc::now();
+    let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(60));
+    serde_json::to_vec(&LeaseRecord { holder: holder.to_string(), acquired_at, heartbeat_at: now, expires_at })
+        .expect("a lease record serializes")
+}
+
+fn storage(key: &Path) -> impl FnOnce(object_store::Error) -> LeaseError + '_ {
+    move |source| LeaseError::Storage { key: key.to_string(), source }
+}
+
+/// The current lease object and its version, if any.
+async fn read(store: &dyn ObjectStore, key: &Path) -> Result<Option<(Option<LeaseRecord>, UpdateVersion)>, LeaseError> {
+    match store.get(key).await {
+        Ok(r) => {
+            let version = UpdateVersion { e_tag: r.meta.e_tag.clone(), version: r.meta.version.clone() };
+            let bytes = r.bytes().await.map_err(storage(key))?;
+            Ok(Some((serde_json::from_slice(&bytes).ok(), version)))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(storage(key)(e)),
+    }
+}
+
+impl Lease {
+    /// Takes the lease at `key` for `holder`, waiting up to `wait` while someone else holds it.
+    pub async fn acquire(
+        store: Arc<dyn ObjectStore>,
+        key: Path,
+        holder: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease, LeaseError> {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let acquired_at = Utc::now();
+            let body = PutPayload::from(record(holder, acquired_at, ttl));
+            let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+            match store.put_opts(&key, body.clone(), create).await {
+                Ok(_) => return Ok(Lease { store, key, holder: holder.to_string(), ttl, acquired_at }),
+                Err(object_store::Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(storage(&key)(e)),
+            }
+            let Some((current, version)) = read(store.as_ref(), &key).await? else { continue };
+            let expired = current.as_ref().is_none_or(|c| c.expires_at < Utc::now());
+            if expired {
+                let update = PutOptions { mode: PutMode::Update(version), ..Default::default() };
+                match store.put_opts(&key, body, update).await {
+                    Ok(_) => {
+                        tracing::warn!(key = %key, previous = ?current.map(|c| c.holder), "took over an expired lease");
+                        return Ok(Lease { store, key, holder: holder.to_string(), ttl, acquired_at });
+                    }
+                    Err(object_store::Error::Precondition { .. }) => continue, // someone else took it
+                    Err(object_store::Error::NotImplemented { .. }) => {
+                        // No conditional overwrite here: delete, then race for the create.
+                        match store.delete(&key).await {
+                            Ok(()) | Err(object_store::Error::NotFound { .. }) => continue,
+                            Err(e) => return Err(storage(&key)(e)),
+                        }
+                    }
+                    Err(e) => return Err(storage(&key)(e)),
+                }
+            }
+            let held = current.expect("not expired, so readable");
+            if started.elapsed() >= wait {
+                return Err(LeaseError::Busy {
+                    key: key.to_string(),
+                    holder: held.holder,
+                    expires_at: held.expires_at,
+                    waited_s: started.elapsed().as_secs(),
+                });
+            }
+            tokio::time::sleep(pause.min(wait.saturating_sub(started.elapsed())).max(Duration::from_millis(10))).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Heartbeat: pushes the expiry out by the ttl. `Ok(false)` when the lease is no longer
+    /// ours (it expired and was taken over): the holder must stop writing.
+    pub async fn renew(&self) -> Result<bool, LeaseError> {
+        let Some((Some(current), version)) = read(self.store.as_ref(), &self.key).await? else { return Ok(false) };
+        if current.holder != self.holder {
+            return Ok(false);
+        }
+        let body = PutPayload::from(record(&self.holder, self.acquired_at, self.ttl));
+        let update = PutOptions { mode: PutMode::Update(version), ..Default::default() };
+        match self.store.put_opts(&self.key, body.clone(), update).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(object_store::Error::NotImplemented { .. }) => {
+                self.store.put(&self.key, body).await.map_err(storage(&self.key))?;
+                Ok(true)
+            }
+            Err(e) => Err(storage(&self.key)(e)),
+        }
+    }
+
+    /// Deletes the lease if it is still ours.
+    pub async fn release(self) {
+        let ours = matches!(read(self.store.as_ref(), &self.key).await, Ok(Some((Some(c), _))) if c.holder == self.holder);
+        if ours && let Err(e) = self.store.delete(&self.key).await {
+            tracing::warn!(key = %self.key, error = %e, "could not release a lease (it expires by itself)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn expired_lease_is_taken_over_and_the_old_holder_knows(store: Arc<dyn ObjectStore>) {
+        let key = Path::from("leases/x.lock");
+        let short = Duration::from_millis(20);
+        let old = Lease::acquire(store.clone(), key.clone(), "old", short, Duration::ZERO).await.unwrap();
+        let busy = Lease::acquire(store.clone(), key.clone(), "new", Duration::from_secs(60), Duration::ZERO).await.unwrap_err();
+        assert!(matches!(&busy, LeaseError::Busy { holder, .. } if holder == "old"), "{busy}");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let new = Lease::acquire(store.clone(), key.clone(), "new", Duration::from_secs(60), Duration::ZERO).await.unwrap();
+        assert!(!old.renew().await.unwrap(), "the old holder learns it lost the lease");
+        assert!(new.renew().await.unwrap());
+        old.release().await; // not ours any more: must not delete the new holder's lease
+        assert!(Lease::acquire(store.clone(), key.clone(), "third", Duration::from_secs(60), Duration::ZERO).await.is_err());
+        new.release().await;
+        Lease::acquire(store, key, "third", Duration::from_secs(60), Duration::ZERO).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn memory_store_takes_over_with_compare_and_swap() {
+        expired_lease_is_taken_over_and_the_old_holder_knows(Arc::new(object_store::memory::InMemory::new())).await;
+    }
+
+    #[tokio::test]
+    async fn local_folder_takes_over_by_delete_and_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        expired_lease_is_taken_over_and_the_old_holder_knows(Arc::new(store)).await;
+    }
+}
