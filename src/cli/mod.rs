@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand. `anyhow` stops here; library modules
 //! return typed errors whose class picks the exit code.
 
+mod forget;
 mod link;
 mod query;
 mod schema;
@@ -57,6 +58,8 @@ pub enum Command {
     Query(query::QueryArgs),
     /// List the lake's tables with rows, partitions, files and bytes.
     Tables(tables::TablesArgs),
+    /// Erase one person from the lake and the credentials (GDPR).
+    Forget(forget::ForgetArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -67,6 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schema(args) => schema::run(args),
         Command::Query(args) => query::run(args).await,
         Command::Tables(args) => tables::run(args).await,
+        Command::Forget(args) => forget::run(args).await,
     }
 }
 

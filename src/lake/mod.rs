@@ -16,9 +16,12 @@
 //! page-level statistics and the page index, and key/value metadata naming the resource, the
 //! schema version and the run.
 
+mod forget;
 pub mod keys;
 pub mod merge;
 pub mod query;
+
+pub use forget::ForgetReport;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};
@@ -156,7 +159,7 @@ pub struct Lake {
     pub meta: LakeMeta,
 }
 
-fn storage(key: &object_store::path::Path) -> impl FnOnce(object_store::Error) -> LakeError + '_ {
+pub(crate) fn storage(key: &object_store::path::Path) -> impl FnOnce(object_store::Error) -> LakeError + '_ {
     move |source| LakeError::Storage { key: key.to_string(), source }
 }
 

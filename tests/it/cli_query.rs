@@ -1,5 +1,6 @@
-//! `withings-lake query` and `tables` on a local lake: typed hive partition columns, the four
-//! output formats, errors, and the same counts and sums from DuckDB reading the files directly.
+//! `withings-lake query`, `tables` and `forget` on a local lake: typed hive partition columns,
+//! the four output formats, errors, the same counts and sums from DuckDB reading the files
+//! directly, and an erasure that reaches the lake and the credentials.
 
 use std::process::{Command, Output};
 
@@ -131,4 +132,62 @@ async fn query_and_duckdb_agree_on_every_table() {
         assert_eq!(ours["n"], duck[0], "{table} count");
         assert!((ours["s"].as_f64().unwrap() - duck[1].as_f64().unwrap()).abs() < 1e-9, "{table} sum: {ours} vs {duck}");
     }
+}
+
+#[tokio::test]
+async fn forget_erases_a_person_from_the_lake_and_the_credentials() {
+    use withings_lake::credentials::{Cipher, CredentialStore, UserRecord, UserStatus};
+    use withings_lake::secret::Secret;
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        "[source]\nclient_id = \"demo-client\"\n[credentials]\nurl = \"creds\"\nkey_file = \"creds.key\"\n[lake]\nurl = \"lake\"\n",
+    )
+    .unwrap();
+    // A linked person with rows in the lake.
+    let store =
+        CredentialStore::open(dir.path().join("creds").to_str().unwrap(), Cipher::load(&dir.path().join("creds.key")).unwrap())
+            .unwrap();
+    let record = UserRecord {
+        user_id: "erase-me".into(),
+        withings_userid: "31000042".into(),
+        scopes: vec!["user.metrics".into()],
+        access_token: Secret::new("a".repeat(40)),
+        access_expires_at: 0,
+        refresh_token: Secret::new("r".repeat(40)),
+        status: UserStatus::Active,
+        status_reason: None,
+        created_at: 0,
+        updated_at: 0,
+        last_refresh_at: None,
+    };
+    store.put(&record).await.unwrap();
+    let lake = Lake::open_or_create(storage::open(dir.path().join("lake").to_str().unwrap()).unwrap(), 1).await.unwrap();
+    let c = withings_lake::harmonize::Context { user_id: "erase-me".into(), ..ctx() };
+    let meas = withings_lake::withings::MeasureList::from_body(
+        crate::common::own_fixture("getmeas_scale_cuff_watch.json")["body"].clone(),
+    )
+    .unwrap();
+    let h = withings_lake::harmonize::getmeas(&c, &meas, &[]);
+    let units: Vec<Unit> =
+        h.tables.iter().map(|(r, b)| Unit { resource: *r, batch: b.clone(), coverage: Coverage::Upsert }).collect();
+    let lease = lake.lease_shard(0, "writer", std::time::Duration::ZERO).await.unwrap();
+    lake.commit(&lease, "run-f", 1, &units).await.unwrap();
+    lease.release().await;
+
+    let out = ok(&cli(&["forget", "--pipeline", pipeline.to_str().unwrap(), "--user-id", "erase-me"]));
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert!(report["rows_removed"].as_u64().unwrap() >= 12, "{report}");
+    assert!(!out.contains("erase-me"), "the report names the person only by a hash: {out}");
+    assert!(store.get("erase-me").await.unwrap().is_none(), "credentials removed");
+    let left = ok(&cli(&[
+        "query",
+        "--lake",
+        dir.path().join("lake").to_str().unwrap(),
+        "--format",
+        "json",
+        "SELECT count(*) AS n FROM weight",
+    ]));
+    assert_eq!(serde_json::from_str::<Value>(left.trim()).unwrap()["n"], 0);
 }

@@ -256,6 +256,99 @@ async fn lake_s3_leases_serialize_writers() {
     leases_serialize_writers(moto.location("leases").await).await;
 }
 
+/// Every object of the lake, with its bytes.
+async fn objects(loc: &Location) -> Vec<(String, Vec<u8>)> {
+    let paths: Vec<object_store::path::Path> =
+        loc.store.list(Some(&loc.prefix)).map_ok(|m| m.location).try_collect().await.unwrap();
+    let mut out = Vec::new();
+    for p in paths {
+        let bytes = loc.store.get(&p).await.unwrap().bytes().await.unwrap().to_vec();
+        out.push((p.to_string(), bytes));
+    }
+    out
+}
+
+async fn forget_erases_one_person(loc: Location) {
+    let lake = Lake::open_or_create(loc.clone(), 2).await.unwrap();
+    let gone = Context { user_id: "erase-me-7f3a".into(), ..run("run-1") };
+    let stays = run("run-1");
+    for (shard, c) in [(0, &gone), (1, &stays)] {
+        let lease = lake.lease_shard(shard, "writer", Duration::ZERO).await.unwrap();
+        let mut all = units(&intraday(c), &day_window_of(&c.user_id));
+        all.extend(units(&getmeas(c), &Coverage::Upsert));
+        lake.commit(&lease, &format!("run-{shard}"), 1, &all).await.unwrap();
+        lease.release().await;
+    }
+    // Both people also in one file: shard 1 gets the erased person's weights too.
+    let lease = lake.lease_shard(1, "writer", Duration::ZERO).await.unwrap();
+    lake.commit(
+        &lease,
+        "run-mixed",
+        1,
+        &[Unit {
+            resource: Resource::Weight,
+            batch: getmeas(&gone).tables[&Resource::Weight].clone(),
+            coverage: Coverage::Upsert,
+        }],
+    )
+    .await
+    .unwrap();
+    lease.release().await;
+    let before: usize = stays_rows(&lake).await;
+
+    let report = lake.forget("erase-me-7f3a", "eraser", Duration::from_secs(5)).await.unwrap();
+    assert!(report.rows_removed > 0 && !report.files_deleted.is_empty() && !report.files_rewritten.is_empty(), "{report:?}");
+    assert!(report.manifests_scrubbed >= 2, "{report:?}");
+    for (key, bytes) in objects(&loc).await {
+        assert!(!String::from_utf8_lossy(&bytes).contains("erase-me-7f3a"), "{key} still names the person");
+        if key.ends_with(".parquet") {
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+                .unwrap()
+                .build()
+                .unwrap();
+            for b in reader {
+                let b = b.unwrap();
+                let users = b.column_by_name("user_id").unwrap().as_string::<i32>();
+                assert!(users.iter().all(|u| u != Some("erase-me-7f3a")), "{key} still has the person's rows");
+            }
+        }
+    }
+    assert_eq!(stays_rows(&lake).await, before, "the other person's rows are untouched");
+}
+
+/// Rows of user-1 across every table and shard.
+async fn stays_rows(lake: &Lake) -> usize {
+    let ctx = withings_lake::lake::query::session(lake).await.unwrap();
+    let mut n = 0;
+    for r in Resource::ALL {
+        let b =
+            withings_lake::lake::query::sql(&ctx, &format!("SELECT count(*) FROM {r} WHERE user_id = 'user-1'")).await.unwrap();
+        n += b[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0) as usize;
+    }
+    n
+}
+
+fn day_window_of(user: &str) -> Coverage {
+    Coverage::Window { user_id: user.into(), endpoint: "getintradayactivity".into(), start: 1_717_977_600, end: 1_718_064_000 }
+}
+
+#[tokio::test]
+async fn lake_memory_forget_erases_one_person() {
+    forget_erases_one_person(storage::open("memory://lake-forget").unwrap()).await;
+}
+
+#[tokio::test]
+async fn lake_local_forget_erases_one_person() {
+    let dir = tempfile::tempdir().unwrap();
+    forget_erases_one_person(storage::open(dir.path().to_str().unwrap()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn lake_s3_forget_erases_one_person() {
+    let Some(moto) = Moto::start().await else { return };
+    forget_erases_one_person(moto.location("forget").await).await;
+}
+
 /// A moto S3 server on a free loopback port, killed on drop.
 struct Moto {
     child: std::process::Child,

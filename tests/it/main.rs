@@ -10,11 +10,12 @@
 //! - `sim_limits`: the 601 rate limit, fault injection, statistics, determinism.
 //! - `sim_notify`: notification subscriptions and delivery to a loopback receiver.
 //! - `cli_simulate`: the `withings-lake simulate` binary prints its address and serves.
-//! - `cli_query`: `query` and `tables` on a local lake; DuckDB agrees.
+//! - `cli_query`: `query`, `tables` and `forget` on a local lake; DuckDB agrees.
 //! - `cli_schema`: `withings-lake schema` as a table, JSON, and SQL run in DataFusion and DuckDB.
 //! - `cli_users`: `link` end to end, `users import / list / remove`, pipeline errors.
 //! - `client`: the Withings client on the recorded fixtures and against the simulator.
-//! - `lake`: commits, merge rules and layout over memory and a local folder; DuckDB reads the lake.
+//! - `lake`: commits, merge rules, layout, leases and erasure over memory, a local folder and S3
+//!   (moto); DuckDB reads the lake.
 //! - `harmonize_golden`: each resource from the project's fixtures, compared as tables.
 //! - `harmonize_real`: every recorded Withings file harmonized, invariants computed from the raw JSON.
 //! - `harmonize_props`: property tests on random well-typed responses (schema, no panic, conservation).
