@@ -137,6 +137,8 @@ impl FromStr for Resource {
 pub enum Kind {
     Summary,
     Timeseries,
+    /// Not a resource: the raw landing and the quarantine.
+    Landing,
 }
 
 /// Partition grain: `date=YYYY-MM-DD` or `month=YYYY-MM` folders.
@@ -351,12 +353,34 @@ pub struct SchemaError {
 
 fn build(resource: Resource, common: &CommonFile) -> Result<TableSchema, SchemaError> {
     let file = format!("{}.json", resource.as_str());
-    let err = |reason: String| SchemaError { file: file.clone(), reason };
-    let f: SchemaFile = serde_json::from_str(resource.file()).map_err(|e| err(e.to_string()))?;
+    let f: SchemaFile =
+        serde_json::from_str(resource.file()).map_err(|e| SchemaError { file: file.clone(), reason: e.to_string() })?;
     if f.resource != resource.as_str() {
-        return Err(err(format!("names resource '{}'", f.resource)));
+        return Err(SchemaError { file, reason: format!("names resource '{}'", f.resource) });
     }
     let columns: Vec<Column> = common.head.iter().chain(&f.columns).chain(&common.tail).cloned().collect();
+    compose(file, f, columns)
+}
+
+/// The schemas of the lake's own tables: the raw landing (`schemas/_raw.json`, one table per
+/// endpoint) and the quarantine (`schemas/_quarantine.json`). They have no common columns.
+pub fn landing(name: &str) -> &'static TableSchema {
+    static RAW: OnceLock<TableSchema> = OnceLock::new();
+    static QUARANTINE: OnceLock<TableSchema> = OnceLock::new();
+    let load = |file: &str, text: &str| {
+        let f: SchemaFile = serde_json::from_str(text).unwrap_or_else(|e| panic!("compiled-in schemas/{file} is invalid: {e}"));
+        let columns = f.columns.clone();
+        compose(file.to_string(), f, columns).unwrap_or_else(|e| panic!("compiled-in schema is invalid: {e}"))
+    };
+    match name {
+        "_raw" => RAW.get_or_init(|| load("_raw.json", include_str!("../schemas/_raw.json"))),
+        "_quarantine" => QUARANTINE.get_or_init(|| load("_quarantine.json", include_str!("../schemas/_quarantine.json"))),
+        other => panic!("no landing table '{other}'"),
+    }
+}
+
+fn compose(file: String, f: SchemaFile, columns: Vec<Column>) -> Result<TableSchema, SchemaError> {
+    let err = |reason: String| SchemaError { file: file.clone(), reason };
     let mut index = HashMap::new();
     for (i, c) in columns.iter().enumerate() {
         if index.insert(c.name.clone(), i).is_some() {

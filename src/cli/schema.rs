@@ -79,6 +79,7 @@ fn columns_table(t: &TableSchema) -> anyhow::Result<String> {
         match t.kind {
             withings_lake::schema::Kind::Summary => "summary",
             withings_lake::schema::Kind::Timeseries => "time series",
+            withings_lake::schema::Kind::Landing => "landing",
         },
         t.vital_schema,
         t.description,

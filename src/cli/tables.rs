@@ -1,13 +1,13 @@
 //! `withings-lake tables [--pipeline FILE | --lake URL] [--format table|json]`: every table of
-//! the lake with its rows, partitions, files and bytes.
+//! the lake (resources, then `raw_<endpoint>` and `quarantine`) with its rows, partitions,
+//! files and bytes.
 
 use std::collections::BTreeSet;
 
 use clap::{Args, ValueEnum};
 use futures::TryStreamExt;
 use serde::Serialize;
-use withings_lake::lake::{keys, query};
-use withings_lake::schema::Resource;
+use withings_lake::lake::{TableId, keys, query};
 
 use super::query::LakeArgs;
 
@@ -38,8 +38,8 @@ pub async fn run(args: TablesArgs) -> anyhow::Result<()> {
     let lake = args.lake.open().await?;
     let ctx = query::session(&lake).await?;
     let mut infos = Vec::new();
-    for r in Resource::ALL {
-        let dir = keys::resource_dir(&lake.location, r);
+    for r in TableId::all() {
+        let dir = keys::table_dir(&lake.location, r);
         let files: Vec<object_store::ObjectMeta> = lake.location.store.list(Some(&dir)).try_collect().await?;
         let files: Vec<_> = files.into_iter().filter(|m| m.location.as_ref().ends_with(".parquet")).collect();
         let partitions: BTreeSet<String> =
@@ -53,7 +53,7 @@ pub async fn run(args: TablesArgs) -> anyhow::Result<()> {
                 .map_or(0, |a| a.value(0) as u64)
         };
         infos.push(TableInfo {
-            table: r.as_str().to_string(),
+            table: r.sql_name(),
             rows,
             partitions: partitions.len(),
             files: files.len(),

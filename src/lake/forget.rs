@@ -1,4 +1,5 @@
-//! Erasure of one person (GDPR): their rows leave every partition file of every shard, their
+//! Erasure of one person (GDPR): their rows leave every partition file of every shard (the
+//! tables, the raw landing and the quarantine), their
 //! id leaves every manifest and state object, and a manifest records what was removed under
 //! a hash of the id (never the id itself). After it, no object of the lake names the person.
 //!
@@ -15,8 +16,7 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use super::{Lake, LakeError, Partition, keys, storage, write_parquet};
-use crate::schema::{Grain, Resource};
+use super::{Lake, LakeError, keys, storage, write_parquet};
 
 /// What an erasure removed (the erasure manifest).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -31,21 +31,6 @@ pub struct ForgetReport {
     pub files_deleted: Vec<String>,
     pub manifests_scrubbed: usize,
     pub state_objects_removed: usize,
-}
-
-/// `<resource>/<date|month>=<value>/part-<shard>.parquet` -> its parts.
-fn parse_data_key(lake: &Lake, key: &Path) -> Option<(Resource, Partition, u32)> {
-    let rel: Vec<String> = key.prefix_match(&lake.location.prefix)?.map(|p| p.as_ref().to_string()).collect();
-    let [resource, folder, file] = rel.as_slice() else { return None };
-    let resource: Resource = resource.parse().ok()?;
-    let (name, value) = folder.split_once('=')?;
-    let grain = match name {
-        "date" => Grain::Day,
-        "month" => Grain::Month,
-        _ => return None,
-    };
-    let shard = file.strip_prefix("part-")?.strip_suffix(".parquet")?.parse().ok()?;
-    (grain == resource.schema().grain).then(|| (resource, Partition { grain, value: value.to_string() }, shard))
 }
 
 impl Lake {
@@ -67,18 +52,18 @@ impl Lake {
         for shard in 0..self.meta.shards {
             let lease = self.lease_shard(shard, holder, wait).await?;
             for key in &all {
-                let Some((resource, partition, s)) = parse_data_key(self, key) else { continue };
+                let Some((table, partition, s)) = keys::parse_data_file(&self.location, key) else { continue };
                 if s != shard {
                     continue;
                 }
-                let rows = self.read(resource, &partition, shard).await?;
+                let rows = self.read(table, &partition, shard).await?;
                 let users = rows.column_by_name("user_id").expect("every table has user_id").as_string::<i32>();
                 let keep: BooleanArray = users.iter().map(|u| Some(u != Some(user_id))).collect();
                 let removed = keep.false_count();
                 if removed == 0 {
                     continue;
                 }
-                let arrow_err = |e: arrow::error::ArrowError| LakeError::Arrow { resource, reason: e.to_string() };
+                let arrow_err = |e: arrow::error::ArrowError| LakeError::Arrow { table, reason: e.to_string() };
                 let kept = filter_record_batch(&rows, &keep).map_err(arrow_err)?;
                 if kept.num_rows() == 0 {
                     match self.location.store.delete(key).await {
@@ -87,7 +72,7 @@ impl Lake {
                     }
                     report.files_deleted.push(key.to_string());
                 } else {
-                    let file = write_parquet(resource, &run_id, &kept)?;
+                    let file = write_parquet(table, &run_id, &kept)?;
                     self.location.store.put(key, PutPayload::from(file)).await.map_err(storage(key))?;
                     report.files_rewritten.push((key.to_string(), removed));
                 }

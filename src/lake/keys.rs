@@ -4,6 +4,8 @@
 //! <lake>/_lake.json
 //! <lake>/<resource>/date=YYYY-MM-DD/part-<shard>.parquet   (day grain)
 //! <lake>/<resource>/month=YYYY-MM/part-<shard>.parquet     (month grain)
+//! <lake>/_raw/<endpoint>/month=YYYY-MM/part-<shard>.parquet    raw landing
+//! <lake>/_quarantine/month=YYYY-MM/part-<shard>.parquet        quarantine
 //! <lake>/_manifests/<run_id>-<checkpoint>.json
 //! <lake>/_state/leases/shard-<shard>.lock
 //! ```
@@ -13,7 +15,8 @@
 use chrono::{Datelike, NaiveDate};
 use object_store::path::Path;
 
-use crate::schema::{Grain, Resource};
+use super::tables::TableId;
+use crate::schema::Grain;
 use crate::storage::Location;
 
 /// One hive partition of a resource: `date=2024-06-10` or `month=2024-06`.
@@ -51,14 +54,31 @@ pub fn lake_meta(lake: &Location) -> Path {
     lake.key(&["_lake.json"])
 }
 
-/// The folder of a resource, `<lake>/<resource>`.
-pub fn resource_dir(lake: &Location, resource: Resource) -> Path {
-    lake.key(&[resource.as_str()])
+/// The folder of a table: `<lake>/<resource>`, `<lake>/_raw/<endpoint>`, `<lake>/_quarantine`.
+pub fn table_dir(lake: &Location, table: TableId) -> Path {
+    lake.key(&table.dir())
 }
 
-/// The one data file of (resource, partition, shard).
-pub fn data_file(lake: &Location, resource: Resource, partition: &Partition, shard: u32) -> Path {
-    lake.key(&[resource.as_str(), &partition.folder(), &format!("part-{shard:04}.parquet")])
+/// The one data file of (table, partition, shard).
+pub fn data_file(lake: &Location, table: TableId, partition: &Partition, shard: u32) -> Path {
+    let mut parts: Vec<String> = table.dir().into_iter().map(String::from).collect();
+    parts.push(partition.folder());
+    parts.push(format!("part-{shard:04}.parquet"));
+    lake.key(&parts.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The (table, partition, shard) of a data file key, or `None` for any other object.
+pub fn parse_data_file(lake: &Location, key: &Path) -> Option<(TableId, Partition, u32)> {
+    let rel: Vec<String> = key.prefix_match(&lake.prefix)?.map(|p| p.as_ref().to_string()).collect();
+    let (table, used) = TableId::from_dir(&rel)?;
+    let [folder, file] = &rel[used..] else { return None };
+    let (name, value) = folder.split_once('=')?;
+    let grain = table.schema().grain;
+    if name != grain.partition_key() {
+        return None;
+    }
+    let shard = file.strip_prefix("part-")?.strip_suffix(".parquet")?.parse().ok()?;
+    Some((table, Partition { grain, value: value.to_string() }, shard))
 }
 
 /// The writer lease of a shard.
@@ -74,6 +94,7 @@ pub fn manifest(lake: &Location, run_id: &str, checkpoint: u32) -> Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::Resource;
 
     #[test]
     fn keys_follow_the_documented_layout() {
@@ -81,8 +102,15 @@ mod tests {
         let d = NaiveDate::from_ymd_opt(2024, 6, 9).unwrap();
         let day = Partition::of(Grain::Day, d);
         let month = Partition::of(Grain::Month, d);
-        assert_eq!(data_file(&lake, Resource::Heartrate, &day, 3).as_ref(), "heartrate/date=2024-06-09/part-0003.parquet");
-        assert_eq!(data_file(&lake, Resource::Sleep, &month, 0).as_ref(), "sleep/month=2024-06/part-0000.parquet");
+        let hr = data_file(&lake, Resource::Heartrate.into(), &day, 3);
+        assert_eq!(hr.as_ref(), "heartrate/date=2024-06-09/part-0003.parquet");
+        assert_eq!(parse_data_file(&lake, &hr), Some((TableId::Resource(Resource::Heartrate), day, 3)));
+        assert_eq!(data_file(&lake, Resource::Sleep.into(), &month, 0).as_ref(), "sleep/month=2024-06/part-0000.parquet");
+        let raw = data_file(&lake, TableId::Raw(super::super::tables::Endpoint::SleepGet), &month, 1);
+        assert_eq!(raw.as_ref(), "_raw/sleep_get/month=2024-06/part-0001.parquet");
+        assert_eq!(parse_data_file(&lake, &raw).map(|t| t.0), Some(TableId::Raw(super::super::tables::Endpoint::SleepGet)));
+        assert_eq!(data_file(&lake, TableId::Quarantine, &month, 0).as_ref(), "_quarantine/month=2024-06/part-0000.parquet");
+        assert_eq!(parse_data_file(&lake, &manifest(&lake, "r", 1)), None);
         assert_eq!(manifest(&lake, "run-1", 2).as_ref(), "_manifests/run-1-000002.json");
         assert_eq!(lake_meta(&lake).as_ref(), "_lake.json");
     }

@@ -20,6 +20,7 @@ mod forget;
 pub mod keys;
 pub mod merge;
 pub mod query;
+pub mod tables;
 
 pub use forget::ForgetReport;
 
@@ -37,10 +38,10 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::schema::Resource;
 use crate::storage::Location;
 pub use keys::Partition;
 pub use merge::{Counts, Coverage};
+pub use tables::{Endpoint, TableId};
 
 /// Days from 0001-01-01 (chrono's day 1) to 1970-01-01 (Arrow's day 0), plus one.
 const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
@@ -67,8 +68,8 @@ pub enum LakeError {
     Corrupt { key: String, reason: String },
     #[error("manifest '{key}' already exists: checkpoint {checkpoint} of run {run_id} was committed before")]
     ManifestExists { key: String, run_id: String, checkpoint: u32 },
-    #[error("{resource}: {reason}")]
-    Arrow { resource: Resource, reason: String },
+    #[error("{table}: {reason}")]
+    Arrow { table: TableId, reason: String },
     #[error("shard {shard} of the lake is busy: {reason}")]
     Busy { shard: u32, reason: String },
     #[error("the lease on shard {shard} was lost (it expired and another writer took it); nothing more was written")]
@@ -99,10 +100,10 @@ pub struct LakeMeta {
     pub created_at: DateTime<Utc>,
 }
 
-/// One staged unit: rows of one resource and what they cover.
+/// One staged unit: rows of one table and what they cover.
 #[derive(Debug, Clone)]
 pub struct Unit {
-    pub resource: Resource,
+    pub table: TableId,
     pub batch: RecordBatch,
     pub coverage: Coverage,
 }
@@ -110,7 +111,8 @@ pub struct Unit {
 /// What one commit did to one partition file (a manifest entry).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartitionChange {
-    pub resource: String,
+    /// The table's SQL name: a resource, `raw_<endpoint>` or `quarantine`.
+    pub table: String,
     pub partition: String,
     pub key: String,
     #[serde(flatten)]
@@ -222,9 +224,10 @@ impl Lake {
     }
 
     /// The rows of one partition file of `shard` (empty when there is no file).
-    pub async fn read(&self, resource: Resource, partition: &Partition, shard: u32) -> Result<RecordBatch, LakeError> {
-        let key = keys::data_file(&self.location, resource, partition, shard);
-        let schema = resource.schema();
+    pub async fn read(&self, table: impl Into<TableId>, partition: &Partition, shard: u32) -> Result<RecordBatch, LakeError> {
+        let table = table.into();
+        let key = keys::data_file(&self.location, table, partition, shard);
+        let schema = table.schema();
         let bytes = match self.location.store.get(&key).await {
             Ok(r) => r.bytes().await.map_err(storage(&key))?,
             Err(object_store::Error::NotFound { .. }) => return Ok(RecordBatch::new_empty(schema.arrow())),
@@ -258,11 +261,11 @@ impl Lake {
         };
         held(&mut renewed).await?;
         // (resource, partition) -> the unit rows that fall in it, in unit order.
-        let mut plan: BTreeMap<(Resource, Partition), Vec<(RecordBatch, &Coverage)>> = BTreeMap::new();
+        let mut plan: BTreeMap<(TableId, Partition), Vec<(RecordBatch, &Coverage)>> = BTreeMap::new();
         for unit in units {
-            let schema = unit.resource.schema();
-            let arrow_err = |e: arrow::error::ArrowError| LakeError::Arrow { resource: unit.resource, reason: e.to_string() };
-            let parts = partitions_of(unit.resource, &unit.batch).map_err(arrow_err)?;
+            let schema = unit.table.schema();
+            let arrow_err = |e: arrow::error::ArrowError| LakeError::Arrow { table: unit.table, reason: e.to_string() };
+            let parts = partitions_of(unit.table, &unit.batch).map_err(arrow_err)?;
             let mut by_partition: BTreeMap<Partition, Vec<bool>> = BTreeMap::new();
             for (i, p) in parts.iter().enumerate() {
                 by_partition.entry(p.clone()).or_insert_with(|| vec![false; parts.len()])[i] = true;
@@ -275,26 +278,26 @@ impl Lake {
             }
             for (p, mask) in by_partition {
                 let rows = filter_record_batch(&unit.batch, &mask.into()).map_err(arrow_err)?;
-                plan.entry((unit.resource, p)).or_default().push((rows, &unit.coverage));
+                plan.entry((unit.table, p)).or_default().push((rows, &unit.coverage));
             }
         }
 
         let mut changes = Vec::new();
         let mut unchanged = 0;
-        for ((resource, partition), staged) in plan {
-            let schema = resource.schema();
-            let existing = self.read(resource, &partition, shard).await?;
+        for ((table, partition), staged) in plan {
+            let schema = table.schema();
+            let existing = self.read(table, &partition, shard).await?;
             if existing.num_rows() == 0 && staged.iter().all(|(b, _)| b.num_rows() == 0) {
                 continue; // a window over a partition that has no rows and gets none
             }
             let units: Vec<(&RecordBatch, &Coverage)> = staged.iter().map(|(b, c)| (b, *c)).collect();
             let (rows, counts) =
-                merge::merge(schema, &existing, &units).map_err(|e| LakeError::Arrow { resource, reason: e.to_string() })?;
+                merge::merge(schema, &existing, &units).map_err(|e| LakeError::Arrow { table, reason: e.to_string() })?;
             if !counts.changed() {
                 unchanged += 1;
                 continue;
             }
-            let key = keys::data_file(&self.location, resource, &partition, shard);
+            let key = keys::data_file(&self.location, table, &partition, shard);
             held(&mut renewed).await?;
             let bytes = if rows.num_rows() == 0 {
                 match self.location.store.delete(&key).await {
@@ -302,14 +305,14 @@ impl Lake {
                     Err(e) => return Err(storage(&key)(e)),
                 }
             } else {
-                let file = write_parquet(resource, run_id, &rows)?;
+                let file = write_parquet(table, run_id, &rows)?;
                 let n = file.len() as u64;
                 self.location.store.put(&key, PutPayload::from(file)).await.map_err(storage(&key))?;
                 n
             };
-            let (min_time, max_time) = time_range(resource, &rows);
+            let (min_time, max_time) = time_range(table, &rows);
             changes.push(PartitionChange {
-                resource: resource.as_str().to_string(),
+                table: table.sql_name(),
                 partition: partition.folder(),
                 key: key.to_string(),
                 counts,
@@ -343,8 +346,8 @@ impl Lake {
 }
 
 /// The partition of every row: the UTC date of a timestamp, or the calendar date.
-fn partitions_of(resource: Resource, batch: &RecordBatch) -> Result<Vec<Partition>, arrow::error::ArrowError> {
-    let schema = resource.schema();
+fn partitions_of(table: TableId, batch: &RecordBatch) -> Result<Vec<Partition>, arrow::error::ArrowError> {
+    let schema = table.schema();
     let col = batch.column(schema.index_of(&schema.partition_column).expect("checked when the schema loads"));
     let dates: Vec<NaiveDate> = match col.data_type() {
         DataType::Timestamp(_, _) => col
@@ -374,20 +377,20 @@ fn window_partitions(grain: crate::schema::Grain, start: i64, end: i64) -> Vec<P
     out
 }
 
-fn write_parquet(resource: Resource, run_id: &str, rows: &RecordBatch) -> Result<Bytes, LakeError> {
-    let schema = resource.schema();
+fn write_parquet(table: TableId, run_id: &str, rows: &RecordBatch) -> Result<Bytes, LakeError> {
+    let schema = table.schema();
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("zstd level 3")))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_key_value_metadata(Some(vec![
-            KeyValue::new("withings_lake.resource".into(), resource.as_str().to_string()),
+            KeyValue::new("withings_lake.table".into(), table.sql_name()),
             KeyValue::new("withings_lake.schema_version".into(), schema.version.to_string()),
             KeyValue::new("withings_lake.format_version".into(), FORMAT_VERSION.to_string()),
             KeyValue::new("withings_lake.run_id".into(), run_id.to_string()),
         ]))
         .build();
-    let err = |e: parquet::errors::ParquetError| LakeError::Arrow { resource, reason: e.to_string() };
+    let err = |e: parquet::errors::ParquetError| LakeError::Arrow { table, reason: e.to_string() };
     let mut buf = Vec::with_capacity(rows.get_array_memory_size() / 4);
     let mut writer = ArrowWriter::try_new(&mut buf, schema.arrow(), Some(props)).map_err(err)?;
     writer.write(rows).map_err(err)?;
@@ -396,8 +399,8 @@ fn write_parquet(resource: Resource, run_id: &str, rows: &RecordBatch) -> Result
 }
 
 /// The smallest and largest value of the time column, as RFC 3339 text or a date.
-fn time_range(resource: Resource, rows: &RecordBatch) -> (Option<String>, Option<String>) {
-    let schema = resource.schema();
+fn time_range(table: TableId, rows: &RecordBatch) -> (Option<String>, Option<String>) {
+    let schema = table.schema();
     let col = rows.column(schema.index_of(&schema.time_column).expect("checked when the schema loads"));
     let ts = |us: Option<i64>| us.and_then(DateTime::<Utc>::from_timestamp_micros).map(|t| t.to_rfc3339());
     let day = |d: Option<i32>| {

@@ -1,4 +1,5 @@
 //! Querying the lake with DataFusion: every resource registered as a table over its hive
+//! folders, and the raw landing (`raw_<endpoint>`) and the quarantine (`quarantine`) too
 //! folders, with the partition column typed (`date` a DATE, `month` a 'YYYY-MM' string),
 //! and the compiled-in schema as the file schema (files of older versions, which lack columns
 //! added since, read with nulls there).
@@ -12,8 +13,8 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use super::Lake;
-use crate::schema::{Grain, Resource};
+use super::{Lake, TableId};
+use crate::schema::Grain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -39,9 +40,9 @@ pub async fn session(lake: &Lake) -> Result<SessionContext, QueryError> {
     let ctx = SessionContext::new_with_config(config);
     let store_url = url::Url::parse(&loc.store_url).map_err(|e| setup(e.to_string()))?;
     ctx.register_object_store(&store_url, loc.store.clone());
-    for r in Resource::ALL {
-        let schema = r.schema();
-        let dir = super::keys::resource_dir(loc, r);
+    for t in TableId::all() {
+        let schema = t.schema();
+        let dir = super::keys::table_dir(loc, t);
         let table_url =
             ListingTableUrl::parse(format!("{}{}/", loc.store_url, dir.as_ref())).map_err(|e| setup(e.to_string()))?;
         let partition_type = match schema.grain {
@@ -53,7 +54,7 @@ pub async fn session(lake: &Lake) -> Result<SessionContext, QueryError> {
             .with_table_partition_cols(vec![(schema.grain.partition_key().to_string(), partition_type)]);
         let config = ListingTableConfig::new(table_url).with_listing_options(options).with_schema(schema.arrow());
         let table = ListingTable::try_new(config).map_err(|e| setup(e.to_string()))?;
-        ctx.register_table(r.as_str(), Arc::new(table)).map_err(|e| setup(e.to_string()))?;
+        ctx.register_table(t.sql_name(), Arc::new(table)).map_err(|e| setup(e.to_string()))?;
     }
     Ok(ctx)
 }

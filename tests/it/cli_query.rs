@@ -36,7 +36,7 @@ async fn lake() -> tempfile::TempDir {
     let mut units = Vec::new();
     for h in [withings_lake::harmonize::getintradayactivity(&c, &intraday), withings_lake::harmonize::getmeas(&c, &meas, &[])] {
         for (r, b) in &h.tables {
-            units.push(Unit { resource: *r, batch: b.clone(), coverage: Coverage::Upsert });
+            units.push(Unit { table: (*r).into(), batch: b.clone(), coverage: Coverage::Upsert });
         }
     }
     let lease = lake.lease_shard(0, "writer-q", std::time::Duration::ZERO).await.unwrap();
@@ -85,7 +85,8 @@ async fn query_formats_and_typed_partitions() {
 
     let tables = ok(&cli(&["tables", "--lake", path, "--format", "json"]));
     let t: Vec<Value> = tables.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(t.len(), 17);
+    assert_eq!(t.len(), 17 + 6 + 1, "resources, raw landing per endpoint, quarantine");
+    assert!(t.iter().any(|x| x["table"] == "raw_sleep_get") && t.iter().any(|x| x["table"] == "quarantine"));
     let hr = t.iter().find(|x| x["table"] == "heartrate").unwrap();
     assert_eq!((hr["rows"].as_u64(), hr["partitions"].as_u64(), hr["files"].as_u64()), (Some(3), Some(1), Some(1)));
     let sleep = t.iter().find(|x| x["table"] == "sleep").unwrap();
@@ -171,7 +172,7 @@ async fn forget_erases_a_person_from_the_lake_and_the_credentials() {
     .unwrap();
     let h = withings_lake::harmonize::getmeas(&c, &meas, &[]);
     let units: Vec<Unit> =
-        h.tables.iter().map(|(r, b)| Unit { resource: *r, batch: b.clone(), coverage: Coverage::Upsert }).collect();
+        h.tables.iter().map(|(r, b)| Unit { table: (*r).into(), batch: b.clone(), coverage: Coverage::Upsert }).collect();
     let lease = lake.lease_shard(0, "writer", std::time::Duration::ZERO).await.unwrap();
     lake.commit(&lease, "run-f", 1, &units).await.unwrap();
     lease.release().await;

@@ -38,7 +38,7 @@ fn units(h: &harmonize::Harmonized, coverage: &Coverage) -> Vec<Unit> {
     h.tables
         .iter()
         .filter(|(_, b)| b.num_rows() > 0)
-        .map(|(r, b)| Unit { resource: *r, batch: b.clone(), coverage: coverage.clone() })
+        .map(|(r, b)| Unit { table: (*r).into(), batch: b.clone(), coverage: coverage.clone() })
         .collect()
 }
 
@@ -81,7 +81,7 @@ async fn commit_layout_and_idempotence(loc: Location) {
         assert!(files.iter().any(|f| f == expected), "{expected} missing from {files:?}");
     }
     // heartrate gets rows from two endpoints in one partition: one file.
-    let hr = m.partitions.iter().find(|p| p.resource == "heartrate").unwrap();
+    let hr = m.partitions.iter().find(|p| p.table == "heartrate").unwrap();
     assert_eq!((hr.counts.rows_before, hr.counts.inserted, hr.counts.rows_after), (0, 3, 3));
     assert_eq!(hr.users, vec!["user-1".to_string()]);
     let stored_manifest: serde_json::Value = serde_json::from_slice(
@@ -135,7 +135,7 @@ async fn window_replace_and_upsert(loc: Location) {
     let h = intraday(&c2);
     let steps = h.tables[&Resource::Steps].slice(0, 1);
     let m = lake
-        .commit(&lease, "run-b", 1, &[Unit { resource: Resource::Steps, batch: steps, coverage: day_window() }])
+        .commit(&lease, "run-b", 1, &[Unit { table: Resource::Steps.into(), batch: steps, coverage: day_window() }])
         .await
         .unwrap();
     let p = &m.partitions[0];
@@ -152,7 +152,7 @@ async fn window_replace_and_upsert(loc: Location) {
             "run-c",
             1,
             &[Unit {
-                resource: Resource::Steps,
+                table: Resource::Steps.into(),
                 batch: RecordBatch::new_empty(Resource::Steps.schema().arrow()),
                 coverage: day_window(),
             }],
@@ -173,7 +173,7 @@ async fn window_replace_and_upsert(loc: Location) {
             &lease,
             "run-e",
             1,
-            &[Unit { resource: Resource::Weight, batch: h.tables[&Resource::Weight].clone(), coverage: Coverage::Upsert }],
+            &[Unit { table: Resource::Weight.into(), batch: h.tables[&Resource::Weight].clone(), coverage: Coverage::Upsert }],
         )
         .await
         .unwrap();
@@ -227,12 +227,12 @@ async fn leases_serialize_writers(loc: Location) {
     let c = run("run-b");
     let h = intraday(&c);
     let steps = h.tables[&Resource::Steps].clone();
-    lake.commit(&b, "run-b", 1, &[Unit { resource: Resource::Steps, batch: steps.slice(0, 1), coverage: Coverage::Upsert }])
+    lake.commit(&b, "run-b", 1, &[Unit { table: Resource::Steps.into(), batch: steps.slice(0, 1), coverage: Coverage::Upsert }])
         .await
         .unwrap();
     b.release().await;
     let a = lake.lease_shard(1, "writer-a", Duration::ZERO).await.unwrap();
-    lake.commit(&a, "run-a", 1, &[Unit { resource: Resource::Steps, batch: steps.slice(1, 1), coverage: Coverage::Upsert }])
+    lake.commit(&a, "run-a", 1, &[Unit { table: Resource::Steps.into(), batch: steps.slice(1, 1), coverage: Coverage::Upsert }])
         .await
         .unwrap();
     assert_eq!(lake.read(Resource::Steps, &m_partition("date", "2024-06-10"), 1).await.unwrap().num_rows(), 2);
@@ -286,7 +286,7 @@ async fn forget_erases_one_person(loc: Location) {
         "run-mixed",
         1,
         &[Unit {
-            resource: Resource::Weight,
+            table: Resource::Weight.into(),
             batch: getmeas(&gone).tables[&Resource::Weight].clone(),
             coverage: Coverage::Upsert,
         }],
