@@ -4,6 +4,7 @@
 mod forget;
 mod link;
 mod query;
+mod reharmonize;
 mod schema;
 mod simulate;
 mod tables;
@@ -60,6 +61,8 @@ pub enum Command {
     Tables(tables::TablesArgs),
     /// Erase one person from the lake and the credentials (GDPR).
     Forget(forget::ForgetArgs),
+    /// Rebuild tables from the raw landing, without calling Withings.
+    Reharmonize(reharmonize::ReharmonizeArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -71,6 +74,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(args) => query::run(args).await,
         Command::Tables(args) => tables::run(args).await,
         Command::Forget(args) => forget::run(args).await,
+        Command::Reharmonize(args) => reharmonize::run(args).await,
     }
 }
 

@@ -46,7 +46,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use arrow::array::{RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, NaiveDate, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::Value;
@@ -222,44 +222,46 @@ impl Harmonized {
         self.tables.get(&resource).map_or(0, RecordBatch::num_rows)
     }
 
-    /// The quarantine as a batch of [`quarantine_schema`], for the lake's `_quarantine/`.
+    /// The quarantine as a batch of the lake's quarantine table (`schemas/_quarantine.json`).
+    /// `record_hash` (SHA-256 of resource, reason and raw JSON) makes the same problem seen
+    /// again one row.
     pub fn quarantine_batch(&self, ctx: &Context) -> RecordBatch {
+        use sha2::Digest;
         let n = self.quarantine.len();
-        let mut cols: Vec<StringBuilder> = (0..7).map(|_| StringBuilder::with_capacity(n, n * 16)).collect();
+        let mut cols: Vec<StringBuilder> = (0..8).map(|_| StringBuilder::with_capacity(n, n * 16)).collect();
         let mut at = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+        let mut run = StringBuilder::with_capacity(n, n * ctx.run_id.len());
         for q in &self.quarantine {
+            let raw = q.raw.to_string();
+            let resource = q.resource.map(Resource::as_str);
+            let hash = sha2::Sha256::new()
+                .chain_update(resource.unwrap_or("-"))
+                .chain_update([0])
+                .chain_update(q.reason.as_str())
+                .chain_update([0])
+                .chain_update(&raw)
+                .finalize();
             cols[0].append_value(&ctx.user_id);
             cols[1].append_value(&ctx.withings_user_id);
             cols[2].append_value(q.endpoint);
-            cols[3].append_option(q.resource.map(Resource::as_str));
+            cols[3].append_option(resource);
             cols[4].append_value(q.reason.as_str());
             cols[5].append_value(&q.detail);
-            cols[6].append_value(q.raw.to_string());
+            cols[6].append_value(raw);
+            cols[7].append_value(hex::encode(hash));
             at.append_value(ctx.ingested_at.timestamp_micros());
+            run.append_value(&ctx.run_id);
         }
         let mut arrays: Vec<arrow::array::ArrayRef> = cols.iter_mut().map(|b| Arc::new(b.finish()) as _).collect();
         arrays.push(Arc::new(at.finish()));
-        let mut run = StringBuilder::new();
-        (0..n).for_each(|_| run.append_value(&ctx.run_id));
         arrays.push(Arc::new(run.finish()));
         RecordBatch::try_new(quarantine_schema(), arrays).expect("quarantine columns follow the schema")
     }
 }
 
-/// The schema of quarantined records (`<lake>/_quarantine/`).
+/// The schema of quarantined records: the lake's quarantine table.
 pub fn quarantine_schema() -> SchemaRef {
-    let s = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
-    Arc::new(Schema::new(vec![
-        s("user_id", false),
-        s("withings_user_id", false),
-        s("endpoint", false),
-        s("resource", true),
-        s("reason", false),
-        s("detail", false),
-        s("raw_json", false),
-        Field::new("ingested_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
-        s("run_id", false),
-    ]))
+    crate::schema::landing("_quarantine").arrow()
 }
 
 /// The tables of one call plus its bookkeeping.

@@ -7,6 +7,7 @@
 //! - [`Coverage::Window`]: the user's rows from one endpoint with time in `[start, end)` are
 //!   removed first, then the incoming rows are inserted (window-based endpoints such as
 //!   intraday and sleep get, so data deleted upstream disappears here too).
+//! - [`Coverage::Everything`]: the incoming rows replace the partition (a rebuild).
 //!
 //! A row whose key and content (everything but `ingested_at` and `run_id`) did not change
 //! keeps its stored version, so re-running a window rewrites nothing and reports nothing:
@@ -35,6 +36,9 @@ pub enum Coverage {
     Upsert,
     /// Replace `user_id`'s rows from `endpoint` whose time is in `[start, end)` (epoch seconds).
     Window { user_id: String, endpoint: String, start: i64, end: i64 },
+    /// The incoming rows are the whole content of every partition they reach and of
+    /// `partitions` (a rebuild from the raw landing).
+    Everything { partitions: Vec<super::Partition> },
 }
 
 /// What merging changed in one partition.
@@ -95,6 +99,7 @@ fn replaced(
             let incoming_keys: std::collections::HashSet<&[u8]> = (n..both.num_rows()).map(|i| rows.row(i).data()).collect();
             Ok((0..n).map(|i| incoming_keys.contains(rows.row(i).data())).collect())
         }
+        Coverage::Everything { .. } => Ok(vec![true; n]),
         Coverage::Window { user_id, endpoint, start, end } => {
             let users = column(schema, current, "user_id")?.as_string::<i32>();
             let endpoints = column(schema, current, "endpoint")?.as_string::<i32>();

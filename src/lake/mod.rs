@@ -20,6 +20,8 @@ mod forget;
 pub mod keys;
 pub mod merge;
 pub mod query;
+pub mod raw;
+mod rebuild;
 pub mod tables;
 
 pub use forget::ForgetReport;
@@ -223,6 +225,32 @@ impl Lake {
         }
     }
 
+    /// Deletes the lease of `shard` whoever holds it: for an operator who knows the holder is
+    /// dead (a killed job) and will not wait for the lease to expire.
+    pub async fn break_lease(&self, shard: u32) -> Result<(), LakeError> {
+        let key = keys::shard_lease(&self.location, shard);
+        match self.location.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(storage(&key)(e)),
+        }
+    }
+
+    /// The partitions of `table` that have a file of `shard`.
+    pub async fn partitions(&self, table: TableId, shard: u32) -> Result<Vec<Partition>, LakeError> {
+        use futures::TryStreamExt;
+        let dir = keys::table_dir(&self.location, table);
+        let files: Vec<object_store::path::Path> =
+            self.location.store.list(Some(&dir)).map_ok(|m| m.location).try_collect().await.map_err(storage(&dir))?;
+        let mut out: Vec<Partition> = files
+            .iter()
+            .filter_map(|k| keys::parse_data_file(&self.location, k))
+            .filter(|(t, _, s)| *t == table && *s == shard)
+            .map(|(_, p, _)| p)
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// The rows of one partition file of `shard` (empty when there is no file).
     pub async fn read(&self, table: impl Into<TableId>, partition: &Partition, shard: u32) -> Result<RecordBatch, LakeError> {
         let table = table.into();
@@ -271,10 +299,13 @@ impl Lake {
                 by_partition.entry(p.clone()).or_insert_with(|| vec![false; parts.len()])[i] = true;
             }
             // A window also covers partitions it spans where nothing arrived (deletions).
-            if let Coverage::Window { start, end, .. } = &unit.coverage {
-                for p in window_partitions(schema.grain, *start, *end) {
-                    by_partition.entry(p).or_insert_with(|| vec![false; parts.len()]);
-                }
+            let spanned = match &unit.coverage {
+                Coverage::Window { start, end, .. } => window_partitions(schema.grain, *start, *end),
+                Coverage::Everything { partitions } => partitions.clone(),
+                Coverage::Upsert => Vec::new(),
+            };
+            for p in spanned {
+                by_partition.entry(p).or_insert_with(|| vec![false; parts.len()]);
             }
             for (p, mask) in by_partition {
                 let rows = filter_record_batch(&unit.batch, &mask.into()).map_err(arrow_err)?;

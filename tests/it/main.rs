@@ -16,6 +16,7 @@
 //! - `client`: the Withings client on the recorded fixtures and against the simulator.
 //! - `lake`: commits, merge rules, layout, leases and erasure over memory, a local folder and S3
 //!   (moto); DuckDB reads the lake.
+//! - `lake_rebuild`: the raw landing and `reharmonize`, including a rebuild killed 20 times.
 //! - `harmonize_golden`: each resource from the project's fixtures, compared as tables.
 //! - `harmonize_real`: every recorded Withings file harmonized, invariants computed from the raw JSON.
 //! - `harmonize_props`: property tests on random well-typed responses (schema, no panic, conservation).
@@ -31,6 +32,7 @@ mod harmonize_golden;
 mod harmonize_props;
 mod harmonize_real;
 mod lake;
+mod lake_rebuild;
 mod shape;
 mod sim_data;
 mod sim_limits;

@@ -1,0 +1,127 @@
+//! Rebuilding the tables of a shard from its raw landing (`withings-lake reharmonize`): every
+//! landed record decoded and harmonized again with today's code, then committed as the whole
+//! content of the rebuilt tables (rows that did not change keep their stored version, so a
+//! rebuild of an up-to-date lake writes nothing).
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::concat_batches;
+use chrono::Utc;
+use serde_json::Value;
+
+use super::{Coverage, Endpoint, Lake, LakeError, Manifest, ShardLease, TableId, Unit};
+use crate::harmonize::{self, Context, Harmonized, SleepSession};
+use crate::schema::Resource;
+use crate::withings::types::Item;
+use crate::withings::{MeasureList, SleepGet};
+
+/// One user's landed records: per endpoint, (record key, JSON, context) in key order.
+#[derive(Default)]
+struct Landed {
+    withings_user_id: String,
+    records: BTreeMap<Endpoint, Vec<(String, Value, Option<Value>)>>,
+}
+
+impl Landed {
+    fn items<T: serde::de::DeserializeOwned>(&self, e: Endpoint) -> Vec<Item<T>> {
+        self.records.get(&e).into_iter().flatten().map(|(_, json, _)| Item::decode(json.clone())).collect()
+    }
+
+    fn context(&self, e: Endpoint, field: &str) -> Option<Value> {
+        self.records.get(&e)?.iter().find_map(|(_, _, c)| c.as_ref()?.get(field).cloned())
+    }
+}
+
+impl Lake {
+    /// Rebuilds `resources` of the lease's shard from the raw landing, as checkpoint 1 of
+    /// `run_id`. Quarantine findings are upserted into the quarantine.
+    pub async fn reharmonize(&self, lease: &ShardLease, run_id: &str, resources: &[Resource]) -> Result<Manifest, LakeError> {
+        let shard = lease.shard;
+        let mut users: BTreeMap<String, Landed> = BTreeMap::new();
+        for e in Endpoint::ALL {
+            let table = TableId::Raw(e);
+            for p in self.partitions(table, shard).await? {
+                let rows = self.read(table, &p, shard).await?;
+                let col = |n: &str| rows.column_by_name(n).expect("raw landing column").as_string::<i32>().clone();
+                let (user, wuser, key, json, context) =
+                    (col("user_id"), col("withings_user_id"), col("record_key"), col("json"), col("context"));
+                for i in 0..rows.num_rows() {
+                    let landed = users.entry(user.value(i).to_string()).or_default();
+                    landed.withings_user_id = wuser.value(i).to_string();
+                    let value: Value = serde_json::from_str(json.value(i)).unwrap_or(Value::Null);
+                    let ctx_value = (!context.is_null(i)).then(|| serde_json::from_str(context.value(i)).unwrap_or(Value::Null));
+                    landed.records.entry(e).or_default().push((key.value(i).to_string(), value, ctx_value));
+                }
+            }
+        }
+
+        let now = Utc::now();
+        let mut batches: BTreeMap<Resource, Vec<RecordBatch>> = BTreeMap::new();
+        let mut quarantine = Vec::new();
+        for (user_id, landed) in &users {
+            let tz = landed.context(Endpoint::Getmeas, "timezone").and_then(|v| v.as_str().map(str::to_string));
+            let ctx = Context {
+                user_id: user_id.clone(),
+                withings_user_id: landed.withings_user_id.clone(),
+                run_id: run_id.to_string(),
+                ingested_at: now,
+                time_zone: tz.clone(),
+            };
+            let mut outputs: Vec<Harmonized> = Vec::new();
+            if landed.records.contains_key(&Endpoint::Getmeas) {
+                let list = MeasureList { timezone: tz.clone(), groups: landed.items(Endpoint::Getmeas) };
+                outputs.push(harmonize::getmeas(&ctx, &list, &[]));
+            }
+            if landed.records.contains_key(&Endpoint::Getactivity) {
+                outputs.push(harmonize::getactivity(&ctx, &landed.items(Endpoint::Getactivity)));
+            }
+            if let Some(samples) = landed.records.get(&Endpoint::Getintradayactivity) {
+                let series = samples
+                    .iter()
+                    .filter_map(|(k, json, _)| Some((k.parse::<i64>().ok()?, Item::decode(json.clone()))))
+                    .collect();
+                outputs.push(harmonize::getintradayactivity(&ctx, &series));
+            }
+            if landed.records.contains_key(&Endpoint::Getworkouts) {
+                outputs.push(harmonize::getworkouts(&ctx, &landed.items(Endpoint::Getworkouts)));
+            }
+            let summaries = landed.items(Endpoint::SleepGetsummary);
+            if landed.records.contains_key(&Endpoint::SleepGetsummary) {
+                outputs.push(harmonize::sleep_getsummary(&ctx, &summaries));
+            }
+            if landed.records.contains_key(&Endpoint::SleepGet) {
+                let model = landed.context(Endpoint::SleepGet, "model").and_then(|v| v.as_i64());
+                let body = serde_json::json!({ "model": model, "series": landed.records[&Endpoint::SleepGet].iter().map(|r| r.1.clone()).collect::<Vec<_>>() });
+                let answer = SleepGet::from_body(body)
+                    .map_err(|e| LakeError::Corrupt { key: "raw_sleep_get".into(), reason: e.to_string() })?;
+                outputs.push(harmonize::sleep_get(&ctx, &answer, &SleepSession::from_summaries(&summaries)));
+            }
+            for h in outputs {
+                if !h.quarantine.is_empty() {
+                    quarantine.push(h.quarantine_batch(&ctx));
+                }
+                for (r, b) in h.tables {
+                    if resources.contains(&r) && b.num_rows() > 0 {
+                        batches.entry(r).or_default().push(b);
+                    }
+                }
+            }
+        }
+
+        let mut units = Vec::new();
+        for r in resources {
+            let schema = r.schema();
+            let rows = concat_batches(&schema.arrow(), batches.get(r).into_iter().flatten())
+                .map_err(|e| LakeError::Arrow { table: (*r).into(), reason: e.to_string() })?;
+            let partitions = self.partitions((*r).into(), shard).await?;
+            units.push(Unit { table: (*r).into(), batch: rows, coverage: Coverage::Everything { partitions } });
+        }
+        if !quarantine.is_empty() {
+            let q = concat_batches(&quarantine[0].schema(), &quarantine)
+                .map_err(|e| LakeError::Arrow { table: TableId::Quarantine, reason: e.to_string() })?;
+            units.push(Unit { table: TableId::Quarantine, batch: q, coverage: Coverage::Upsert });
+        }
+        self.commit(lease, run_id, 1, &units).await
+    }
+}
