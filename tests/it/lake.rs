@@ -294,6 +294,10 @@ async fn forget_erases_one_person(loc: Location) {
     .await
     .unwrap();
     lease.release().await;
+    let state = withings_lake::state::StateStore::new(loc.clone());
+    for u in ["erase-me-7f3a", "user-1"] {
+        state.put(&withings_lake::state::UserState { user_id: u.into(), ..Default::default() }).await.unwrap();
+    }
     let before: usize = stays_rows(&lake).await;
 
     let report = lake.forget("erase-me-7f3a", "eraser", Duration::from_secs(5)).await.unwrap();
@@ -314,6 +318,7 @@ async fn forget_erases_one_person(loc: Location) {
         }
     }
     assert_eq!(stays_rows(&lake).await, before, "the other person's rows are untouched");
+    assert_eq!(state.users().await.unwrap(), vec!["user-1".to_string()], "the person's sync state is gone, the other's stays");
 }
 
 /// Rows of user-1 across every table and shard.
