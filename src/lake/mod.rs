@@ -22,6 +22,7 @@ pub mod merge;
 pub mod query;
 pub mod raw;
 mod rebuild;
+pub mod staging;
 pub mod tables;
 
 pub use forget::ForgetReport;
@@ -78,6 +79,8 @@ pub enum LakeError {
     LeaseLost { shard: u32 },
     #[error(transparent)]
     Lease(crate::lease::LeaseError),
+    #[error("staging folder '{path}': {reason}")]
+    Staging { path: String, reason: String },
 }
 
 impl LakeError {
@@ -275,6 +278,40 @@ impl Lake {
     /// order). The lease is renewed first and then at least every quarter of its lifetime,
     /// before a file is written: a writer that lost its lease stops before writing more.
     pub async fn commit(&self, lease: &ShardLease, run_id: &str, checkpoint: u32, units: &[Unit]) -> Result<Manifest, LakeError> {
+        let mut plan: BTreeMap<(TableId, Partition), Vec<(RecordBatch, Coverage)>> = BTreeMap::new();
+        for unit in units {
+            for (p, rows) in split(unit)? {
+                plan.entry((unit.table, p)).or_default().push((rows, unit.coverage.clone()));
+            }
+        }
+        let keys: Vec<(TableId, Partition)> = plan.keys().cloned().collect();
+        self.apply(lease, run_id, checkpoint, keys, |k| Ok(plan.remove(k).unwrap_or_default())).await
+    }
+
+    /// Commits what `staging` holds (see [`staging::Staging`]): one partition's slices in
+    /// memory at a time. The staging area is emptied once the manifest is written.
+    pub async fn commit_staged(
+        &self,
+        lease: &ShardLease,
+        run_id: &str,
+        checkpoint: u32,
+        staging: &mut staging::Staging,
+    ) -> Result<Manifest, LakeError> {
+        let keys = staging.partitions();
+        let manifest = self.apply(lease, run_id, checkpoint, keys, |k| staging.load(k)).await?;
+        staging.clear();
+        Ok(manifest)
+    }
+
+    /// The commit loop: for each (table, partition), `load` gives the staged slices.
+    async fn apply(
+        &self,
+        lease: &ShardLease,
+        run_id: &str,
+        checkpoint: u32,
+        plan: Vec<(TableId, Partition)>,
+        mut load: impl FnMut(&(TableId, Partition)) -> Result<Vec<(RecordBatch, Coverage)>, LakeError>,
+    ) -> Result<Manifest, LakeError> {
         let shard = lease.shard;
         let mut renewed: Option<tokio::time::Instant> = None;
         let held = async |renewed: &mut Option<tokio::time::Instant>| -> Result<(), LakeError> {
@@ -288,40 +325,17 @@ impl Lake {
             Ok(())
         };
         held(&mut renewed).await?;
-        // (resource, partition) -> the unit rows that fall in it, in unit order.
-        let mut plan: BTreeMap<(TableId, Partition), Vec<(RecordBatch, &Coverage)>> = BTreeMap::new();
-        for unit in units {
-            let schema = unit.table.schema();
-            let arrow_err = |e: arrow::error::ArrowError| LakeError::Arrow { table: unit.table, reason: e.to_string() };
-            let parts = partitions_of(unit.table, &unit.batch).map_err(arrow_err)?;
-            let mut by_partition: BTreeMap<Partition, Vec<bool>> = BTreeMap::new();
-            for (i, p) in parts.iter().enumerate() {
-                by_partition.entry(p.clone()).or_insert_with(|| vec![false; parts.len()])[i] = true;
-            }
-            // A window also covers partitions it spans where nothing arrived (deletions).
-            let spanned = match &unit.coverage {
-                Coverage::Window { start, end, .. } => window_partitions(schema.grain, *start, *end),
-                Coverage::Everything { partitions } => partitions.clone(),
-                Coverage::Upsert => Vec::new(),
-            };
-            for p in spanned {
-                by_partition.entry(p).or_insert_with(|| vec![false; parts.len()]);
-            }
-            for (p, mask) in by_partition {
-                let rows = filter_record_batch(&unit.batch, &mask.into()).map_err(arrow_err)?;
-                plan.entry((unit.table, p)).or_default().push((rows, &unit.coverage));
-            }
-        }
-
         let mut changes = Vec::new();
         let mut unchanged = 0;
-        for ((table, partition), staged) in plan {
+        for key in plan {
+            let staged = load(&key)?;
+            let (table, partition) = key;
             let schema = table.schema();
             let existing = self.read(table, &partition, shard).await?;
             if existing.num_rows() == 0 && staged.iter().all(|(b, _)| b.num_rows() == 0) {
                 continue; // a window over a partition that has no rows and gets none
             }
-            let units: Vec<(&RecordBatch, &Coverage)> = staged.iter().map(|(b, c)| (b, *c)).collect();
+            let units: Vec<(&RecordBatch, &Coverage)> = staged.iter().map(|(b, c)| (b, c)).collect();
             let (rows, counts) =
                 merge::merge(schema, &existing, &units).map_err(|e| LakeError::Arrow { table, reason: e.to_string() })?;
             if !counts.changed() {
@@ -374,6 +388,30 @@ impl Lake {
             Err(e) => Err(storage(&key)(e)),
         }
     }
+}
+
+/// The rows of a unit per partition, including the partitions its coverage spans where no
+/// row arrived (a window replace there deletes).
+pub(crate) fn split(unit: &Unit) -> Result<Vec<(Partition, RecordBatch)>, LakeError> {
+    let schema = unit.table.schema();
+    let arrow_err = |e: arrow::error::ArrowError| LakeError::Arrow { table: unit.table, reason: e.to_string() };
+    let parts = partitions_of(unit.table, &unit.batch).map_err(arrow_err)?;
+    let mut by_partition: BTreeMap<Partition, Vec<bool>> = BTreeMap::new();
+    for (i, p) in parts.iter().enumerate() {
+        by_partition.entry(p.clone()).or_insert_with(|| vec![false; parts.len()])[i] = true;
+    }
+    let spanned = match &unit.coverage {
+        Coverage::Window { start, end, .. } => window_partitions(schema.grain, *start, *end),
+        Coverage::Everything { partitions } => partitions.clone(),
+        Coverage::Upsert => Vec::new(),
+    };
+    for p in spanned {
+        by_partition.entry(p).or_insert_with(|| vec![false; parts.len()]);
+    }
+    by_partition
+        .into_iter()
+        .map(|(p, mask)| Ok((p, filter_record_batch(&unit.batch, &mask.into()).map_err(arrow_err)?)))
+        .collect()
 }
 
 /// The partition of every row: the UTC date of a timestamp, or the calendar date.

@@ -482,3 +482,34 @@ async fn lake_local_reads_in_duckdb_with_hive_partitioning_only() {
         assert_eq!(v[t][2], "TIMESTAMP WITH TIME ZONE", "{t}");
     }
 }
+
+#[tokio::test]
+async fn lake_staged_commit_equals_a_direct_one_and_cleans_up() {
+    let direct = Lake::open_or_create(storage::open("memory://lake-direct").unwrap(), 1).await.unwrap();
+    let staged = Lake::open_or_create(storage::open("memory://lake-staged").unwrap(), 1).await.unwrap();
+    let c = run("run-s");
+    let mut all = units(&intraday(&c), &day_window());
+    all.extend(units(&getmeas(&c), &Coverage::Upsert));
+
+    let lease = direct.lease_shard(0, "w", Duration::ZERO).await.unwrap();
+    let expected = direct.commit(&lease, "run-s", 1, &all).await.unwrap();
+
+    let root = tempfile::tempdir().unwrap();
+    let mut staging = withings_lake::lake::staging::Staging::new(Some(root.path()), "run-s").unwrap();
+    for u in &all {
+        staging.stage(u).unwrap();
+    }
+    assert!(staging.bytes() > 0 && !staging.is_empty());
+    let spilled = std::fs::read_dir(staging.dir()).unwrap().count();
+    assert!(spilled >= all.len(), "one file per unit and partition");
+    let lease = staged.lease_shard(0, "w", Duration::ZERO).await.unwrap();
+    let got = staged.commit_staged(&lease, "run-s", 1, &mut staging).await.unwrap();
+    let summary = |m: &withings_lake::lake::Manifest| {
+        m.partitions.iter().map(|p| (p.table.clone(), p.partition.clone(), p.counts)).collect::<Vec<_>>()
+    };
+    assert_eq!(summary(&got), summary(&expected));
+    assert!(staging.is_empty() && std::fs::read_dir(staging.dir()).unwrap().count() == 0, "a commit empties the staging folder");
+    let dir = staging.dir().to_path_buf();
+    drop(staging);
+    assert!(!dir.exists(), "dropping the staging area removes its folder");
+}
