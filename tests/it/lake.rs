@@ -97,6 +97,27 @@ async fn commit_layout_and_idempotence(loc: Location) {
     let ts = weights.column_by_name("timestamp").unwrap().as_primitive::<TimestampMicrosecondType>();
     assert!(ts.values().windows(2).all(|w| w[0] <= w[1]), "rows sorted by time");
 
+    // Files are zstd-compressed with page statistics, the page index and our metadata.
+    let file = loc.store.get(&loc.key(&["weight", "month=2024-06", "part-0002.parquet"])).await.unwrap().bytes().await.unwrap();
+    let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new()
+        .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required);
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(file, options).unwrap();
+    let meta = builder.metadata();
+    let kv: std::collections::BTreeMap<String, String> = meta
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap()
+        .iter()
+        .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(kv["withings_lake.table"], "weight");
+    assert_eq!(kv["withings_lake.schema_version"], "1");
+    assert_eq!(kv["withings_lake.run_id"], "run-1");
+    let col = meta.row_group(0).column(0);
+    assert!(matches!(col.compression(), parquet::basic::Compression::ZSTD(_)), "{:?}", col.compression());
+    assert!(col.statistics().is_some());
+    assert!(meta.column_index().is_some() && meta.offset_index().is_some(), "page index written");
+
     // The same data again, from a later run: nothing changes, nothing is rewritten.
     let before: Vec<u8> =
         loc.store.get(&loc.key(&["weight", "month=2024-06", "part-0002.parquet"])).await.unwrap().bytes().await.unwrap().to_vec();
