@@ -74,7 +74,7 @@ pub fn open(location: &str) -> Result<Location, StorageError> {
 /// Opens a location with explicit object_store options (`endpoint`, `region`, `allow_http`,
 /// ...), which win over the same options from the environment.
 pub fn open_with(location: &str, explicit: &BTreeMap<String, String>) -> Result<Location, StorageError> {
-    let err = |reason: String| StorageError::Location { location: location.to_string(), reason };
+    let err = |reason: String| StorageError::Location { location: redacted(location), reason };
     if let Some(name) = location.strip_prefix("memory://") {
         let mut stores = memory_stores().lock().expect("memory stores lock");
         let store = stores.entry(name.to_string()).or_insert_with(|| Arc::new(InMemory::new())).clone();

@@ -27,8 +27,9 @@ pub async fn run(args: ForgetArgs) -> anyhow::Result<()> {
     let credentials = pipeline.resolve_credentials()?;
     let lake = Lake::open(pipeline.resolve_lake_location()?).await?;
     let holder = format!("forget-{}", withings_lake::lease::process_holder());
-    let mut report = lake.forget(&args.user_id, &holder, Duration::from_secs(args.wait_seconds)).await?;
+    // Credentials first: no sync can fetch the person again while the lake is cleaned.
     let had_credentials = credentials.delete(&args.user_id).await?;
+    let mut report = lake.forget(&args.user_id, &holder, Duration::from_secs(args.wait_seconds)).await?;
     tracing::info!(rows_removed = report.rows_removed, credentials_removed = had_credentials, "erasure complete");
     report.state_objects_removed += usize::from(had_credentials);
     println!("{}", serde_json::to_string_pretty(&report)?);

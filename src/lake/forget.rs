@@ -56,6 +56,7 @@ impl Lake {
                 if s != shard {
                     continue;
                 }
+                lease.renew().await?;
                 let rows = self.read(table, &partition, shard).await?;
                 let users = rows.column_by_name("user_id").expect("every table has user_id").as_string::<i32>();
                 let keep: BooleanArray = users.iter().map(|u| Some(u != Some(user_id))).collect();
@@ -83,7 +84,7 @@ impl Lake {
 
         // Manifests list the users of each changed partition; state objects are per user.
         let manifests = self.location.key(&["_manifests"]);
-        let state = self.location.key(&["_state"]);
+        let state_key = crate::state::StateStore::new(self.location.clone()).key_of(user_id);
         for key in &all {
             if key.prefix_matches(&manifests) && key.as_ref().ends_with(".json") {
                 let bytes = self.location.store.get(key).await.map_err(storage(key))?.bytes().await.map_err(storage(key))?;
@@ -101,9 +102,7 @@ impl Lake {
                     self.location.store.put(key, PutPayload::from(body)).await.map_err(storage(key))?;
                     report.manifests_scrubbed += 1;
                 }
-            } else if key.prefix_matches(&state)
-                && key.parts().any(|p| p.as_ref() == user_id || p.as_ref() == format!("{user_id}.json"))
-            {
+            } else if Some(key) == state_key.as_ref() {
                 match self.location.store.delete(key).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => report.state_objects_removed += 1,
                     Err(e) => return Err(storage(key)(e)),

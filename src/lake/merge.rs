@@ -7,7 +7,10 @@
 //! - [`Coverage::Window`]: the user's rows from one endpoint with time in `[start, end)` are
 //!   removed first, then the incoming rows are inserted (window-based endpoints such as
 //!   intraday and sleep get, so data deleted upstream disappears here too).
-//! - [`Coverage::Everything`]: the incoming rows replace the partition (a rebuild).
+//! - [`Coverage::Everything`]: the incoming rows replace the rebuilt users' rows (a rebuild).
+//!
+//! Under every rule a stored row whose key arrives again is replaced, and a key that arrives
+//! twice keeps its last version: a file never holds a key twice.
 //!
 //! A row whose key and content (everything but `ingested_at` and `run_id`) did not change
 //! keeps its stored version, so re-running a window rewrites nothing and reports nothing:
@@ -36,9 +39,9 @@ pub enum Coverage {
     Upsert,
     /// Replace `user_id`'s rows from `endpoint` whose time is in `[start, end)` (epoch seconds).
     Window { user_id: String, endpoint: String, start: i64, end: i64 },
-    /// The incoming rows are the whole content of every partition they reach and of
-    /// `partitions` (a rebuild from the raw landing).
-    Everything { partitions: Vec<super::Partition> },
+    /// The incoming rows are all the rows `users` have in every partition they reach and in
+    /// `partitions` (a rebuild from the raw landing; other users' rows stay).
+    Everything { users: Vec<String>, partitions: Vec<super::Partition> },
 }
 
 /// What merging changed in one partition.
@@ -91,25 +94,46 @@ fn replaced(
     if n == 0 {
         return Ok(Vec::new());
     }
+    // Every coverage replaces the stored rows whose key arrives again.
+    let keys: Vec<&str> = schema.primary_key.iter().map(String::as_str).collect();
+    let both = concat_batches(&current.schema(), [current, incoming])?;
+    let rows = rows_of(schema, &both, &keys)?;
+    let incoming_keys: std::collections::HashSet<&[u8]> = (n..both.num_rows()).map(|i| rows.row(i).data()).collect();
+    let mut drop: Vec<bool> = (0..n).map(|i| incoming_keys.contains(rows.row(i).data())).collect();
+    let users = column(schema, current, "user_id")?.as_string::<i32>();
     match coverage {
-        Coverage::Upsert => {
-            let keys: Vec<&str> = schema.primary_key.iter().map(String::as_str).collect();
-            let both = concat_batches(&current.schema(), [current, incoming])?;
-            let rows = rows_of(schema, &both, &keys)?;
-            let incoming_keys: std::collections::HashSet<&[u8]> = (n..both.num_rows()).map(|i| rows.row(i).data()).collect();
-            Ok((0..n).map(|i| incoming_keys.contains(rows.row(i).data())).collect())
+        Coverage::Upsert => {}
+        Coverage::Everything { users: rebuilt, .. } => {
+            for (i, d) in drop.iter_mut().enumerate() {
+                *d |= rebuilt.iter().any(|u| u == users.value(i));
+            }
         }
-        Coverage::Everything { .. } => Ok(vec![true; n]),
         Coverage::Window { user_id, endpoint, start, end } => {
-            let users = column(schema, current, "user_id")?.as_string::<i32>();
             let endpoints = column(schema, current, "endpoint")?.as_string::<i32>();
             let times = time_micros(schema, current)?;
             let (a, b) = (start.saturating_mul(1_000_000), end.saturating_mul(1_000_000));
-            Ok((0..n)
-                .map(|i| users.value(i) == user_id && endpoints.value(i) == endpoint && times[i] >= a && times[i] < b)
-                .collect())
+            for (i, d) in drop.iter_mut().enumerate() {
+                *d |= users.value(i) == user_id && endpoints.value(i) == endpoint && times[i] >= a && times[i] < b;
+            }
         }
     }
+    Ok(drop)
+}
+
+/// `batch` with one row per primary key: the last one (incoming rows come after stored ones,
+/// and later units after earlier ones, so the newest version wins).
+fn last_per_key(schema: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    let keys: Vec<&str> = schema.primary_key.iter().map(String::as_str).collect();
+    let rows = rows_of(schema, batch, &keys)?;
+    let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        last.insert(rows.row(i).data(), i);
+    }
+    if last.len() == batch.num_rows() {
+        return Ok(batch.clone());
+    }
+    let keep = BooleanArray::from((0..batch.num_rows()).map(|i| last[rows.row(i).data()] == i).collect::<Vec<bool>>());
+    filter_record_batch(batch, &keep)
 }
 
 /// Applies `units` to `existing` (the stored rows, already in the table's current schema).
@@ -126,6 +150,7 @@ pub fn merge(
         let kept = if drop.is_empty() { current.clone() } else { filter_record_batch(&current, &keep)? };
         current = concat_batches(&schema.arrow(), [&kept, *incoming])?;
     }
+    current = last_per_key(schema, &current)?;
 
     // Compare the result with what was stored, by key and by content.
     let keys: Vec<&str> = schema.primary_key.iter().map(String::as_str).collect();
@@ -156,7 +181,7 @@ pub fn merge(
             }
         }
     }
-    counts.deleted = before - still_there;
+    counts.deleted = before.saturating_sub(still_there);
     let merged = interleave_record_batch(&[existing, &current], &picks)?;
 
     if merged.num_rows() < 2 {

@@ -73,6 +73,10 @@ pub enum LakeError {
     ManifestExists { key: String, run_id: String, checkpoint: u32 },
     #[error("{table}: {reason}")]
     Arrow { table: TableId, reason: String },
+    #[error("shard {shard} does not exist: the lake has {shards} shards (0 to {last})", last = shards.saturating_sub(1))]
+    NoSuchShard { shard: u32, shards: u32 },
+    #[error("a lake needs at least one shard")]
+    ZeroShards,
     #[error("shard {shard} of the lake is busy: {reason}")]
     Busy { shard: u32, reason: String },
     #[error("the lease on shard {shard} was lost (it expired and another writer took it); nothing more was written")]
@@ -91,7 +95,12 @@ impl LakeError {
             LakeError::Storage { .. } | LakeError::Busy { .. } | LakeError::LeaseLost { .. } | LakeError::Lease(_) => {
                 ErrorClass::Transient
             }
-            LakeError::ShardCount { .. } | LakeError::Format { .. } | LakeError::NotALake { .. } => ErrorClass::Config,
+            LakeError::ShardCount { .. }
+            | LakeError::Format { .. }
+            | LakeError::NotALake { .. }
+            | LakeError::NoSuchShard { .. }
+            | LakeError::ZeroShards
+            | LakeError::ManifestExists { .. } => ErrorClass::Config,
             _ => ErrorClass::Internal,
         }
     }
@@ -154,6 +163,11 @@ impl ShardLease {
     pub async fn release(self) {
         self.lease.release().await
     }
+
+    /// Heartbeat; an error when the lease was lost (the holder must stop writing).
+    pub async fn renew(&self) -> Result<(), LakeError> {
+        if self.lease.renew().await.map_err(LakeError::Lease)? { Ok(()) } else { Err(LakeError::LeaseLost { shard: self.shard }) }
+    }
 }
 
 /// How long a shard lease holds without a heartbeat (a commit renews it).
@@ -174,6 +188,9 @@ impl Lake {
     /// Opens the lake at `location`, creating `_lake.json` with `shards` if there is none. A
     /// lake created with another shard count is an error.
     pub async fn open_or_create(location: Location, shards: u32) -> Result<Lake, LakeError> {
+        if shards == 0 {
+            return Err(LakeError::ZeroShards);
+        }
         let key = keys::lake_meta(&location);
         let meta = LakeMeta { format_version: FORMAT_VERSION, shards, created_at: Utc::now() };
         let body = serde_json::to_vec_pretty(&meta).expect("lake meta serializes");
@@ -215,16 +232,41 @@ impl Lake {
     /// writer; [`LakeError::Busy`] names the holder when the wait runs out.
     pub async fn lease_shard(&self, shard: u32, holder: &str, wait: std::time::Duration) -> Result<ShardLease, LakeError> {
         if shard >= self.meta.shards {
-            return Err(LakeError::Busy {
-                shard,
-                reason: format!("the lake has {} shards (0..{})", self.meta.shards, self.meta.shards),
-            });
+            return Err(LakeError::NoSuchShard { shard, shards: self.meta.shards });
         }
         let key = keys::shard_lease(&self.location, shard);
         match crate::lease::Lease::acquire(self.location.store.clone(), key, holder, SHARD_LEASE_TTL, wait).await {
-            Ok(lease) => Ok(ShardLease { shard, lease }),
+            Ok(lease) => {
+                self.remove_interrupted_writes(shard);
+                Ok(ShardLease { shard, lease })
+            }
             Err(e @ crate::lease::LeaseError::Busy { .. }) => Err(LakeError::Busy { shard, reason: e.to_string() }),
             Err(e) => Err(LakeError::Lease(e)),
+        }
+    }
+
+    /// On a local folder, a writer killed during a put leaves its temporary file
+    /// (`part-NNNN.parquet#<n>`) beside the data file. object_store never lists it, but tools
+    /// that read every file of a folder (Spark, some pyarrow settings) would: the new holder of
+    /// the shard removes them. Object stores replace objects atomically and leave nothing.
+    fn remove_interrupted_writes(&self, shard: u32) {
+        if self.location.store_url != "file:///" {
+            return;
+        }
+        let root = std::path::PathBuf::from(format!("/{}", self.location.prefix.as_ref()));
+        let suffix = format!("part-{shard:04}.parquet#");
+        let mut dirs = vec![root];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if e.file_name().to_string_lossy().starts_with(&suffix) {
+                    tracing::warn!(file = %path.display(), "removing the temporary file of an interrupted write");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
         }
     }
 
@@ -313,6 +355,15 @@ impl Lake {
         mut load: impl FnMut(&(TableId, Partition)) -> Result<Vec<(RecordBatch, Coverage)>, LakeError>,
     ) -> Result<Manifest, LakeError> {
         let shard = lease.shard;
+        // A checkpoint commits once: find out before rewriting anything.
+        let manifest_key = keys::manifest(&self.location, run_id, checkpoint);
+        match self.location.store.head(&manifest_key).await {
+            Ok(_) => {
+                return Err(LakeError::ManifestExists { key: manifest_key.to_string(), run_id: run_id.to_string(), checkpoint });
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(storage(&manifest_key)(e)),
+        }
         let mut renewed: Option<tokio::time::Instant> = None;
         let held = async |renewed: &mut Option<tokio::time::Instant>| -> Result<(), LakeError> {
             if renewed.is_some_and(|t| t.elapsed() < SHARD_LEASE_TTL / 4) {
@@ -402,7 +453,7 @@ pub(crate) fn split(unit: &Unit) -> Result<Vec<(Partition, RecordBatch)>, LakeEr
     }
     let spanned = match &unit.coverage {
         Coverage::Window { start, end, .. } => window_partitions(schema.grain, *start, *end),
-        Coverage::Everything { partitions } => partitions.clone(),
+        Coverage::Everything { partitions, .. } => partitions.clone(),
         Coverage::Upsert => Vec::new(),
     };
     for p in spanned {

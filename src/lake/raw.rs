@@ -3,7 +3,7 @@
 //!
 //! Keys and times are read from the raw JSON, not from the decoded record, so a record that
 //! did not decode is landed too (its key is then the SHA-256 of its JSON, and a record without
-//! a usable time is placed at the run's time).
+//! a usable time is placed at the epoch, 1970-01-01, so that landing it again finds it).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -62,7 +62,7 @@ fn batch(ctx: &Context, endpoint: Endpoint, context: Option<&Value>, records: Ve
         s[1].append_value(&ctx.withings_user_id);
         s[2].append_value(endpoint.as_str());
         s[3].append_value(key);
-        time.append_value(r.time.and_then(|t| t.checked_mul(1_000_000)).unwrap_or(now));
+        time.append_value(r.time.and_then(|t| t.checked_mul(1_000_000)).unwrap_or(0));
         modified.append_option(int(r.json, "modified").and_then(|t| t.checked_mul(1_000_000)));
         context_col.append_option(context.as_deref());
         json_col.append_value(text);
@@ -112,9 +112,15 @@ pub fn getactivity(ctx: &Context, items: &[Item<crate::withings::types::Activity
     batch(ctx, Endpoint::Getactivity, None, records)
 }
 
-/// Intraday samples, keyed by epoch.
+/// Intraday samples, keyed by epoch and device.
 pub fn getintradayactivity(ctx: &Context, series: &BTreeMap<i64, Item<IntradaySample>>) -> RecordBatch {
-    let records = series.iter().map(|(t, i)| Record { key: Some(t.to_string()), time: Some(*t), json: &i.raw }).collect();
+    let records = series
+        .iter()
+        .map(|(t, i)| {
+            let device = text(&i.raw, "deviceid").unwrap_or_else(|| "-".into());
+            Record { key: Some(format!("{t}/{device}")), time: Some(*t), json: &i.raw }
+        })
+        .collect();
     batch(ctx, Endpoint::Getintradayactivity, None, records)
 }
 
@@ -125,8 +131,8 @@ pub fn by_id<T>(ctx: &Context, endpoint: Endpoint, items: &[Item<T>]) -> RecordB
     batch(ctx, endpoint, None, records)
 }
 
-/// Sleep get segments, keyed by start and device; the answer's device class goes into
-/// `context`.
+/// Sleep get segments, keyed by start, end, state and device (two segments can share a
+/// start); the answer's device class goes into `context`.
 pub fn sleep_get(ctx: &Context, answer: &SleepGet) -> RecordBatch {
     let context = answer.model.map(|m| json!({ "model": m }));
     let records = answer
@@ -134,8 +140,9 @@ pub fn sleep_get(ctx: &Context, answer: &SleepGet) -> RecordBatch {
         .iter()
         .map(|i| {
             let start = int(&i.raw, "startdate");
-            let device = text(&i.raw, "hash_deviceid").unwrap_or_else(|| "-".into());
-            Record { key: start.map(|s| format!("{s}/{device}")), time: start, json: &i.raw }
+            let part = |f: &str| text(&i.raw, f).unwrap_or_else(|| "-".into());
+            let key = start.map(|s| format!("{s}/{}/{}/{}", part("enddate"), part("state"), part("hash_deviceid")));
+            Record { key, time: start, json: &i.raw }
         })
         .collect();
     batch(ctx, Endpoint::SleepGet, context.as_ref(), records)

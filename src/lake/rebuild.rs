@@ -79,7 +79,7 @@ impl Lake {
             if let Some(samples) = landed.records.get(&Endpoint::Getintradayactivity) {
                 let series = samples
                     .iter()
-                    .filter_map(|(k, json, _)| Some((k.parse::<i64>().ok()?, Item::decode(json.clone()))))
+                    .filter_map(|(k, json, _)| Some((k.split('/').next()?.parse::<i64>().ok()?, Item::decode(json.clone()))))
                     .collect();
                 outputs.push(harmonize::getintradayactivity(&ctx, &series));
             }
@@ -115,7 +115,8 @@ impl Lake {
             let rows = concat_batches(&schema.arrow(), batches.get(r).into_iter().flatten())
                 .map_err(|e| LakeError::Arrow { table: (*r).into(), reason: e.to_string() })?;
             let partitions = self.partitions((*r).into(), shard).await?;
-            units.push(Unit { table: (*r).into(), batch: rows, coverage: Coverage::Everything { partitions } });
+            let users: Vec<String> = users.keys().cloned().collect();
+            units.push(Unit { table: (*r).into(), batch: rows, coverage: Coverage::Everything { users, partitions } });
         }
         if !quarantine.is_empty() {
             let q = concat_batches(&quarantine[0].schema(), &quarantine)

@@ -43,12 +43,13 @@ impl Endpoint {
     }
 }
 
-/// One table of the lake.
+/// One table of the lake. The order is the commit order: the raw landing first, so a crash
+/// never leaves table rows whose records were not landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TableId {
-    Resource(Resource),
     /// `_raw/<endpoint>/`, queryable as `raw_<endpoint>`.
     Raw(Endpoint),
+    Resource(Resource),
     /// `_quarantine/`, queryable as `quarantine`.
     Quarantine,
 }

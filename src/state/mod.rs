@@ -98,6 +98,11 @@ impl StateStore {
         self.loc.key(&["_state", "users", &format!("{user_id}.json")])
     }
 
+    /// The object holding `user_id`'s state (`None` for an id that cannot name one).
+    pub fn key_of(&self, user_id: &str) -> Option<Path> {
+        valid(user_id).ok().map(|_| self.key(user_id))
+    }
+
     pub async fn get(&self, user_id: &str) -> Result<Option<UserState>, StateError> {
         valid(user_id)?;
         let key = self.key(user_id);

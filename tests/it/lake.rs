@@ -166,6 +166,15 @@ async fn window_replace_and_upsert(loc: Location) {
     // The surviving row did not change, so it keeps the run that first wrote it.
     assert_eq!(kept.column_by_name("run_id").unwrap().as_string::<i32>().value(0), "run-a");
 
+    // A key arriving twice (overlapping pages) and again under a window: still one row each.
+    let twice = arrow::compute::concat_batches(&kept.schema(), [&kept, &kept]).unwrap();
+    let m = lake
+        .commit(&lease, "run-b2", 1, &[Unit { table: Resource::Steps.into(), batch: twice, coverage: day_window() }])
+        .await
+        .unwrap();
+    assert!(m.partitions.is_empty(), "same rows, nothing changed: {:?}", m.partitions);
+    assert_eq!(lake.read(Resource::Steps, &m_partition("date", "2024-06-10"), 0).await.unwrap().num_rows(), 1);
+
     // A window over a day where nothing arrived empties it and deletes its file.
     let m = lake
         .commit(

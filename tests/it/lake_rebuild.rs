@@ -189,6 +189,18 @@ async fn lake_rebuild_killed_20_times_ends_as_an_uninterrupted_one() {
     assert!(finished < 20, "the kills interrupted runs ({finished} of 20 finished)");
     assert!(reharmonize(dir.path()).status().unwrap().success());
     let got = content(dir.path()).await;
+    // No temporary file of an interrupted write is left for tools that read whole folders.
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                let name = e.file_name().to_string_lossy().to_string();
+                assert!(!name.contains('#'), "leftover temporary file {}", e.path().display());
+            }
+        }
+    }
     let names = |v: &[(String, String)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
     assert_eq!(names(&got), names(&expected), "the same files, and nothing else a reader would glob");
     for ((k, a), (_, b)) in got.iter().zip(&expected) {
