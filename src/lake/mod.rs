@@ -28,7 +28,7 @@ pub mod tables;
 pub use forget::ForgetReport;
 
 use arrow::array::{AsArray, RecordBatch};
-use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Date32Type, TimestampMicrosecondType};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -447,9 +447,10 @@ pub(crate) fn split(unit: &Unit) -> Result<Vec<(Partition, RecordBatch)>, LakeEr
     let schema = unit.table.schema();
     let arrow_err = |e: arrow::error::ArrowError| LakeError::Arrow { table: unit.table, reason: e.to_string() };
     let parts = partitions_of(unit.table, &unit.batch).map_err(arrow_err)?;
-    let mut by_partition: BTreeMap<Partition, Vec<bool>> = BTreeMap::new();
-    for (i, p) in parts.iter().enumerate() {
-        by_partition.entry(p.clone()).or_insert_with(|| vec![false; parts.len()])[i] = true;
+    // Row indices per partition: one pass, whatever the number of partitions.
+    let mut by_partition: BTreeMap<Partition, Vec<u32>> = BTreeMap::new();
+    for (i, p) in parts.into_iter().enumerate() {
+        by_partition.entry(p).or_default().push(i as u32);
     }
     let spanned = match &unit.coverage {
         Coverage::Window { start, end, .. } => window_partitions(schema.grain, *start, *end),
@@ -457,11 +458,14 @@ pub(crate) fn split(unit: &Unit) -> Result<Vec<(Partition, RecordBatch)>, LakeEr
         Coverage::Upsert => Vec::new(),
     };
     for p in spanned {
-        by_partition.entry(p).or_insert_with(|| vec![false; parts.len()]);
+        by_partition.entry(p).or_default();
     }
     by_partition
         .into_iter()
-        .map(|(p, mask)| Ok((p, filter_record_batch(&unit.batch, &mask.into()).map_err(arrow_err)?)))
+        .map(|(p, rows)| {
+            let idx = arrow::array::UInt32Array::from(rows);
+            Ok((p, arrow::compute::take_record_batch(&unit.batch, &idx).map_err(arrow_err)?))
+        })
         .collect()
 }
 

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::{Coverage, Endpoint, Lake, LakeError, Manifest, ShardLease, TableId, Unit};
 use crate::harmonize::{self, Context, Harmonized, SleepSession};
 use crate::schema::Resource;
-use crate::withings::types::Item;
+use crate::withings::types::{Item, MeasureGroup};
 use crate::withings::{MeasureList, SleepGet};
 
 /// One user's landed records: per endpoint, (record key, JSON, context) in key order.
@@ -69,9 +69,29 @@ impl Lake {
                 time_zone: tz.clone(),
             };
             let mut outputs: Vec<Harmonized> = Vec::new();
-            if landed.records.contains_key(&Endpoint::Getmeas) {
-                let list = MeasureList { timezone: tz.clone(), groups: landed.items(Endpoint::Getmeas) };
-                outputs.push(harmonize::getmeas(&ctx, &list, &[]));
+            // Records are harmonized with the context of the answer they came in (a person who
+            // moved has getmeas answers in two zones; a mat and a watch, two device classes).
+            if let Some(records) = landed.records.get(&Endpoint::Getmeas) {
+                let mut by_zone: BTreeMap<Option<String>, Vec<Item<MeasureGroup>>> = BTreeMap::new();
+                for (_, json, c) in records {
+                    let zone = c.as_ref().and_then(|c| c.get("timezone")?.as_str().map(str::to_string));
+                    by_zone.entry(zone).or_default().push(Item::decode(json.clone()));
+                }
+                let heights: Vec<(i64, f64)> = by_zone
+                    .values()
+                    .flatten()
+                    .filter_map(|i| i.value.as_ref().ok())
+                    .flat_map(|g| {
+                        g.measures
+                            .iter()
+                            .filter(|m| m.kind == 4)
+                            .filter_map(|m| Some((g.date, harmonize::scaled(m.value, m.unit)?)))
+                    })
+                    .collect();
+                for (zone, groups) in by_zone {
+                    let list = MeasureList { timezone: zone, groups };
+                    outputs.push(harmonize::getmeas(&ctx, &list, &heights));
+                }
             }
             if landed.records.contains_key(&Endpoint::Getactivity) {
                 outputs.push(harmonize::getactivity(&ctx, &landed.items(Endpoint::Getactivity)));
@@ -90,12 +110,18 @@ impl Lake {
             if landed.records.contains_key(&Endpoint::SleepGetsummary) {
                 outputs.push(harmonize::sleep_getsummary(&ctx, &summaries));
             }
-            if landed.records.contains_key(&Endpoint::SleepGet) {
-                let model = landed.context(Endpoint::SleepGet, "model").and_then(|v| v.as_i64());
-                let body = serde_json::json!({ "model": model, "series": landed.records[&Endpoint::SleepGet].iter().map(|r| r.1.clone()).collect::<Vec<_>>() });
-                let answer = SleepGet::from_body(body)
-                    .map_err(|e| LakeError::Corrupt { key: "raw_sleep_get".into(), reason: e.to_string() })?;
-                outputs.push(harmonize::sleep_get(&ctx, &answer, &SleepSession::from_summaries(&summaries)));
+            if let Some(records) = landed.records.get(&Endpoint::SleepGet) {
+                let mut by_model: BTreeMap<Option<i64>, Vec<Value>> = BTreeMap::new();
+                for (_, json, c) in records {
+                    let model = c.as_ref().and_then(|c| c.get("model")?.as_i64());
+                    by_model.entry(model).or_default().push(json.clone());
+                }
+                let sessions = SleepSession::from_summaries(&summaries);
+                for (model, series) in by_model {
+                    let answer = SleepGet::from_body(serde_json::json!({ "model": model, "series": series }))
+                        .map_err(|e| LakeError::Corrupt { key: "raw_sleep_get".into(), reason: e.to_string() })?;
+                    outputs.push(harmonize::sleep_get(&ctx, &answer, &sessions));
+                }
             }
             for h in outputs {
                 if !h.quarantine.is_empty() {
