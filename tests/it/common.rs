@@ -124,6 +124,18 @@ pub fn real_fixture(name: &str) -> Option<Value> {
     Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not JSON: {e}")))
 }
 
+/// Whether python3 can import duckdb (PyPI). With `CI=true` a missing duckdb fails the
+/// test; elsewhere the test is skipped with a printed reason.
+pub fn duckdb_available() -> bool {
+    let probe = std::process::Command::new("python3").args(["-c", "import duckdb"]).output();
+    if probe.as_ref().is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "CI=true but python3 cannot import duckdb");
+    eprintln!("skipping: python3 cannot import duckdb (pip install duckdb)");
+    false
+}
+
 /// `fixtures/withings/NAME` (written by this project from the reference).
 pub fn own_fixture(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/withings").join(name);

@@ -472,10 +472,7 @@ async fn lake_s3_window_replace_and_upsert() {
 
 #[tokio::test]
 async fn lake_local_reads_in_duckdb_with_hive_partitioning_only() {
-    let probe = Command::new("python3").args(["-c", "import duckdb"]).output();
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "CI=true but python3 cannot import duckdb");
-        eprintln!("skipping: python3 cannot import duckdb (pip install duckdb)");
+    if !crate::common::duckdb_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
