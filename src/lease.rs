@@ -47,16 +47,40 @@ pub struct Lease {
     acquired_at: DateTime<Utc>,
 }
 
-/// This process's holder id: host-independent pid plus a random part.
+/// This process's holder id: `<host>:pid<pid>-<random>`. The host and pid let a new writer on
+/// the same machine see that the holder is dead (a killed job) and take over at once.
 pub fn process_holder() -> String {
     static HOLDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOLDER
         .get_or_init(|| {
             let mut b = [0u8; 8];
             let _ = getrandom::fill(&mut b);
-            format!("pid{}-{}", std::process::id(), hex::encode(b))
+            format!("{}:pid{}-{}", host_name(), std::process::id(), hex::encode(b))
         })
         .clone()
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty() && !h.contains(':'))
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// Whether `holder` names a process of this host that no longer runs (only where `/proc`
+/// tells; elsewhere a lease is never presumed dead before it expires).
+fn holder_is_dead(holder: &str) -> bool {
+    let Some((host, rest)) = holder.split_once(':') else { return false };
+    let Some(pid) = rest.strip_prefix("pid").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    host == host_name()
+        && host != "unknown-host"
+        && pid != std::process::id()
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn record(holder: &str, acquired_at: DateTime<Utc>, ttl: Duration) -> Vec<u8> {
@@ -104,12 +128,12 @@ impl Lease {
                 Err(e) => return Err(storage(&key)(e)),
             }
             let Some((current, version)) = read(store.as_ref(), &key).await? else { continue };
-            let expired = current.as_ref().is_none_or(|c| c.expires_at < Utc::now());
+            let expired = current.as_ref().is_none_or(|c| c.expires_at < Utc::now() || holder_is_dead(&c.holder));
             if expired {
                 let update = PutOptions { mode: PutMode::Update(version), ..Default::default() };
                 match store.put_opts(&key, body, update).await {
                     Ok(_) => {
-                        tracing::warn!(key = %key, previous = ?current.map(|c| c.holder), "took over an expired lease");
+                        tracing::warn!(key = %key, previous = ?current.map(|c| c.holder), "took over an expired lease (or one whose process is gone)");
                         return Ok(Lease { store, key, holder: holder.to_string(), ttl, acquired_at });
                     }
                     Err(object_store::Error::Precondition { .. }) => continue, // someone else took it
@@ -184,6 +208,25 @@ mod tests {
         assert!(Lease::acquire(store.clone(), key.clone(), "third", Duration::from_secs(60), Duration::ZERO).await.is_err());
         new.release().await;
         Lease::acquire(store, key, "third", Duration::from_secs(60), Duration::ZERO).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lease_of_a_dead_process_on_this_host_is_taken_over_at_once() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let key = Path::from("leases/dead.lock");
+        // pid 0x7ffffffe is never a running process; a live pid (ours) is never presumed dead.
+        let dead = format!("{}:pid{}-00", host_name(), 0x7fff_fffe_u32);
+        Lease::acquire(store.clone(), key.clone(), &dead, Duration::from_secs(600), Duration::ZERO).await.unwrap();
+        let taken = Lease::acquire(store.clone(), key.clone(), "new", Duration::from_secs(60), Duration::ZERO).await;
+        assert!(taken.is_ok() || !std::path::Path::new("/proc/self").exists());
+        let other_host = format!("elsewhere:pid{}-00", 0x7fff_fffe_u32);
+        let key2 = Path::from("leases/remote.lock");
+        Lease::acquire(store.clone(), key2.clone(), &other_host, Duration::from_secs(600), Duration::ZERO).await.unwrap();
+        assert!(Lease::acquire(store.clone(), key2, "new", Duration::from_secs(60), Duration::ZERO).await.is_err());
+        let live = process_holder();
+        let key3 = Path::from("leases/live.lock");
+        Lease::acquire(store.clone(), key3.clone(), &live, Duration::from_secs(600), Duration::ZERO).await.unwrap();
+        assert!(Lease::acquire(store, key3, "new", Duration::from_secs(60), Duration::ZERO).await.is_err());
     }
 
     #[tokio::test]

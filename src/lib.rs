@@ -11,6 +11,9 @@
 //!   device models).
 //! - [`lake`]: object keys, the partition merge rules, Parquet files and manifests (the
 //!   commit protocol is in its module doc).
+//! - [`link`]: the account-link flow (authorize URL, callback, code exchange).
+//! - [`sync`]: the sync engine (backfill, incremental and refresh runs; planner; checkpoints;
+//!   run report).
 //! - [`lease`]: create-only lease objects with expiry, heartbeat and safe takeover.
 //! - [`pipeline`]: pipeline files (parse, then resolve into a client and a credentials store).
 //! - [`secret`]: the redacting wrapper every token and key travels in.
@@ -24,10 +27,12 @@ pub mod credentials;
 pub mod harmonize;
 pub mod lake;
 pub mod lease;
+pub mod link;
 pub mod pipeline;
 pub mod schema;
 pub mod secret;
 pub mod simulator;
 pub mod state;
 pub mod storage;
+pub mod sync;
 pub mod withings;

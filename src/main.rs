@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(cli::EXIT_INTERNAL);
+            return ExitCode::from(cli::EXIT_FATAL);
         }
     };
     match runtime.block_on(cli::run(args)) {

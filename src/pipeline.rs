@@ -39,6 +39,9 @@ pub struct PipelineFile {
     /// Where the harmonized tables go.
     #[serde(default)]
     pub lake: Option<LakeConfig>,
+    /// What runs fetch and how they checkpoint.
+    #[serde(default)]
+    pub sync: SyncSection,
     #[serde(skip)]
     pub path: PathBuf,
 }
@@ -96,6 +99,67 @@ pub struct LakeConfig {
     pub options: std::collections::BTreeMap<String, String>,
 }
 
+/// `[sync]`: what `sync`, `backfill` and `refresh` fetch, and how they checkpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    /// Resources to keep (default: all 17). The endpoints that feed them are fetched, plus
+    /// the listings their planning needs (getactivity for intraday, sleep getsummary for
+    /// sleep get).
+    #[serde(default)]
+    pub resources: Option<Vec<String>>,
+    /// `backfill` without `--from`, and a user's first `sync`, cover this many days (Vital: 90).
+    #[serde(default = "default_backfill_days")]
+    pub backfill_days: u32,
+    /// The longest window one backfill accepts, in days (a typo in `--from` must not plan
+    /// years of intraday requests).
+    #[serde(default = "default_backfill_limit_days")]
+    pub backfill_limit_days: u32,
+    /// Commit what is staged at least this often, and at the end.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_seconds: u64,
+    /// Incremental runs ask `lastupdate` from the last `modified` seen minus this.
+    #[serde(default = "default_cursor_overlap")]
+    pub cursor_overlap_seconds: u64,
+    /// Once every `relist_every_hours` (0 = never), incremental runs re-list each user's
+    /// trailing `relist_days` of getmeas and replace that window (mirrors deletions).
+    #[serde(default = "default_relist_days")]
+    pub relist_days: u32,
+    #[serde(default = "default_relist_every_hours")]
+    pub relist_every_hours: u32,
+    /// Users fetched at once (default: `[source] concurrency`).
+    #[serde(default)]
+    pub users_in_parallel: Option<usize>,
+    /// Local folder for staged batches (default: the system temporary folder).
+    #[serde(default)]
+    pub staging_dir: Option<PathBuf>,
+}
+
+impl Default for SyncSection {
+    fn default() -> SyncSection {
+        toml::from_str("").expect("every [sync] key has a default")
+    }
+}
+
+fn default_backfill_days() -> u32 {
+    90
+}
+fn default_backfill_limit_days() -> u32 {
+    3660
+}
+fn default_checkpoint_interval() -> u64 {
+    300
+}
+fn default_cursor_overlap() -> u64 {
+    300
+}
+fn default_relist_days() -> u32 {
+    30
+}
+fn default_relist_every_hours() -> u32 {
+    24
+}
+
 fn default_shards() -> u32 {
     1
 }
@@ -127,7 +191,70 @@ impl PipelineFile {
         if p.source.requests_per_minute == 0 {
             return Err(PipelineError::Invalid { file, reason: "[source] requests_per_minute must be at least 1".into() });
         }
+        let invalid = |reason: String| PipelineError::Invalid { file: file.clone(), reason };
+        if p.source.concurrency == 0 {
+            return Err(invalid("[source] concurrency must be at least 1".into()));
+        }
+        let s = &p.sync;
+        if s.backfill_days == 0 || s.backfill_limit_days == 0 {
+            return Err(invalid("[sync] backfill_days and backfill_limit_days must be at least 1".into()));
+        }
+        if s.checkpoint_interval_seconds == 0 {
+            return Err(invalid("[sync] checkpoint_interval_seconds must be at least 1".into()));
+        }
+        if s.users_in_parallel == Some(0) {
+            return Err(invalid("[sync] users_in_parallel must be at least 1".into()));
+        }
+        p.resources()?;
         Ok(p)
+    }
+
+    /// The resources `[sync] resources` names (all 17 by default).
+    pub fn resources(&self) -> Result<Vec<crate::schema::Resource>, PipelineError> {
+        use crate::schema::Resource;
+        let Some(names) = &self.sync.resources else { return Ok(Resource::ALL.to_vec()) };
+        let mut out = Vec::new();
+        for n in names {
+            let r = n.parse::<Resource>().map_err(|_| PipelineError::Invalid {
+                file: self.path.display().to_string(),
+                reason: format!(
+                    "[sync] resources: unknown resource '{n}' (valid: {})",
+                    Resource::ALL.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            })?;
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
+        if out.is_empty() {
+            return Err(PipelineError::Invalid {
+                file: self.path.display().to_string(),
+                reason: "[sync] resources is empty (leave it out for all 17)".into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The sync settings, resolved.
+    pub fn sync_config(&self) -> Result<crate::sync::SyncConfig, PipelineError> {
+        let s = &self.sync;
+        Ok(crate::sync::SyncConfig {
+            resources: self.resources()?,
+            backfill_days: s.backfill_days,
+            backfill_limit_days: s.backfill_limit_days,
+            checkpoint_interval: std::time::Duration::from_secs(s.checkpoint_interval_seconds),
+            cursor_overlap: s.cursor_overlap_seconds as i64,
+            relist_days: s.relist_days,
+            relist_every: (s.relist_every_hours > 0)
+                .then(|| std::time::Duration::from_secs(u64::from(s.relist_every_hours) * 3600)),
+            users_in_parallel: s.users_in_parallel.unwrap_or(self.source.concurrency),
+            staging_dir: s.staging_dir.as_deref().map(|p| self.relative(p)),
+        })
+    }
+
+    /// The shard count of `[lake]` (1 without the section).
+    pub fn shards(&self) -> u32 {
+        self.lake.as_ref().map(|l| l.shards).unwrap_or(1)
     }
 
     fn relative(&self, p: &Path) -> PathBuf {

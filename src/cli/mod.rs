@@ -1,28 +1,39 @@
 //! Command-line interface: one file per subcommand. `anyhow` stops here; library modules
 //! return typed errors whose class picks the exit code.
 
+mod backfill;
+mod demo;
 mod forget;
 mod link;
 mod query;
+mod refresh;
 mod reharmonize;
+mod run;
 mod schema;
 mod simulate;
+mod status;
+mod sync;
 mod tables;
 mod users;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
 
-/// Exit codes (stable: schedulers branch on them).
-pub const EXIT_INTERNAL: u8 = 1;
+/// Exit codes (stable: schedulers branch on them; README "Exit codes").
+/// Some users failed or a run was interrupted (the report names them); also a user-level
+/// failure of a one-user command (that user must link again).
+pub const EXIT_PARTIAL: u8 = 1;
 /// Bad flags, pipeline file or settings (clap's own usage errors are 2 as well).
 pub const EXIT_CONFIG: u8 = 2;
-/// A user's authorization is gone: they must link again.
-pub const EXIT_AUTH: u8 = 3;
-/// Worth retrying later (network, Withings errors, rate limit, storage).
-pub const EXIT_TRANSIENT: u8 = 4;
-/// Data that does not decode (quarantined records are not errors).
-pub const EXIT_DATA: u8 = 5;
+/// Another writer holds the shard lease: try again later.
+pub const EXIT_BUSY: u8 = 3;
+/// Nothing useful could be done: storage, network or Withings failures after retries, bugs.
+pub const EXIT_FATAL: u8 = 4;
+
+/// A usage or settings error found by a command (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
 
 #[derive(Debug, Parser)]
 #[command(name = "withings-lake", version, about = "Withings -> harmonized Parquet lake, with change events")]
@@ -63,6 +74,16 @@ pub enum Command {
     Forget(forget::ForgetArgs),
     /// Rebuild tables from the raw landing, without calling Withings.
     Reharmonize(reharmonize::ReharmonizeArgs),
+    /// Incremental run for every linked user (or --user-id): what changed since the cursors.
+    Sync(sync::SyncArgs),
+    /// Historical run: --from/--to local dates, fewest requests, newest first, resumable.
+    Backfill(backfill::BackfillArgs),
+    /// Targeted incremental run for one user and some families.
+    Refresh(refresh::RefreshArgs),
+    /// Per user and family: cursor, last success, lag, last error; users to relink.
+    Status(status::StatusArgs),
+    /// The whole pipeline on a loopback simulator: link, backfill, late data, query.
+    Demo(demo::DemoArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -75,6 +96,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tables(args) => tables::run(args).await,
         Command::Forget(args) => forget::run(args).await,
         Command::Reharmonize(args) => reharmonize::run(args).await,
+        Command::Sync(args) => sync::run(args).await,
+        Command::Backfill(args) => backfill::run(args).await,
+        Command::Refresh(args) => refresh::run(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
     }
 }
 
@@ -102,12 +128,23 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     use withings_lake::withings::{ErrorClass, WithingsError};
     let of_class = |c: ErrorClass| match c {
         ErrorClass::Config => EXIT_CONFIG,
-        ErrorClass::Auth => EXIT_AUTH,
-        ErrorClass::Transient => EXIT_TRANSIENT,
-        ErrorClass::Data => EXIT_DATA,
-        ErrorClass::Internal => EXIT_INTERNAL,
+        ErrorClass::Auth => EXIT_PARTIAL,
+        ErrorClass::Busy => EXIT_BUSY,
+        ErrorClass::Transient | ErrorClass::Data | ErrorClass::Internal => EXIT_FATAL,
     };
     for cause in e.chain() {
+        if cause.downcast_ref::<run::Partial>().is_some() {
+            return EXIT_PARTIAL;
+        }
+        if cause.downcast_ref::<Usage>().is_some() {
+            return EXIT_CONFIG;
+        }
+        if let Some(s) = cause.downcast_ref::<withings_lake::sync::SyncError>() {
+            return of_class(s.class());
+        }
+        if let Some(l) = cause.downcast_ref::<withings_lake::link::LinkError>() {
+            return of_class(l.class());
+        }
         if let Some(l) = cause.downcast_ref::<withings_lake::lake::LakeError>() {
             return of_class(l.class());
         }
@@ -133,6 +170,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(w) = cause.downcast_ref::<WithingsError>() {
             return of_class(w.class());
         }
+        if cause.downcast_ref::<withings_lake::state::StateError>().is_some() {
+            return EXIT_FATAL;
+        }
     }
-    EXIT_INTERNAL
+    EXIT_FATAL
 }

@@ -156,7 +156,7 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
             }
             println!("{ok} imported, {failed} failed");
             if failed > 0 {
-                bail!("{failed} of {} rows of {name} were not imported", ok + failed);
+                return Err(super::run::Partial { failed, interrupted: 0, selected: ok + failed }.into());
             }
             Ok(())
         }

@@ -85,6 +85,17 @@ pub enum LakeError {
     Lease(crate::lease::LeaseError),
     #[error("staging folder '{path}': {reason}")]
     Staging { path: String, reason: String },
+    #[error("user '{user_id}' belongs to shard {belongs} of {shards}, not to shard {shard} whose lease this commit holds")]
+    WrongShard { user_id: String, shard: u32, belongs: u32, shards: u32 },
+}
+
+/// The shard of a user: the first 8 bytes of the SHA-256 of the user id, modulo the shard
+/// count. Stable across versions, machines and runs (the lake's files depend on it).
+pub fn shard_of(user_id: &str, shards: u32) -> u32 {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(user_id.as_bytes());
+    let n = u64::from_be_bytes(d[..8].try_into().expect("8 bytes"));
+    (n % u64::from(shards.max(1))) as u32
 }
 
 impl LakeError {
@@ -92,9 +103,8 @@ impl LakeError {
     pub fn class(&self) -> crate::withings::ErrorClass {
         use crate::withings::ErrorClass;
         match self {
-            LakeError::Storage { .. } | LakeError::Busy { .. } | LakeError::LeaseLost { .. } | LakeError::Lease(_) => {
-                ErrorClass::Transient
-            }
+            LakeError::Busy { .. } => ErrorClass::Busy,
+            LakeError::Storage { .. } | LakeError::LeaseLost { .. } | LakeError::Lease(_) => ErrorClass::Transient,
             LakeError::ShardCount { .. }
             | LakeError::Format { .. }
             | LakeError::NotALake { .. }
@@ -245,6 +255,28 @@ impl Lake {
         }
     }
 
+    /// Every user of `batch` must belong to `shard` (a writer of shard i never touches the
+    /// users of another shard, so N workers never write the same rows).
+    fn check_shard(&self, shard: u32, batch: &RecordBatch) -> Result<(), LakeError> {
+        let shards = self.meta.shards;
+        if shards <= 1 {
+            return Ok(());
+        }
+        let Some(users) = batch.column_by_name("user_id").and_then(|c| c.as_string_opt::<i32>()) else { return Ok(()) };
+        let mut last: Option<&str> = None;
+        for u in users.iter().flatten() {
+            if last == Some(u) {
+                continue;
+            }
+            last = Some(u);
+            let belongs = shard_of(u, shards);
+            if belongs != shard {
+                return Err(LakeError::WrongShard { user_id: u.to_string(), shard, belongs, shards });
+            }
+        }
+        Ok(())
+    }
+
     /// On a local folder, a writer killed during a put leaves its temporary file
     /// (`part-NNNN.parquet#<n>`) beside the data file. object_store never lists it, but tools
     /// that read every file of a folder (Spark, some pyarrow settings) would: the new holder of
@@ -380,6 +412,9 @@ impl Lake {
         let mut unchanged = 0;
         for key in plan {
             let staged = load(&key)?;
+            for (batch, _) in &staged {
+                self.check_shard(shard, batch)?;
+            }
             let (table, partition) = key;
             let schema = table.schema();
             let existing = self.read(table, &partition, shard).await?;

@@ -35,14 +35,18 @@ pub struct DateRange {
 /// Where one family of one user stands.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FamilyState {
-    /// The `lastupdate` to ask from next time (epoch seconds): the largest `modified` seen,
-    /// minus the safety overlap.
+    /// The largest `modified` seen (epoch seconds). The next incremental asks `lastupdate`
+    /// from it minus the safety overlap; records modified after it are "changed".
     pub cursor: Option<i64>,
     pub last_success: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     /// Backfill windows committed, merged where they touch.
     #[serde(default)]
     pub backfilled: Vec<DateRange>,
+    /// When the trailing window was last re-listed with a window replace (getmeas), which
+    /// mirrors deletions that `lastupdate` cannot show.
+    #[serde(default)]
+    pub relisted_at: Option<DateTime<Utc>>,
 }
 
 impl FamilyState {
@@ -72,6 +76,20 @@ pub struct UserState {
     pub user_id: String,
     pub families: BTreeMap<String, FamilyState>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// The user's IANA zone as getmeas last gave it (for endpoints that carry none).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// The latest height measure seen (body BMI needs it when a run carries no height).
+    #[serde(default)]
+    pub height: Option<KnownHeight>,
+}
+
+/// A height measure as Withings sent it: `value * 10^unit` metres at `at` (epoch seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownHeight {
+    pub at: i64,
+    pub value: i64,
+    pub unit: i64,
 }
 
 /// The state objects of one lake.

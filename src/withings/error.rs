@@ -15,6 +15,8 @@ pub enum ErrorClass {
     Data,
     /// A bug or an answer that makes no sense: stop and report.
     Internal,
+    /// Another writer holds what this one needs (a shard lease): try again later.
+    Busy,
 }
 
 #[derive(Debug, thiserror::Error)]

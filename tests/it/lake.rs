@@ -253,8 +253,9 @@ async fn leases_serialize_writers(loc: Location) {
     a.release().await;
     let b = waiting.await.unwrap().unwrap();
 
-    // Two writers committing to one shard one after the other never lose an update.
-    let c = run("run-b");
+    // Two writers committing to one shard one after the other never lose an update (user-2
+    // belongs to shard 1 of 2).
+    let c = Context { user_id: "user-2".into(), ..run("run-b") };
     let h = intraday(&c);
     let steps = h.tables[&Resource::Steps].clone();
     lake.commit(&b, "run-b", 1, &[Unit { table: Resource::Steps.into(), batch: steps.slice(0, 1), coverage: Coverage::Upsert }])
@@ -266,6 +267,13 @@ async fn leases_serialize_writers(loc: Location) {
         .await
         .unwrap();
     assert_eq!(lake.read(Resource::Steps, &m_partition("date", "2024-06-10"), 1).await.unwrap().num_rows(), 2);
+    // A commit never writes a user into another shard's files.
+    let wrong = intraday(&run("run-c")).tables[&Resource::Steps].clone();
+    let e = lake
+        .commit(&a, "run-c", 1, &[Unit { table: Resource::Steps.into(), batch: wrong, coverage: Coverage::Upsert }])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, LakeError::WrongShard { shard: 1, belongs: 0, .. }) && e.to_string().contains("user-1"), "{e}");
     a.release().await;
 }
 
@@ -300,17 +308,23 @@ async fn objects(loc: &Location) -> Vec<(String, Vec<u8>)> {
 
 async fn forget_erases_one_person(loc: Location) {
     let lake = Lake::open_or_create(loc.clone(), 2).await.unwrap();
-    let gone = Context { user_id: "erase-me-7f3a".into(), ..run("run-1") };
+    let gone = Context { user_id: "erase-me-4".into(), ..run("run-1") };
     let stays = run("run-1");
-    for (shard, c) in [(0, &gone), (1, &stays)] {
+    // Both people belong to shard 0 of 2 (a stable hash of the id), so they share files; a
+    // third person in shard 1 stays too.
+    let other = Context { user_id: "user-2".into(), ..run("run-1") };
+    for (i, c, shard) in [(0, &gone, 0), (1, &stays, 0), (2, &other, 1)] {
         let lease = lake.lease_shard(shard, "writer", Duration::ZERO).await.unwrap();
         let mut all = units(&intraday(c), &day_window_of(&c.user_id));
-        all.extend(units(&getmeas(c), &Coverage::Upsert));
-        lake.commit(&lease, &format!("run-{shard}"), 1, &all).await.unwrap();
+        if c.user_id != "user-1" {
+            // user-1 has no measures: the getmeas files hold the erased person alone and go.
+            all.extend(units(&getmeas(c), &Coverage::Upsert));
+        }
+        lake.commit(&lease, &format!("run-{i}"), 1, &all).await.unwrap();
         lease.release().await;
     }
-    // Both people also in one file: shard 1 gets the erased person's weights too.
-    let lease = lake.lease_shard(1, "writer", Duration::ZERO).await.unwrap();
+    // The erased person's weights again, in a later commit of the same files.
+    let lease = lake.lease_shard(0, "writer", Duration::ZERO).await.unwrap();
     lake.commit(
         &lease,
         "run-mixed",
@@ -325,16 +339,16 @@ async fn forget_erases_one_person(loc: Location) {
     .unwrap();
     lease.release().await;
     let state = withings_lake::state::StateStore::new(loc.clone());
-    for u in ["erase-me-7f3a", "user-1"] {
+    for u in ["erase-me-4", "user-1", "user-2"] {
         state.put(&withings_lake::state::UserState { user_id: u.into(), ..Default::default() }).await.unwrap();
     }
     let before: usize = stays_rows(&lake).await;
 
-    let report = lake.forget("erase-me-7f3a", "eraser", Duration::from_secs(5)).await.unwrap();
+    let report = lake.forget("erase-me-4", "eraser", Duration::from_secs(5)).await.unwrap();
     assert!(report.rows_removed > 0 && !report.files_deleted.is_empty() && !report.files_rewritten.is_empty(), "{report:?}");
     assert!(report.manifests_scrubbed >= 2, "{report:?}");
     for (key, bytes) in objects(&loc).await {
-        assert!(!String::from_utf8_lossy(&bytes).contains("erase-me-7f3a"), "{key} still names the person");
+        assert!(!String::from_utf8_lossy(&bytes).contains("erase-me-4"), "{key} still names the person");
         if key.ends_with(".parquet") {
             let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
                 .unwrap()
@@ -343,12 +357,16 @@ async fn forget_erases_one_person(loc: Location) {
             for b in reader {
                 let b = b.unwrap();
                 let users = b.column_by_name("user_id").unwrap().as_string::<i32>();
-                assert!(users.iter().all(|u| u != Some("erase-me-7f3a")), "{key} still has the person's rows");
+                assert!(users.iter().all(|u| u != Some("erase-me-4")), "{key} still has the person's rows");
             }
         }
     }
     assert_eq!(stays_rows(&lake).await, before, "the other person's rows are untouched");
-    assert_eq!(state.users().await.unwrap(), vec!["user-1".to_string()], "the person's sync state is gone, the other's stays");
+    assert_eq!(
+        state.users().await.unwrap(),
+        vec!["user-1".to_string(), "user-2".to_string()],
+        "the person's sync state is gone, the others' stay"
+    );
 }
 
 /// Rows of user-1 across every table and shard.

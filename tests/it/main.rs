@@ -1,6 +1,7 @@
 //! The one integration-test binary (one link step for every integration test).
 //!
 //! Modules:
+//! - `airflow`: the Airflow DAG (read with Python's `ast`) and the crontab example in `pipelines/`.
 //! - `common`: starts simulators, small HTTP helpers, the real-fixture locator.
 //! - `credentials`: encrypted records and the token manager (401, concurrency, re-auth, crash).
 //! - `shape`: JSON shape (keys and types) comparison.
@@ -19,8 +20,11 @@
 //! - `lake_rebuild`: the raw landing and `reharmonize`, including a rebuild killed 20 times.
 //! - `harmonize_golden`: each resource from the project's fixtures, compared as tables.
 //! - `harmonize_real`: every recorded Withings file harmonized, invariants computed from the raw JSON.
+//! - `sync`: backfill, incremental, resume after SIGKILL, SIGTERM, shards, exit codes, status and
+//!   the demo, against the simulator over real HTTP.
 //! - `harmonize_props`: property tests on random well-typed responses (schema, no panic, conservation).
 
+mod airflow;
 mod cli_query;
 mod cli_schema;
 mod cli_simulate;
@@ -39,3 +43,4 @@ mod sim_limits;
 mod sim_notify;
 mod sim_oauth;
 mod sim_shapes;
+mod sync;

@@ -1,0 +1,589 @@
+//! One user's part of a run: the requests the planner allows, harmonized into units with
+//! their coverage, sent to the committer as pieces. A piece carries the state marks that
+//! become true once its units are committed (a cursor, a backfilled window), never before.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use chrono::NaiveDate;
+use serde_json::Value;
+
+use super::plan::{self, chunks, local_day, utc_window};
+use super::{Env, Mode};
+use crate::credentials::CredentialsError;
+use crate::harmonize::{self, Context, Harmonized, SleepSession};
+use crate::lake::{Coverage, Endpoint, TableId, Unit, raw};
+use crate::state::{DateRange, KnownHeight, UserState};
+use crate::withings::types::{Activity, Item, SleepSummary};
+use crate::withings::{ErrorClass, MeasQuery, MeasureList, Window};
+
+/// A state change to make once the piece's units are committed.
+#[derive(Debug, Clone)]
+pub(crate) enum Mark {
+    /// The largest `modified` seen (the cursor only moves forward).
+    Cursor(Endpoint, i64),
+    /// Set the cursor only if the family has none (a backfill's first view of the user).
+    CursorIfNone(Endpoint, i64),
+    Backfilled(Endpoint, DateRange),
+    Relisted(Endpoint),
+    Success(Endpoint),
+    Error(Endpoint, String),
+    TimeZone(String),
+    Height(KnownHeight),
+}
+
+/// Units of one user to stage, and what to record once they are committed.
+#[derive(Debug, Default)]
+pub(crate) struct Piece {
+    pub user_id: String,
+    pub units: Vec<Unit>,
+    pub marks: Vec<Mark>,
+    pub quarantined: u64,
+}
+
+/// Why a user's part stopped.
+#[derive(Debug, Clone)]
+pub(crate) enum Stop {
+    /// `family`: the endpoint being fetched when it failed.
+    Failed {
+        class: ErrorClass,
+        error: String,
+        family: Option<Endpoint>,
+    },
+    Interrupted,
+    /// The committer is gone (a fatal error ended the run).
+    Closed,
+}
+
+impl From<CredentialsError> for Stop {
+    fn from(e: CredentialsError) -> Stop {
+        Stop::Failed { class: e.class(), error: e.to_string(), family: None }
+    }
+}
+
+pub(crate) struct UserJob {
+    pub env: Arc<Env>,
+    pub user_id: String,
+    pub state: UserState,
+    pub tx: tokio::sync::mpsc::Sender<super::Msg>,
+    pub ctx: Context,
+    /// Heights known so far (the state's and any seen this run), for BMI.
+    pub heights: Vec<(i64, f64)>,
+    /// The endpoint of the request in flight (a failure is recorded against it).
+    pub current: std::sync::Mutex<Option<Endpoint>>,
+}
+
+fn max_modified<'a>(raws: impl Iterator<Item = &'a Value>) -> Option<i64> {
+    raws.filter_map(|r| match r.get("modified")? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    })
+    .max()
+}
+
+/// The latest height measure (meastype 4) of a getmeas answer.
+fn latest_height(list: &MeasureList) -> Option<KnownHeight> {
+    list.groups
+        .iter()
+        .filter_map(|g| g.value.as_ref().ok())
+        .flat_map(|g| {
+            g.measures.iter().filter(|m| m.kind == 4).map(move |m| KnownHeight { at: g.date, value: m.value, unit: m.unit })
+        })
+        .max_by_key(|h| h.at)
+}
+
+impl UserJob {
+    fn family_cursor(&self, e: Endpoint) -> Option<i64> {
+        self.state.families.get(e.as_str()).and_then(|f| f.cursor)
+    }
+
+    fn covered(&self, e: Endpoint, r: DateRange) -> bool {
+        self.state.families.get(e.as_str()).is_some_and(|f| f.covers(r))
+    }
+
+    fn wants(&self, e: Endpoint) -> bool {
+        self.env.families.contains(&e)
+    }
+
+    fn check_cancel(&self) -> Result<(), Stop> {
+        if *self.env.cancel.borrow() { Err(Stop::Interrupted) } else { Ok(()) }
+    }
+
+    async fn send(&self, piece: Piece) -> Result<(), Stop> {
+        self.env.progress.pieces.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.tx.send(super::Msg::Piece(piece)).await.map_err(|_| Stop::Closed)
+    }
+
+    fn piece(&self) -> Piece {
+        Piece { user_id: self.user_id.clone(), ..Piece::default() }
+    }
+
+    /// Adds the harmonized tables (the run's resources only) and the quarantine to `p`.
+    fn add(&self, p: &mut Piece, h: Harmonized, coverage: Coverage) {
+        if !h.quarantine.is_empty() {
+            p.quarantined += h.quarantine.len() as u64;
+            p.units.push(Unit { table: TableId::Quarantine, batch: h.quarantine_batch(&self.ctx), coverage: Coverage::Upsert });
+        }
+        let window = matches!(coverage, Coverage::Window { .. });
+        for (r, batch) in h.tables {
+            if self.env.cfg.resources.contains(&r) && (window || batch.num_rows() > 0) {
+                p.units.push(Unit { table: r.into(), batch, coverage: coverage.clone() });
+            }
+        }
+    }
+
+    fn land(&self, p: &mut Piece, e: Endpoint, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            p.units.push(Unit { table: TableId::Raw(e), batch, coverage: Coverage::Upsert });
+        }
+    }
+
+    fn window(&self, e: Endpoint, start: i64, end: i64) -> Coverage {
+        Coverage::Window { user_id: self.user_id.clone(), endpoint: e.as_str().to_string(), start, end }
+    }
+
+    fn plan(&self, e: Endpoint, n: u64) {
+        *self.current.lock().expect("current lock") = Some(e);
+        self.env.planned(e, n);
+    }
+
+    /// Runs one user's part of the run.
+    pub async fn run(mut self, mode: &Mode) -> Result<(), Stop> {
+        let result = match mode {
+            Mode::Backfill { from, to } => self.backfill(DateRange { from: *from, to: *to }).await,
+            Mode::Incremental => self.incremental(None).await,
+            Mode::Refresh { families } => self.incremental(Some(families)).await,
+        };
+        match result {
+            Err(Stop::Failed { class, error, family: None }) => {
+                Err(Stop::Failed { class, error, family: *self.current.lock().expect("current lock") })
+            }
+            other => other,
+        }
+    }
+
+    async fn getmeas(&mut self, q: MeasQuery) -> Result<MeasureList, Stop> {
+        self.check_cancel()?;
+        self.plan(Endpoint::Getmeas, 1);
+        let c = self.env.client.clone();
+        let list = self
+            .env
+            .tokens
+            .with_token(&self.user_id, |t| {
+                let (c, q) = (c.clone(), q.clone());
+                async move { c.getmeas(&t, &q).await }
+            })
+            .await?;
+        if let Some(tz) = &list.timezone {
+            self.ctx.time_zone = Some(tz.clone());
+        }
+        Ok(list)
+    }
+
+    /// Heights for BMI: the state's, this answer's, and, when the user has none at all, one
+    /// height-only listing of the whole history (not landed: its groups are partial).
+    async fn heights_for(&mut self, list: &MeasureList, p: &mut Piece) -> Result<(), Stop> {
+        let mut newest = latest_height(list);
+        if newest.is_none() && self.state.height.is_none() && self.heights.is_empty() {
+            let only = self.getmeas(MeasQuery { meastypes: vec![4], ..MeasQuery::default() }).await?;
+            newest = latest_height(&only);
+        }
+        for h in list.groups.iter().filter_map(|g| g.value.as_ref().ok()).flat_map(|g| {
+            g.measures.iter().filter(|m| m.kind == 4).map(move |m| KnownHeight { at: g.date, value: m.value, unit: m.unit })
+        }) {
+            if let Some(v) = harmonize::scaled(h.value, h.unit) {
+                self.heights.push((h.at, v));
+            }
+        }
+        if let Some(h) = newest {
+            if let Some(v) = harmonize::scaled(h.value, h.unit) {
+                self.heights.push((h.at, v));
+            }
+            if self.state.height.is_none_or(|s| s.at <= h.at) {
+                p.marks.push(Mark::Height(h));
+            }
+        }
+        Ok(())
+    }
+
+    fn harmonize_getmeas(&self, p: &mut Piece, list: &MeasureList, coverage: Coverage) {
+        self.land(p, Endpoint::Getmeas, raw::getmeas(&self.ctx, list));
+        if let Some(tz) = &list.timezone {
+            p.marks.push(Mark::TimeZone(tz.clone()));
+        }
+        self.add(p, harmonize::getmeas(&self.ctx, list, &self.heights), coverage);
+    }
+
+    async fn getactivity(&self, w: Window) -> Result<Vec<Item<Activity>>, Stop> {
+        self.check_cancel()?;
+        self.plan(Endpoint::Getactivity, 1);
+        let c = self.env.client.clone();
+        Ok(self
+            .env
+            .tokens
+            .with_token(&self.user_id, |t| {
+                let c = c.clone();
+                async move { c.getactivity(&t, w).await }
+            })
+            .await?)
+    }
+
+    async fn getworkouts(&self, w: Window) -> Result<Vec<Item<crate::withings::types::Workout>>, Stop> {
+        self.check_cancel()?;
+        self.plan(Endpoint::Getworkouts, 1);
+        let c = self.env.client.clone();
+        Ok(self
+            .env
+            .tokens
+            .with_token(&self.user_id, |t| {
+                let c = c.clone();
+                async move { c.getworkouts(&t, w).await }
+            })
+            .await?)
+    }
+
+    async fn getsummary(&self, w: Window) -> Result<Vec<Item<SleepSummary>>, Stop> {
+        self.check_cancel()?;
+        self.plan(Endpoint::SleepGetsummary, 1);
+        let c = self.env.client.clone();
+        Ok(self
+            .env
+            .tokens
+            .with_token(&self.user_id, |t| {
+                let c = c.clone();
+                async move { c.sleep_getsummary(&t, w).await }
+            })
+            .await?)
+    }
+
+    /// Intraday for one local day (window replace over it).
+    async fn intraday_day(&self, day: NaiveDate, zone: Option<&str>) -> Result<Piece, Stop> {
+        self.check_cancel()?;
+        let (a, b) = local_day(zone.or(self.ctx.time_zone.as_deref()), day);
+        self.plan(Endpoint::Getintradayactivity, chunks(a, b));
+        let c = self.env.client.clone();
+        let series = self
+            .env
+            .tokens
+            .with_token(&self.user_id, |t| {
+                let c = c.clone();
+                async move { c.getintradayactivity(&t, a, b).await }
+            })
+            .await?;
+        let mut p = self.piece();
+        self.land(&mut p, Endpoint::Getintradayactivity, raw::getintradayactivity(&self.ctx, &series));
+        self.add(&mut p, harmonize::getintradayactivity(&self.ctx, &series), self.window(Endpoint::Getintradayactivity, a, b));
+        Ok(p)
+    }
+
+    /// Sleep get for one session (window replace over it).
+    async fn sleep_session(&self, s: &SleepSession, sessions: &[SleepSession]) -> Result<Piece, Stop> {
+        self.check_cancel()?;
+        let (a, b) = (s.start, s.end.max(s.start + 1));
+        self.plan(Endpoint::SleepGet, chunks(a, b));
+        let c = self.env.client.clone();
+        let answer = self
+            .env
+            .tokens
+            .with_token(&self.user_id, |t| {
+                let c = c.clone();
+                async move { c.sleep_get(&t, a, b).await }
+            })
+            .await?;
+        let mut ctx = self.ctx.clone();
+        if let Some(tz) = &s.time_zone {
+            ctx.time_zone = Some(tz.clone());
+        }
+        let mut p = self.piece();
+        self.land(&mut p, Endpoint::SleepGet, raw::sleep_get(&ctx, &answer));
+        self.add(&mut p, harmonize::sleep_get(&ctx, &answer, sessions), self.window(Endpoint::SleepGet, a, b));
+        Ok(p)
+    }
+
+    /// A backfill of `r`: one listing per endpoint over the whole window, then intraday for
+    /// the days with wearable data and sleep get per session, newest first. Windows already
+    /// committed (the state's backfilled ranges) are skipped.
+    async fn backfill(&mut self, r: DateRange) -> Result<(), Stop> {
+        let need = |s: &Self, e: Endpoint| s.wants(e) && !s.covered(e, r);
+        let (need_intraday, need_sleep) = (need(self, Endpoint::Getintradayactivity), need(self, Endpoint::SleepGet));
+        let (start, end) = utc_window(r);
+        let dates = Window::Dates { from: r.from, to: r.to };
+        let done = |p: &mut Piece, e: Endpoint, raws: Option<i64>| {
+            p.marks.push(Mark::Backfilled(e, r));
+            if let Some(m) = raws {
+                p.marks.push(Mark::CursorIfNone(e, m));
+            }
+            p.marks.push(Mark::Success(e));
+        };
+
+        if need(self, Endpoint::Getmeas) {
+            let list = self.getmeas(MeasQuery { startdate: Some(start), enddate: Some(end - 1), ..MeasQuery::default() }).await?;
+            let mut p = self.piece();
+            self.heights_for(&list, &mut p).await?;
+            self.harmonize_getmeas(&mut p, &list, self.window(Endpoint::Getmeas, start, end));
+            done(&mut p, Endpoint::Getmeas, max_modified(list.groups.iter().map(|g| &g.raw)));
+            self.send(p).await?;
+        }
+
+        let mut activity = Vec::new();
+        if need(self, Endpoint::Getactivity) || need_intraday {
+            activity = self.getactivity(dates).await?;
+            let mut p = self.piece();
+            self.land(&mut p, Endpoint::Getactivity, raw::getactivity(&self.ctx, &activity));
+            if self.wants(Endpoint::Getactivity) {
+                self.add(&mut p, harmonize::getactivity(&self.ctx, &activity), self.window(Endpoint::Getactivity, start, end));
+                done(&mut p, Endpoint::Getactivity, max_modified(activity.iter().map(|i| &i.raw)));
+            }
+            self.send(p).await?;
+        }
+
+        if need(self, Endpoint::Getworkouts) {
+            let items = self.getworkouts(dates).await?;
+            let mut p = self.piece();
+            self.land(&mut p, Endpoint::Getworkouts, raw::by_id(&self.ctx, Endpoint::Getworkouts, &items));
+            self.add(&mut p, harmonize::getworkouts(&self.ctx, &items), Coverage::Upsert);
+            done(&mut p, Endpoint::Getworkouts, max_modified(items.iter().map(|i| &i.raw)));
+            self.send(p).await?;
+        }
+
+        let mut summaries = Vec::new();
+        if need(self, Endpoint::SleepGetsummary) || need_sleep {
+            summaries = self.getsummary(dates).await?;
+            let mut p = self.piece();
+            self.land(&mut p, Endpoint::SleepGetsummary, raw::by_id(&self.ctx, Endpoint::SleepGetsummary, &summaries));
+            self.add(&mut p, harmonize::sleep_getsummary(&self.ctx, &summaries), Coverage::Upsert);
+            done(&mut p, Endpoint::SleepGetsummary, max_modified(summaries.iter().map(|i| &i.raw)));
+            self.send(p).await?;
+        }
+
+        if need_intraday {
+            for (day, zone) in wearable_days(&activity, |d| d >= r.from && d <= r.to).into_iter().rev() {
+                if self.covered(Endpoint::Getintradayactivity, DateRange { from: day, to: day }) {
+                    continue;
+                }
+                let mut p = self.intraday_day(day, zone.as_deref()).await?;
+                p.marks.push(Mark::Backfilled(Endpoint::Getintradayactivity, DateRange { from: day, to: day }));
+                self.send(p).await?;
+            }
+        }
+
+        if need_sleep {
+            let sessions = SleepSession::from_summaries(&summaries);
+            let mut nights: BTreeMap<NaiveDate, Vec<&SleepSession>> = BTreeMap::new();
+            for s in &sessions {
+                nights.entry(wake_date(s)).or_default().push(s);
+            }
+            for (night, group) in nights.into_iter().rev() {
+                let one = DateRange { from: night, to: night };
+                if self.covered(Endpoint::SleepGet, one) {
+                    continue;
+                }
+                for s in group {
+                    let p = self.sleep_session(s, &sessions).await?;
+                    self.send(p).await?;
+                }
+                if night >= r.from && night <= r.to {
+                    let mut p = self.piece();
+                    p.marks.push(Mark::Backfilled(Endpoint::SleepGet, one));
+                    self.send(p).await?;
+                }
+            }
+        }
+
+        // Every day of the window is done for intraday and sleep get, fetched or not needed.
+        let mut p = self.piece();
+        for e in [Endpoint::Getintradayactivity, Endpoint::SleepGet] {
+            if need(self, e) {
+                p.marks.push(Mark::Backfilled(e, r));
+                p.marks.push(Mark::Success(e));
+            }
+        }
+        if !p.marks.is_empty() {
+            self.send(p).await?;
+        }
+        Ok(())
+    }
+
+    /// An incremental run: `lastupdate` listings from each cursor, intraday for the days whose
+    /// activity changed, sleep get for new or changed sessions, and the daily getmeas re-list.
+    /// `only` limits it to some families (a targeted refresh).
+    async fn incremental(&mut self, only: Option<&BTreeSet<Endpoint>>) -> Result<(), Stop> {
+        let selected = |s: &Self, e: Endpoint| s.wants(e) && only.is_none_or(|o| o.contains(&e));
+        let (do_intraday, do_sleep) = (selected(self, Endpoint::Getintradayactivity), selected(self, Endpoint::SleepGet));
+        let now = self.env.now;
+        let overlap = self.env.cfg.cursor_overlap;
+        let initial = now - i64::from(self.env.cfg.backfill_days) * 86_400;
+        let since = |s: &Self, e: Endpoint| s.family_cursor(e).map(|c| c - overlap).unwrap_or(initial).max(0);
+        let finish = |p: &mut Piece, e: Endpoint, m: Option<i64>| {
+            if let Some(m) = m {
+                p.marks.push(Mark::Cursor(e, m));
+            }
+            p.marks.push(Mark::Success(e));
+        };
+
+        if selected(self, Endpoint::Getmeas) {
+            let mut p = self.piece();
+            let relist_due = self.env.cfg.relist_every.is_some_and(|every| {
+                let last = self.state.families.get("getmeas").and_then(|f| f.relisted_at);
+                last.is_none_or(|t| (self.env.now_utc() - t).to_std().unwrap_or_default() >= every)
+            }) && self.family_cursor(Endpoint::Getmeas).is_some();
+            if relist_due {
+                let (a, b) = (now - i64::from(self.env.cfg.relist_days) * 86_400, now + 86_400);
+                let list = self.getmeas(MeasQuery { startdate: Some(a), enddate: Some(b - 1), ..MeasQuery::default() }).await?;
+                self.heights_for(&list, &mut p).await?;
+                self.harmonize_getmeas(&mut p, &list, self.window(Endpoint::Getmeas, a, b));
+                p.marks.push(Mark::Relisted(Endpoint::Getmeas));
+            }
+            let list =
+                self.getmeas(MeasQuery { lastupdate: Some(since(self, Endpoint::Getmeas)), ..MeasQuery::default() }).await?;
+            self.heights_for(&list, &mut p).await?;
+            self.harmonize_getmeas(&mut p, &list, Coverage::Upsert);
+            finish(&mut p, Endpoint::Getmeas, max_modified(list.groups.iter().map(|g| &g.raw)));
+            self.send(p).await?;
+        }
+
+        if selected(self, Endpoint::Getactivity) || do_intraday {
+            let prev = self.family_cursor(Endpoint::Getactivity);
+            let items = self.getactivity(Window::LastUpdate(since(self, Endpoint::Getactivity))).await?;
+            let mut p = self.piece();
+            self.land(&mut p, Endpoint::Getactivity, raw::getactivity(&self.ctx, &items));
+            self.add(&mut p, harmonize::getactivity(&self.ctx, &items), Coverage::Upsert);
+            let changed: Vec<Item<Activity>> = items
+                .into_iter()
+                .filter(|i| prev.is_none_or(|c| i.value.as_ref().ok().and_then(|a| a.modified).is_some_and(|m| m > c)))
+                .collect();
+            let m = max_modified(changed.iter().map(|i| &i.raw));
+            self.send(p).await?;
+            if do_intraday {
+                for (day, zone) in wearable_days(&changed, |_| true).into_iter().rev() {
+                    let p = self.intraday_day(day, zone.as_deref()).await?;
+                    self.send(p).await?;
+                }
+            }
+            // The cursor moves once the intraday days it implies are in: after a failure, the
+            // next run sees the same days as changed.
+            let mut p = self.piece();
+            finish(&mut p, Endpoint::Getactivity, m);
+            if do_intraday {
+                p.marks.push(Mark::Success(Endpoint::Getintradayactivity));
+            }
+            self.send(p).await?;
+        }
+
+        if selected(self, Endpoint::Getworkouts) {
+            let items = self.getworkouts(Window::LastUpdate(since(self, Endpoint::Getworkouts))).await?;
+            let mut p = self.piece();
+            self.land(&mut p, Endpoint::Getworkouts, raw::by_id(&self.ctx, Endpoint::Getworkouts, &items));
+            self.add(&mut p, harmonize::getworkouts(&self.ctx, &items), Coverage::Upsert);
+            finish(&mut p, Endpoint::Getworkouts, max_modified(items.iter().map(|i| &i.raw)));
+            self.send(p).await?;
+        }
+
+        if selected(self, Endpoint::SleepGetsummary) || do_sleep {
+            let prev = self.family_cursor(Endpoint::SleepGetsummary);
+            let items = self.getsummary(Window::LastUpdate(since(self, Endpoint::SleepGetsummary))).await?;
+            let mut p = self.piece();
+            self.land(&mut p, Endpoint::SleepGetsummary, raw::by_id(&self.ctx, Endpoint::SleepGetsummary, &items));
+            self.add(&mut p, harmonize::sleep_getsummary(&self.ctx, &items), Coverage::Upsert);
+            let m = max_modified(items.iter().map(|i| &i.raw));
+            let sessions = SleepSession::from_summaries(&items);
+            let changed: BTreeSet<i64> = items
+                .iter()
+                .filter_map(|i| i.value.as_ref().ok())
+                .filter(|s| prev.is_none_or(|c| s.modified.is_some_and(|m| m > c)))
+                .map(|s| s.id)
+                .collect();
+            self.send(p).await?;
+            if do_sleep {
+                for s in sessions.iter().rev().filter(|s| changed.contains(&s.withings_id)) {
+                    let p = self.sleep_session(s, &sessions).await?;
+                    self.send(p).await?;
+                }
+            }
+            let mut p = self.piece();
+            finish(&mut p, Endpoint::SleepGetsummary, m);
+            if do_sleep {
+                p.marks.push(Mark::Success(Endpoint::SleepGet));
+            }
+            self.send(p).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The local wake-up date of a session (Withings' `date` of a summary).
+fn wake_date(s: &SleepSession) -> NaiveDate {
+    let zone = crate::harmonize::Zone::new(s.time_zone.as_deref());
+    zone.local_date(s.end).unwrap_or_else(|| chrono::DateTime::from_timestamp(s.end, 0).unwrap_or_default().date_naive())
+}
+
+/// Local days (with their zone) whose activity comes from a Withings wearable, ascending.
+fn wearable_days(items: &[Item<Activity>], keep: impl Fn(NaiveDate) -> bool) -> Vec<(NaiveDate, Option<String>)> {
+    let mut days: BTreeMap<NaiveDate, Option<String>> = BTreeMap::new();
+    for a in items.iter().filter_map(|i| i.value.as_ref().ok()) {
+        if a.is_tracker != Some(true) {
+            continue;
+        }
+        let Ok(day) = a.date.parse::<NaiveDate>() else { continue };
+        if keep(day) {
+            let zone = days.entry(day).or_default();
+            if zone.is_none() {
+                *zone = a.timezone.clone();
+            }
+        }
+    }
+    days.into_iter().collect()
+}
+
+/// Estimated requests of one user (`--dry-run`).
+pub(crate) fn estimate(env: &Env, mode: &Mode, state: &UserState, e: &mut plan::Estimate) {
+    let wants = |f: Endpoint| env.families.contains(&f);
+    match mode {
+        Mode::Backfill { from, to } => {
+            let r = DateRange { from: *from, to: *to };
+            let missing = |f: Endpoint| wants(f) && !state.families.get(f.as_str()).is_some_and(|s| s.covers(r));
+            let (intraday, sleep) = (missing(Endpoint::Getintradayactivity), missing(Endpoint::SleepGet));
+            for f in plan::LISTINGS {
+                let dep = (f == Endpoint::Getactivity && intraday) || (f == Endpoint::SleepGetsummary && sleep);
+                if missing(f) || dep {
+                    e.add(f, 1);
+                }
+            }
+            if missing(Endpoint::Getmeas) && state.height.is_none() {
+                e.add(Endpoint::Getmeas, 1);
+            }
+            if intraday {
+                e.add(Endpoint::Getintradayactivity, plan::days_missing(state, Endpoint::Getintradayactivity, r));
+            }
+            if sleep {
+                e.add(Endpoint::SleepGet, plan::days_missing(state, Endpoint::SleepGet, r));
+            }
+        }
+        Mode::Incremental | Mode::Refresh { .. } => {
+            let only = match mode {
+                Mode::Refresh { families } => Some(families),
+                _ => None,
+            };
+            let sel = |f: Endpoint| wants(f) && only.is_none_or(|o| o.contains(&f));
+            let (intraday, sleep) = (sel(Endpoint::Getintradayactivity), sel(Endpoint::SleepGet));
+            for f in plan::LISTINGS {
+                if sel(f) || (f == Endpoint::Getactivity && intraday) || (f == Endpoint::SleepGetsummary && sleep) {
+                    e.add(f, 1);
+                }
+            }
+            let days_since = |f: Endpoint| -> u64 {
+                let cursor = state.families.get(f.as_str()).and_then(|s| s.cursor);
+                let span = cursor.map(|c| env.now - c).unwrap_or(i64::from(env.cfg.backfill_days) * 86_400);
+                (span.max(0) / 86_400 + 1) as u64
+            };
+            if intraday {
+                e.add(Endpoint::Getintradayactivity, days_since(Endpoint::Getactivity));
+            }
+            if sleep {
+                e.add(Endpoint::SleepGet, days_since(Endpoint::SleepGetsummary));
+            }
+        }
+    }
+}

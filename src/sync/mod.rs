@@ -1,0 +1,566 @@
+//! The sync engine: backfill, incremental and targeted-refresh runs.
+//!
+//! A run selects users (all linked users, a list, or one; then those of `--shard i/N`), takes
+//! the lease of each shard it writes, and fetches users concurrently over the one client (so
+//! the one rate limiter). Each user's part ([`fetch`]) sends pieces (units plus the state
+//! marks they make true) to the committer, which stages them (spilled to local disk) and
+//! commits a checkpoint every `checkpoint_interval` and at the end:
+//! 1. the lake commit (raw landing, resources, quarantine; then the manifest);
+//! 2. then the state marks of the committed pieces (cursors, backfilled windows).
+//!
+//! So a crash or a kill never records progress that is not in the lake: a re-run re-fetches
+//! at most one checkpoint's worth, and merging makes that idempotent.
+//!
+//! Failure scopes: a user's failure (authorization gone, Withings errors after retries) stops
+//! that user only and is named in the report (exit 1). A lake or state failure stops the run
+//! (exit 4); a held shard lease stops it before anything is fetched (exit 3).
+//! Cancellation (SIGINT/SIGTERM): no new request starts, the staged pieces are committed, the
+//! report says `interrupted`.
+
+mod fetch;
+pub mod plan;
+pub mod report;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::credentials::{CredentialStore, TokenManager, UserStatus};
+use crate::harmonize::Context;
+use crate::lake::staging::Staging;
+use crate::lake::{Endpoint, Lake, LakeError, SHARD_LEASE_TTL, ShardLease, shard_of};
+use crate::schema::Resource;
+use crate::state::{StateError, StateStore, UserState};
+use crate::withings::{ErrorClass, WithingsClient};
+use fetch::{Mark, Piece, Stop, UserJob};
+pub use report::Report;
+
+/// The resolved `[sync]` settings of a pipeline.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub resources: Vec<Resource>,
+    pub backfill_days: u32,
+    pub backfill_limit_days: u32,
+    pub checkpoint_interval: Duration,
+    pub cursor_overlap: i64,
+    pub relist_days: u32,
+    pub relist_every: Option<Duration>,
+    pub users_in_parallel: usize,
+    pub staging_dir: Option<PathBuf>,
+}
+
+impl Default for SyncConfig {
+    fn default() -> SyncConfig {
+        SyncConfig {
+            resources: Resource::ALL.to_vec(),
+            backfill_days: 90,
+            backfill_limit_days: 3660,
+            checkpoint_interval: Duration::from_secs(300),
+            cursor_overlap: 300,
+            relist_days: 30,
+            relist_every: Some(Duration::from_secs(86_400)),
+            users_in_parallel: 4,
+            staging_dir: None,
+        }
+    }
+}
+
+/// What a run does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Historical: local dates `[from, to]`, resumable.
+    Backfill { from: NaiveDate, to: NaiveDate },
+    /// `lastupdate`-driven, for every selected user.
+    Incremental,
+    /// Incremental for some families (a notification or an operator).
+    Refresh { families: BTreeSet<Endpoint> },
+}
+
+impl Mode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Backfill { .. } => "backfill",
+            Mode::Incremental => "sync",
+            Mode::Refresh { .. } => "refresh",
+        }
+    }
+}
+
+/// Which users a run is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Users {
+    /// Every linked user.
+    All,
+    /// These users (an unknown one is a failure named in the report).
+    Only(Vec<String>),
+}
+
+/// One run's parameters.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub mode: Mode,
+    pub users: Users,
+    /// `(i, N)` of `--shard i/N`: only users whose stable hash is `i` modulo N (N must be the
+    /// lake's shard count).
+    pub shard: Option<(u32, u32)>,
+    /// "Now" for default windows (a user's first sync, the re-list window).
+    pub now: DateTime<Utc>,
+    /// How long to wait for a shard lease held by another writer.
+    pub lease_wait: Duration,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialsError),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl SyncError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            SyncError::Lake(e) => e.class(),
+            SyncError::State(StateError::BadUserId(_)) | SyncError::Config(_) => ErrorClass::Config,
+            SyncError::State(_) => ErrorClass::Transient,
+            SyncError::Credentials(e) => match e.class() {
+                ErrorClass::Auth => ErrorClass::Internal,
+                c => c,
+            },
+        }
+    }
+}
+
+/// Live counters for a progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub users_total: AtomicUsize,
+    pub users_done: AtomicUsize,
+    pub users_failed: AtomicUsize,
+    pub pieces: AtomicU64,
+    pub checkpoints: AtomicU64,
+}
+
+/// What every user task of a run shares.
+pub(crate) struct Env {
+    pub client: WithingsClient,
+    pub tokens: Arc<TokenManager>,
+    pub cfg: SyncConfig,
+    pub families: BTreeSet<Endpoint>,
+    pub now: i64,
+    pub now_utc: DateTime<Utc>,
+    pub cancel: watch::Receiver<bool>,
+    pub progress: Arc<Progress>,
+    planned: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+impl Env {
+    pub fn planned(&self, e: Endpoint, n: u64) {
+        *self.planned.lock().expect("plan lock").entry(e.as_str().to_string()).or_default() += n;
+    }
+
+    pub fn now_utc(&self) -> DateTime<Utc> {
+        self.now_utc
+    }
+}
+
+pub(crate) enum Msg {
+    Piece(Piece),
+    Done { user_id: String, result: Result<(), Stop> },
+}
+
+/// Everything a run needs: the lake, its state, the client and the users' credentials.
+pub struct Engine {
+    pub lake: Lake,
+    pub state: StateStore,
+    pub client: WithingsClient,
+    pub credentials: Arc<CredentialStore>,
+    pub tokens: Arc<TokenManager>,
+    pub cfg: SyncConfig,
+    pub progress: Arc<Progress>,
+}
+
+fn run_id(mode: &Mode) -> String {
+    let mut b = [0u8; 3];
+    let _ = getrandom::fill(&mut b);
+    format!("{}-{}-{}", mode.name(), Utc::now().format("%Y%m%dT%H%M%SZ"), hex::encode(b))
+}
+
+impl Engine {
+    pub fn new(lake: Lake, client: WithingsClient, credentials: Arc<CredentialStore>, cfg: SyncConfig) -> Engine {
+        let tokens = Arc::new(TokenManager::new(credentials.clone(), client.clone()));
+        Engine {
+            state: StateStore::new(lake.location.clone()),
+            lake,
+            client,
+            credentials,
+            tokens,
+            cfg,
+            progress: Arc::new(Progress::default()),
+        }
+    }
+
+    /// Runs `spec`. `cancel` turning true stops new requests; what is staged is committed.
+    pub async fn run(&self, spec: &RunSpec, cancel: watch::Receiver<bool>) -> Result<Report, SyncError> {
+        let shards = self.lake.meta.shards;
+        if let Mode::Backfill { from, to } = &spec.mode {
+            if from > to {
+                return Err(SyncError::Config(format!("backfill: --from {from} is after --to {to}")));
+            }
+            let days = (*to - *from).num_days() + 1;
+            if days > i64::from(self.cfg.backfill_limit_days) {
+                return Err(SyncError::Config(format!(
+                    "backfill: {from}..{to} is {days} days, more than [sync] backfill_limit_days = {}",
+                    self.cfg.backfill_limit_days
+                )));
+            }
+        }
+        if let Some((i, n)) = spec.shard {
+            if n != shards {
+                return Err(SyncError::Config(format!("--shard {i}/{n}: the lake has {shards} shards (use --shard i/{shards})")));
+            }
+            if i >= n {
+                return Err(SyncError::Config(format!("--shard {i}/{n}: i must be below {n}")));
+            }
+        }
+        let id = run_id(&spec.mode);
+        let mut report = Report::new(&id, spec.mode.name(), spec.dry_run, shards);
+
+        // Users: linked records, then the selection, then the shard.
+        let linked = self.credentials.list().await?;
+        let by_id: HashMap<&str, &crate::credentials::UserRecord> = linked.iter().map(|r| (r.user_id.as_str(), r)).collect();
+        let wanted: Vec<String> = match &spec.users {
+            Users::All => linked.iter().map(|r| r.user_id.clone()).collect(),
+            Users::Only(ids) => {
+                let mut v = ids.clone();
+                v.dedup();
+                v
+            }
+        };
+        let mut per_shard: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
+        for user_id in wanted {
+            let shard = shard_of(&user_id, shards);
+            if spec.shard.is_some_and(|(i, _)| i != shard) {
+                continue;
+            }
+            report.users.selected += 1;
+            match by_id.get(user_id.as_str()) {
+                None => {
+                    report.users.failed += 1;
+                    report.failures.push(report::UserFailure {
+                        user_id: user_id.clone(),
+                        class: "auth".into(),
+                        error: format!("user '{user_id}' is not linked (no credentials record)"),
+                    });
+                }
+                Some(r) if r.status != UserStatus::Active => report.users.needs_reauth.push(user_id.clone()),
+                Some(r) => per_shard.entry(shard).or_default().push((user_id.clone(), r.withings_userid.clone())),
+            }
+        }
+        report.shards = match spec.shard {
+            Some((i, _)) => vec![i],
+            None => per_shard.keys().copied().collect(),
+        };
+        self.progress.users_total.store(per_shard.values().map(Vec::len).sum(), Ordering::Relaxed);
+
+        let env = Arc::new(Env {
+            client: self.client.clone(),
+            tokens: self.tokens.clone(),
+            cfg: self.cfg.clone(),
+            families: plan::families_for(&self.cfg.resources),
+            now: spec.now.timestamp(),
+            now_utc: spec.now,
+            cancel,
+            progress: self.progress.clone(),
+            planned: Default::default(),
+        });
+
+        if spec.dry_run {
+            let mut estimate = plan::Estimate::default();
+            for users in per_shard.values() {
+                for (user_id, _) in users {
+                    let state = self.state.get(user_id).await?.unwrap_or_default();
+                    fetch::estimate(&env, &spec.mode, &state, &mut estimate);
+                    estimate.users += 1;
+                }
+            }
+            estimate.finish(self.client.config().requests_per_minute);
+            report.plan = Some(estimate);
+            report.finish(BTreeMap::new(), &Default::default());
+            return Ok(report);
+        }
+
+        let before = self.client.accounting();
+        let mut outcome = Ok(());
+        for (shard, users) in per_shard {
+            if let Err(e) = self.run_shard(&env, spec, &id, shard, users, &mut report).await {
+                outcome = Err(e);
+                break;
+            }
+            if *env.cancel.borrow() {
+                break;
+            }
+        }
+        let after = self.client.accounting();
+        let planned = env.planned.lock().expect("plan lock").clone();
+        report.finish(planned, &diff(&before, &after));
+        report.interrupted = *env.cancel.borrow();
+        outcome.map(|()| report)
+    }
+
+    async fn run_shard(
+        &self,
+        env: &Arc<Env>,
+        spec: &RunSpec,
+        run_id: &str,
+        shard: u32,
+        users: Vec<(String, String)>,
+        report: &mut Report,
+    ) -> Result<(), SyncError> {
+        let lease = self.lake.lease_shard(shard, &crate::lease::process_holder(), spec.lease_wait).await?;
+        let result = self.fill_shard(env, spec, run_id, &lease, users, report).await;
+        lease.release().await;
+        result
+    }
+
+    async fn fill_shard(
+        &self,
+        env: &Arc<Env>,
+        spec: &RunSpec,
+        run_id: &str,
+        lease: &ShardLease,
+        users: Vec<(String, String)>,
+        report: &mut Report,
+    ) -> Result<(), SyncError> {
+        let shard = lease.shard;
+        let mut states: HashMap<String, UserState> = HashMap::new();
+        let mut jobs = Vec::new();
+        for (user_id, withings_user_id) in users {
+            let state = match self.state.get(&user_id).await {
+                Ok(s) => s.unwrap_or_else(|| UserState { user_id: user_id.clone(), ..UserState::default() }),
+                Err(e @ StateError::Corrupt { .. }) => {
+                    report.users.failed += 1;
+                    report.failures.push(report::UserFailure { user_id, class: "data".into(), error: e.to_string() });
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            states.insert(user_id.clone(), state.clone());
+            jobs.push((user_id, withings_user_id, state));
+        }
+
+        let (tx, mut rx) = mpsc::channel::<Msg>(64);
+        let gate = Arc::new(Semaphore::new(self.cfg.users_in_parallel.max(1)));
+        let ingested_at = Utc::now();
+        let dispatcher = {
+            let (env, mode, run_id) = (env.clone(), spec.mode.clone(), run_id.to_string());
+            tokio::spawn(async move {
+                let mut tasks = tokio::task::JoinSet::new();
+                for (user_id, withings_user_id, state) in jobs {
+                    let permit = gate.clone().acquire_owned().await.expect("the gate is never closed");
+                    if *env.cancel.borrow() {
+                        let _ = tx.send(Msg::Done { user_id, result: Err(Stop::Interrupted) }).await;
+                        continue;
+                    }
+                    let ctx = Context {
+                        user_id: user_id.clone(),
+                        withings_user_id: withings_user_id.clone(),
+                        run_id: run_id.clone(),
+                        ingested_at,
+                        time_zone: state.time_zone.clone(),
+                    };
+                    let heights = state
+                        .height
+                        .and_then(|h| crate::harmonize::scaled(h.value, h.unit).map(|v| (h.at, v)))
+                        .into_iter()
+                        .collect();
+                    let job = UserJob {
+                        env: env.clone(),
+                        user_id: user_id.clone(),
+                        state,
+                        tx: tx.clone(),
+                        ctx,
+                        heights,
+                        current: Default::default(),
+                    };
+                    let (tx, mode) = (tx.clone(), mode.clone());
+                    tasks.spawn(async move {
+                        let result = job.run(&mode).await;
+                        drop(permit);
+                        let _ = tx.send(Msg::Done { user_id, result }).await;
+                    });
+                }
+                while tasks.join_next().await.is_some() {}
+            })
+        };
+
+        let mut staging = Staging::new(self.cfg.staging_dir.as_deref(), &format!("{run_id}-{shard}"))?;
+        let mut marks: Vec<(String, Vec<Mark>)> = Vec::new();
+        let mut checkpoint = 0u32;
+        let mut next_checkpoint = tokio::time::Instant::now() + self.cfg.checkpoint_interval;
+        let mut heartbeat = tokio::time::interval(SHARD_LEASE_TTL / 4);
+        heartbeat.tick().await;
+        let mut failed: Result<(), SyncError> = Ok(());
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Msg::Piece(p)) => {
+                        if failed.is_err() {
+                            continue; // drain: the run is ending
+                        }
+                        report.quarantined += p.quarantined;
+                        for u in &p.units {
+                            if let Err(e) = staging.stage(u) {
+                                failed = Err(e.into());
+                            }
+                        }
+                        if !p.marks.is_empty() {
+                            marks.push((p.user_id, p.marks));
+                        }
+                    }
+                    Some(Msg::Done { user_id, result }) => {
+                        self.progress.users_done.fetch_add(1, Ordering::Relaxed);
+                        match result {
+                            Ok(()) => report.users.ok += 1,
+                            Err(Stop::Interrupted) | Err(Stop::Closed) => report.users.interrupted += 1,
+                            Err(Stop::Failed { class, error, family }) => {
+                                self.progress.users_failed.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(user_id = %user_id, error = %error, "user failed");
+                                report.users.failed += 1;
+                                report.failures.push(report::UserFailure { user_id: user_id.clone(), class: class_name(class).into(), error: error.clone() });
+                                if let Some(f) = family {
+                                    marks.push((user_id, vec![Mark::Error(f, error)]));
+                                }
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(next_checkpoint), if failed.is_ok() => {
+                    if let Err(e) = self.checkpoint(lease, run_id, &mut checkpoint, &mut staging, &mut marks, &mut states, report).await {
+                        failed = Err(e);
+                        rx.close();
+                    }
+                    next_checkpoint = tokio::time::Instant::now() + self.cfg.checkpoint_interval;
+                },
+                _ = heartbeat.tick(), if failed.is_ok() => {
+                    if let Err(e) = lease.renew().await {
+                        failed = Err(e.into());
+                        rx.close();
+                    }
+                }
+            }
+        }
+        let _ = dispatcher.await;
+        failed?;
+        self.checkpoint(lease, run_id, &mut checkpoint, &mut staging, &mut marks, &mut states, report).await?;
+        tracing::info!(shard, checkpoints = checkpoint, "shard done");
+        Ok(())
+    }
+
+    /// Commits what is staged, then records the marks of the committed pieces.
+    #[allow(clippy::too_many_arguments)]
+    async fn checkpoint(
+        &self,
+        lease: &ShardLease,
+        run_id: &str,
+        checkpoint: &mut u32,
+        staging: &mut Staging,
+        marks: &mut Vec<(String, Vec<Mark>)>,
+        states: &mut HashMap<String, UserState>,
+        report: &mut Report,
+    ) -> Result<(), SyncError> {
+        if !staging.is_empty() {
+            *checkpoint += 1;
+            let manifest = self.lake.commit_staged(lease, run_id, *checkpoint, staging).await?;
+            let key = crate::lake::keys::manifest(&self.lake.location, run_id, *checkpoint).to_string();
+            tracing::info!(checkpoint = *checkpoint, partitions = manifest.partitions.len(), manifest = %key, "checkpoint committed");
+            report.add_manifest(key, &manifest);
+            self.progress.checkpoints.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let now = Utc::now();
+        for (user_id, ms) in marks.drain(..) {
+            let state =
+                states.entry(user_id.clone()).or_insert_with(|| UserState { user_id: user_id.clone(), ..UserState::default() });
+            for m in ms {
+                apply(state, m, now);
+            }
+            touched.insert(user_id);
+        }
+        for user_id in touched {
+            self.state.put(&states[&user_id]).await?;
+        }
+        Ok(())
+    }
+}
+
+fn apply(state: &mut UserState, m: Mark, now: DateTime<Utc>) {
+    match m {
+        Mark::Cursor(e, v) => {
+            let f = state.families.entry(e.as_str().to_string()).or_default();
+            f.cursor = Some(f.cursor.map_or(v, |c| c.max(v)));
+        }
+        Mark::CursorIfNone(e, v) => {
+            let f = state.families.entry(e.as_str().to_string()).or_default();
+            if f.cursor.is_none() {
+                f.cursor = Some(v);
+            }
+        }
+        Mark::Backfilled(e, r) => state.families.entry(e.as_str().to_string()).or_default().add_backfilled(r),
+        Mark::Relisted(e) => state.families.entry(e.as_str().to_string()).or_default().relisted_at = Some(now),
+        Mark::Success(e) => {
+            let f = state.families.entry(e.as_str().to_string()).or_default();
+            f.last_success = Some(now);
+            f.last_error = None;
+        }
+        Mark::Error(e, msg) => state.families.entry(e.as_str().to_string()).or_default().last_error = Some(msg),
+        Mark::TimeZone(tz) => state.time_zone = Some(tz),
+        Mark::Height(h) => {
+            if state.height.is_none_or(|s| s.at <= h.at) {
+                state.height = Some(h);
+            }
+        }
+    }
+}
+
+fn class_name(c: ErrorClass) -> &'static str {
+    match c {
+        ErrorClass::Config => "config",
+        ErrorClass::Auth => "auth",
+        ErrorClass::Transient => "transient",
+        ErrorClass::Data => "data",
+        ErrorClass::Internal => "internal",
+        ErrorClass::Busy => "busy",
+    }
+}
+
+/// Requests made between two accounting snapshots.
+fn diff(before: &crate::withings::Snapshot, after: &crate::withings::Snapshot) -> crate::withings::Snapshot {
+    let mut out = after.clone();
+    for (k, v) in out.endpoints.iter_mut() {
+        if let Some(b) = before.endpoints.get(k) {
+            v.requests -= b.requests.min(v.requests);
+            v.retries -= b.retries.min(v.retries);
+            for (o, n) in v.by_outcome.iter_mut() {
+                *n -= b.by_outcome.get(o).copied().unwrap_or(0).min(*n);
+            }
+        }
+    }
+    out.endpoints.retain(|_, v| v.requests > 0);
+    out.requests -= before.requests.min(out.requests);
+    out.retries -= before.retries.min(out.retries);
+    out.rate_limited -= before.rate_limited.min(out.rate_limited);
+    out.limiter_wait_ms -= before.limiter_wait_ms.min(out.limiter_wait_ms);
+    out
+}

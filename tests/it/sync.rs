@@ -1,0 +1,609 @@
+//! The sync engine end to end against the simulator over real HTTP: backfill, incremental,
+//! resume after a kill, shards, exit codes, status and the demo. Expected values are computed
+//! from the simulator's own raw answers, not from the library.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Float64Type;
+use chrono::{DateTime, NaiveDate};
+use serde_json::Value;
+use withings_lake::credentials::{Cipher, CredentialStore};
+use withings_lake::lake::{Lake, TableId};
+use withings_lake::link::LinkRequest;
+use withings_lake::schema::Resource;
+use withings_lake::secret::Secret;
+use withings_lake::simulator::SimConfig;
+use withings_lake::sync::{Engine, Mode, Report, RunSpec, SyncConfig, Users};
+use withings_lake::withings::{ClientConfig, WithingsClient};
+
+use crate::common::{self, NOW, Sim};
+
+const SECRET_VAR: &str = "WL_TEST_CLIENT_SECRET";
+
+fn client(sim: &Sim, rpm: u32) -> WithingsClient {
+    WithingsClient::new(ClientConfig {
+        base_url: sim.base.clone(),
+        client_id: "demo-client".into(),
+        client_secret: Secret::new("demo-secret".to_string()),
+        requests_per_minute: rpm,
+        concurrency: 4,
+        ..ClientConfig::default()
+    })
+    .unwrap()
+}
+
+/// Links simulator users `0..n` as `user-<i>` through the OAuth flow (the redirect goes to a
+/// loopback callback).
+async fn link(sim: &Sim, creds: &Path, n: usize) -> Arc<CredentialStore> {
+    link_with(sim, &client(sim, 0), creds, n).await
+}
+
+/// `link` over `c` (a test of the budget links with the client that then syncs: the token
+/// requests count toward the same 60-second window).
+async fn link_with(sim: &Sim, c: &WithingsClient, creds: &Path, n: usize) -> Arc<CredentialStore> {
+    let cipher = Cipher::load(&creds.with_extension("key")).unwrap();
+    let store = Arc::new(CredentialStore::open(&creds.display().to_string(), cipher).unwrap());
+    let mut listener = withings_lake::link::CallbackListener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    for i in 0..n {
+        let idx = i.to_string();
+        let req = LinkRequest::new(
+            &format!("{}/oauth2_user/authorize2", sim.base),
+            "demo-client",
+            "user.info,user.metrics,user.activity,user.sleepevents",
+            &listener.redirect_uri,
+            &format!("user-{i}"),
+            &[("sim_user", &idx)],
+        )
+        .unwrap();
+        reqwest::get(&req.url).await.unwrap().error_for_status().unwrap();
+        let cb = listener.next(Duration::from_secs(10)).await.unwrap();
+        req.complete(c, &store, cb).await.unwrap();
+    }
+    store
+}
+
+async fn lake_at(dir: &Path, shards: u32) -> Lake {
+    Lake::open_or_create(withings_lake::storage::open(&dir.display().to_string()).unwrap(), shards).await.unwrap()
+}
+
+fn spec(mode: Mode, now: i64) -> RunSpec {
+    RunSpec {
+        mode,
+        users: Users::All,
+        shard: None,
+        now: DateTime::from_timestamp(now, 0).unwrap(),
+        lease_wait: Duration::from_secs(5),
+        dry_run: false,
+    }
+}
+
+async fn run(engine: &Engine, spec: &RunSpec) -> Report {
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    engine.run(spec, rx).await.unwrap()
+}
+
+fn d(days_before_now: i64) -> NaiveDate {
+    DateTime::from_timestamp(NOW - days_before_now * 86_400, 0).unwrap().date_naive()
+}
+
+/// Every row of a table across its partitions (shard 0), without the bookkeeping columns,
+/// one line per row: equal strings mean equal tables.
+async fn table_lines(lake: &Lake, table: TableId, shard: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in lake.partitions(table, shard).await.unwrap() {
+        let b = lake.read(table, &p, shard).await.unwrap();
+        let keep: Vec<usize> =
+            (0..b.num_columns()).filter(|i| !["ingested_at", "run_id"].contains(&b.schema().field(*i).name().as_str())).collect();
+        let b = b.project(&keep).unwrap();
+        let fmt = arrow::util::display::FormatOptions::default().with_null("∅");
+        let cols: Vec<_> =
+            b.columns().iter().map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &fmt).unwrap()).collect();
+        for r in 0..b.num_rows() {
+            out.push(cols.iter().map(|c| c.value(r).to_string()).collect::<Vec<_>>().join("|"));
+        }
+    }
+    out
+}
+
+async fn all_rows(lake: &Lake, r: Resource) -> RecordBatch {
+    let schema = r.schema().arrow();
+    let mut batches = Vec::new();
+    for shard in 0..lake.meta.shards {
+        for p in lake.partitions(r.into(), shard).await.unwrap() {
+            batches.push(lake.read(r, &p, shard).await.unwrap());
+        }
+    }
+    arrow::compute::concat_batches(&schema, &batches).unwrap()
+}
+
+fn f64_col<'a>(b: &'a RecordBatch, name: &str) -> &'a arrow::array::PrimitiveArray<Float64Type> {
+    b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}")).as_primitive::<Float64Type>()
+}
+
+fn user_mask(b: &RecordBatch, user: &str) -> Vec<usize> {
+    let u = b.column_by_name("user_id").unwrap().as_string::<i32>();
+    (0..b.num_rows()).filter(|i| u.value(*i) == user).collect()
+}
+
+/// Data requests per endpoint the simulator saw (token requests left out).
+async fn sim_requests(sim: &Sim) -> BTreeMap<String, u64> {
+    let stats = sim.stats().await;
+    stats["requests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(e, _)| !["requesttoken", "getnonce", "revoke"].contains(&e.as_str()))
+        .map(|(e, by)| (e.clone(), by.as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum()))
+        .collect()
+}
+
+#[tokio::test]
+async fn backfill_agrees_with_what_the_simulator_served_and_costs_what_was_planned() {
+    let sim = common::start(2, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = link(&sim, &dir.path().join("creds"), 2).await;
+    let lake = lake_at(&dir.path().join("lake"), 1).await;
+    let engine = Engine::new(lake.clone(), client(&sim, 0), store.clone(), SyncConfig::default());
+    let before = sim_requests(&sim).await;
+    let (from, to) = (d(13), d(0));
+    let report = run(&engine, &spec(Mode::Backfill { from, to }, NOW)).await;
+    assert_eq!((report.users.ok, report.users.failed), (2, 0), "{}", report.to_text());
+    assert_eq!(report.exit_code(), 0);
+
+    // The simulator saw exactly the planned requests, and no 601.
+    let after = sim_requests(&sim).await;
+    let seen: BTreeMap<String, u64> =
+        after.iter().map(|(e, n)| (e.clone(), n - before.get(e).copied().unwrap_or(0))).filter(|(_, n)| *n > 0).collect();
+    assert_eq!(seen, report.requests.planned, "{}", report.to_text());
+    assert_eq!(report.requests.sent, report.requests.planned);
+    assert_eq!(sim.stats().await["limit_violations"], 0);
+    assert!(report.requests.planned["getintradayactivity"] >= 10, "{}", report.to_text());
+
+    // Expected values from the simulator's raw answers, with each user's own token.
+    let (start, end) = (
+        from.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp(),
+        to.succ_opt().unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp(),
+    );
+    let weight = all_rows(&lake, Resource::Weight).await;
+    let activity = all_rows(&lake, Resource::Activity).await;
+    let steps = all_rows(&lake, Resource::Steps).await;
+    let sleep = all_rows(&lake, Resource::Sleep).await;
+    for user in ["user-0", "user-1"] {
+        let token = store.get(user).await.unwrap().unwrap().access_token.expose().to_string();
+        let (s, e) = (start.to_string(), (end - 1).to_string());
+        let meas =
+            sim.body("/measure", &token, &[("action", "getmeas"), ("category", "1"), ("startdate", &s), ("enddate", &e)]).await;
+        let kgs: Vec<f64> = meas["measuregrps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["measures"].as_array().unwrap().iter())
+            .filter(|m| m["type"] == 1)
+            .map(|m| m["value"].as_f64().unwrap() * 10f64.powi(m["unit"].as_i64().unwrap() as i32))
+            .collect();
+        let rows = user_mask(&weight, user);
+        assert_eq!(rows.len(), kgs.len(), "{user}: weight rows");
+        let lake_sum: f64 = rows.iter().map(|i| f64_col(&weight, "value").value(*i)).sum();
+        assert!((lake_sum - kgs.iter().sum::<f64>()).abs() < 1e-6, "{user}: weight sum");
+
+        let (fs, ts) = (from.to_string(), to.to_string());
+        let act = sim
+            .body(
+                "/v2/measure",
+                &token,
+                &[("action", "getactivity"), ("startdateymd", &fs), ("enddateymd", &ts), ("data_fields", "steps")],
+            )
+            .await;
+        let acts = act["activities"].as_array().unwrap();
+        let rows = user_mask(&activity, user);
+        assert_eq!(rows.len(), acts.len(), "{user}: activity rows");
+        let served: i64 = acts.iter().map(|a| a["steps"].as_i64().unwrap_or(0)).sum();
+        let col = activity.column_by_name("steps").unwrap().as_primitive::<arrow::datatypes::Int64Type>();
+        let stored: i64 = rows.iter().map(|i| col.value(*i)).sum();
+        assert_eq!(stored, served, "{user}: activity steps");
+
+        // Intraday steps of every wearable day, in that day's local window.
+        let mut served_steps = 0i64;
+        let mut served_samples = 0usize;
+        for a in acts.iter().filter(|a| a["is_tracker"] == true) {
+            let day: NaiveDate = a["date"].as_str().unwrap().parse().unwrap();
+            let (a0, b0) = withings_lake::sync::plan::local_day(a["timezone"].as_str(), day);
+            for (x, y) in withings_lake::withings::day_chunks(a0, b0) {
+                let (xs, ys) = (x.to_string(), (y - 1).to_string());
+                let body = sim
+                    .body(
+                        "/v2/measure",
+                        &token,
+                        &[("action", "getintradayactivity"), ("startdate", &xs), ("enddate", &ys), ("data_fields", "steps")],
+                    )
+                    .await;
+                for (k, v) in body["series"].as_object().into_iter().flatten() {
+                    let t: i64 = k.parse().unwrap();
+                    if t >= x && t < y && v.get("steps").is_some_and(|s| !s.is_null()) {
+                        served_samples += 1;
+                        served_steps += v["steps"].as_i64().unwrap_or(0);
+                    }
+                }
+            }
+        }
+        let rows = user_mask(&steps, user);
+        assert_eq!(rows.len(), served_samples, "{user}: steps samples");
+        let stored: f64 = rows.iter().map(|i| f64_col(&steps, "value").value(*i)).sum();
+        assert_eq!(stored as i64, served_steps, "{user}: intraday steps");
+
+        let summ = sim
+            .body(
+                "/v2/sleep",
+                &token,
+                &[("action", "getsummary"), ("startdateymd", &fs), ("enddateymd", &ts), ("data_fields", "total_sleep_time")],
+            )
+            .await;
+        assert_eq!(user_mask(&sleep, user).len(), summ["series"].as_array().unwrap().len(), "{user}: sleep rows");
+    }
+
+    // The raw landing holds every listed record, and a re-run of the same window is free:
+    // every window is already backfilled, nothing is fetched and nothing changes.
+    let raw = lake.partitions(TableId::Raw(withings_lake::lake::Endpoint::Getactivity), 0).await.unwrap();
+    assert!(!raw.is_empty());
+    let again = run(&engine, &spec(Mode::Backfill { from, to }, NOW)).await;
+    assert_eq!(again.requests.total_sent, 0, "{}", again.to_text());
+    assert_eq!(again.rows_changed(), 0);
+}
+
+#[tokio::test]
+async fn incremental_after_a_clock_advance_picks_up_late_data_and_nothing_else() {
+    let sim = common::start(2, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = link(&sim, &dir.path().join("creds"), 2).await;
+    let lake = lake_at(&dir.path().join("lake"), 1).await;
+    let engine = Engine::new(lake.clone(), client(&sim, 0), store.clone(), SyncConfig::default());
+    // 35 days: the incremental's daily getmeas re-list (30 days) stays inside the backfill.
+    let (from, to) = (d(34), d(0));
+    run(&engine, &spec(Mode::Backfill { from, to }, NOW)).await;
+
+    sim.advance(8 * 3600).await;
+    let later = NOW + 8 * 3600;
+    let sync = run(&engine, &spec(Mode::Incremental, later)).await;
+    assert_eq!(sync.users.ok, 2, "{}", sync.to_text());
+    assert!(sync.rows["steps"].inserted > 0, "late intraday data arrives: {}", sync.to_text());
+    let intraday = sync.requests.sent.get("getintradayactivity").copied().unwrap_or(0);
+    assert!((1..=4).contains(&intraday), "only the changed days are re-fetched: {}", sync.to_text());
+
+    // The lake now equals a fresh backfill made after the advance.
+    let dir2 = tempfile::tempdir().unwrap();
+    let store2 = link(&sim, &dir2.path().join("creds"), 2).await;
+    let fresh = lake_at(&dir2.path().join("lake"), 1).await;
+    let engine2 = Engine::new(fresh.clone(), client(&sim, 0), store2, SyncConfig::default());
+    let to2 = DateTime::from_timestamp(later, 0).unwrap().date_naive();
+    run(&engine2, &spec(Mode::Backfill { from, to: to2 }, later)).await;
+    for r in Resource::ALL {
+        let (a, b) = (table_lines(&lake, r.into(), 0).await, table_lines(&fresh, r.into(), 0).await);
+        assert_eq!(a.len(), b.len(), "{r}: rows after incremental vs fresh backfill");
+        assert!(a == b, "{r}: the incremental lake differs from a fresh backfill");
+    }
+
+    // Nothing new: an idle user costs the four listings, and nothing changes.
+    let idle = run(&engine, &spec(Mode::Incremental, later)).await;
+    assert_eq!(idle.requests.total_sent, 8, "{}", idle.to_text());
+    assert_eq!(idle.rows_changed(), 0, "{}", idle.to_text());
+}
+
+#[tokio::test]
+async fn shards_split_users_and_a_run_checks_the_shard_count() {
+    let sim = common::start(4, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = link(&sim, &dir.path().join("creds"), 4).await;
+    let lake = lake_at(&dir.path().join("lake"), 2).await;
+    let cfg = SyncConfig { resources: vec![Resource::Weight, Resource::Activity], ..SyncConfig::default() };
+    let engine = Engine::new(lake.clone(), client(&sim, 0), store, cfg);
+    let mut seen = Vec::new();
+    for i in 0..2 {
+        let mut s = spec(Mode::Backfill { from: d(6), to: d(0) }, NOW);
+        s.shard = Some((i, 2));
+        let r = run(&engine, &s).await;
+        assert_eq!(r.shards, vec![i]);
+        seen.push(r.users.selected);
+        let w = all_rows(&lake, Resource::Weight).await;
+        let users = w.column_by_name("user_id").unwrap().as_string::<i32>();
+        for u in users.iter().flatten() {
+            assert!(withings_lake::lake::shard_of(u, 2) <= i, "{u} written by shard {i}");
+        }
+        for p in lake.partitions(Resource::Weight.into(), i).await.unwrap() {
+            let b = lake.read(Resource::Weight, &p, i).await.unwrap();
+            for u in b.column_by_name("user_id").unwrap().as_string::<i32>().iter().flatten() {
+                assert_eq!(withings_lake::lake::shard_of(u, 2), i, "{u} in shard {i}'s file");
+            }
+        }
+    }
+    assert_eq!(seen.iter().sum::<usize>(), 4, "every user in exactly one shard");
+    // Resources outside [sync] resources are not written, and intraday is never fetched.
+    assert!(lake.partitions(Resource::Steps.into(), 0).await.unwrap().is_empty());
+    let mut s = spec(Mode::Incremental, NOW);
+    s.shard = Some((0, 3));
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let err = engine.run(&s, rx).await.unwrap_err();
+    assert!(err.to_string().contains("the lake has 2 shards"), "{err}");
+}
+
+#[tokio::test]
+async fn dry_run_plans_without_a_request_and_a_rate_limited_backfill_never_trips_the_limit() {
+    let mut cfg = common::config(1, 12);
+    cfg.history_days = 30;
+    let sim = common::start_with(cfg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let limited = client(&sim, 12);
+    let store = link_with(&sim, &limited, &dir.path().join("creds"), 1).await;
+    let lake = lake_at(&dir.path().join("lake"), 1).await;
+    let engine = Engine::new(lake.clone(), limited, store, SyncConfig::default());
+    let before = sim.stats().await["total_requests"].as_u64().unwrap();
+    let mut s = spec(Mode::Backfill { from: d(4), to: d(0) }, NOW);
+    s.dry_run = true;
+    let plan = run(&engine, &s).await;
+    let est = plan.plan.clone().unwrap();
+    assert_eq!(sim.stats().await["total_requests"].as_u64().unwrap(), before, "a dry run sends nothing");
+    assert_eq!(est.requests["getmeas"], 2, "one listing and the height lookup");
+    assert_eq!(est.requests["getintradayactivity"], 5);
+    assert_eq!(est.eta_seconds, est.total * 60 / 12);
+    assert!(plan.to_text().contains("plan for 1 users"));
+
+    // More requests than the 12/minute window holds: the limiter waits, Withings never says 601.
+    s.dry_run = false;
+    let r = run(&engine, &s).await;
+    assert!(r.requests.total_sent > 12, "{}", r.to_text());
+    assert!(r.requests.total_sent <= est.total, "the estimate is an upper bound: {}", r.to_text());
+    assert_eq!(r.requests.rate_limited, 0);
+    assert_eq!(sim.stats().await["limit_violations"], 0);
+    assert!(r.requests.limiter_wait_seconds > 1.0, "{}", r.to_text());
+}
+
+// ---- the binary: exit codes, resume after a kill, status, the demo ----
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_withings-lake"));
+    c.env(SECRET_VAR, "demo-secret").env_remove("WITHINGS_LAKE_KEY").args(["--log-format", "json"]);
+    c
+}
+
+async fn exec(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || bin().args(&args).output().unwrap()).await.unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn pipeline(dir: &Path, sim: &Sim, extra: &str) -> PathBuf {
+    let path = dir.join("pipeline.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[source]\napi_base_url = \"{}\"\nclient_id = \"demo-client\"\nclient_secret_env = \"{SECRET_VAR}\"\nrequests_per_minute = 6000\nconcurrency = 2\n\n[credentials]\nurl = \"creds\"\nkey_file = \"creds.key\"\n\n[lake]\nurl = \"lake\"\n\n{extra}\n",
+            sim.base
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn report_of(o: &Output) -> Value {
+    let line = String::from_utf8_lossy(&o.stdout).lines().last().map(str::to_string).unwrap_or_default();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("no JSON report ({e}): {}", text(o)))
+}
+
+#[tokio::test]
+async fn exit_codes_come_from_real_situations() {
+    let sim = common::start(2, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &sim, "").display().to_string();
+    let store = link(&sim, &dir.path().join("creds"), 2).await;
+    let now = DateTime::from_timestamp(NOW, 0).unwrap().to_rfc3339();
+    let sync = |extra: &[&str]| {
+        let mut v: Vec<String> =
+            ["sync", "--pipeline", &p, "--report", "json", "--now", &now].iter().map(|s| s.to_string()).collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+
+    // 0: every user synced.
+    let ok = exec(sync(&[])).await;
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    assert_eq!(report_of(&ok)["users"]["ok"], 2);
+
+    // 1: a user revoked the authorization at Withings; the report names them, the other
+    // user is synced.
+    let user1 = store.get("user-1").await.unwrap().unwrap();
+    client(&sim, 0).revoke_user(&user1.withings_userid).await.unwrap();
+    let partial = exec(sync(&[])).await;
+    assert_eq!(partial.status.code(), Some(1), "{}", text(&partial));
+    let r = report_of(&partial);
+    assert_eq!(r["users"]["ok"], 1, "{r}");
+    assert_eq!(r["failures"][0]["user_id"], "user-1", "{r}");
+    assert_eq!(r["failures"][0]["class"], "auth", "{r}");
+    // Known to need a new link: skipped and listed, not a new failure.
+    let after = exec(sync(&[])).await;
+    assert_eq!(after.status.code(), Some(0), "{}", text(&after));
+    assert_eq!(report_of(&after)["users"]["needs_reauth"][0], "user-1");
+    let status = exec(vec!["status".into(), "--pipeline".into(), p.clone(), "--format".into(), "json".into()]).await;
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    let st: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(st["needs_reauth"], serde_json::json!(["user-1"]));
+    let u0 = st["users"].as_array().unwrap().iter().find(|u| u["user_id"] == "user-0").unwrap();
+    let gm = u0["families"].as_array().unwrap().iter().find(|f| f["family"] == "getmeas").unwrap();
+    assert!(gm["cursor"].is_string() && gm["lag_seconds"].as_i64().unwrap() >= 0 && gm["last_error"].is_null(), "{gm}");
+    let table = exec(vec!["status".into(), "--pipeline".into(), p.clone()]).await;
+    assert!(text(&table).contains("must link again: user-1"), "{}", text(&table));
+
+    // 3: another writer holds the shard lease.
+    let lake = Lake::open(withings_lake::storage::open(&dir.path().join("lake").display().to_string()).unwrap()).await.unwrap();
+    let held = lake.lease_shard(0, "airflow-task-7", Duration::ZERO).await.unwrap();
+    let busy = exec(sync(&[])).await;
+    assert_eq!(busy.status.code(), Some(3), "{}", text(&busy));
+    assert!(text(&busy).contains("airflow-task-7"), "{}", text(&busy));
+    held.release().await;
+
+    // 2: a key the pipeline format does not have, named with its file.
+    let bad = pipeline(dir.path(), &sim, "[sync]\ncheckpoint_every = 5\n").display().to_string();
+    let out = exec(vec!["sync".into(), "--pipeline".into(), bad.clone()]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("checkpoint_every") && text(&out).contains("pipeline.toml"), "{}", text(&out));
+    let out = exec(vec!["backfill".into(), "--pipeline".into(), p.clone(), "--shard".into(), "0/5".into()]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    for o in [&ok, &partial, &after, &busy] {
+        for secret in ["demo-secret", user1.refresh_token.expose(), user1.access_token.expose()] {
+            assert!(!text(o).contains(secret), "a secret reached the output");
+        }
+    }
+}
+
+/// Files and rows of every resource and raw table, for comparing two lakes.
+async fn snapshot(dir: &Path) -> BTreeMap<String, Vec<String>> {
+    let lake = Lake::open(withings_lake::storage::open(&dir.display().to_string()).unwrap()).await.unwrap();
+    let mut out = BTreeMap::new();
+    for t in TableId::all() {
+        if t == TableId::Quarantine {
+            continue;
+        }
+        out.insert(t.sql_name(), table_lines(&lake, t, 0).await);
+    }
+    out
+}
+
+fn manifests(lake: &Path) -> usize {
+    std::fs::read_dir(lake.join("_manifests")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_killed_backfill_resumes_to_the_same_lake_and_sigterm_commits_before_exiting() {
+    let mut cfg: SimConfig = common::config(3, 0);
+    cfg.latency_ms = 15;
+    let sim = common::start_with(cfg).await;
+    let now = DateTime::from_timestamp(NOW, 0).unwrap().to_rfc3339();
+    let backfill = |p: &str| -> Vec<String> {
+        ["backfill", "--pipeline", p, "--from", &d(20).to_string(), "--to", &d(0).to_string(), "--report", "json", "--now", &now]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let sync_cfg = "[sync]\ncheckpoint_interval_seconds = 1\n";
+
+    // The reference: one uninterrupted run.
+    let whole = tempfile::tempdir().unwrap();
+    let p = pipeline(whole.path(), &sim, sync_cfg).display().to_string();
+    link(&sim, &whole.path().join("creds"), 3).await;
+    let out = exec(backfill(&p)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let full_requests = report_of(&out)["requests"]["total_sent"].as_u64().unwrap();
+
+    // SIGKILL after the first checkpoints, then the same command again.
+    let killed = tempfile::tempdir().unwrap();
+    let p = pipeline(killed.path(), &sim, sync_cfg).display().to_string();
+    link(&sim, &killed.path().join("creds"), 3).await;
+    let mut child = bin().args(backfill(&p)).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let lake_dir = killed.path().join("lake");
+    for _ in 0..600 {
+        if manifests(&lake_dir) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(manifests(&lake_dir) >= 2, "the backfill committed checkpoints");
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed before the end");
+    let resumed = exec(backfill(&p)).await;
+    assert_eq!(resumed.status.code(), Some(0), "the dead writer's lease does not block: {}", text(&resumed));
+    let resumed_requests = report_of(&resumed)["requests"]["total_sent"].as_u64().unwrap();
+    assert!(resumed_requests < full_requests, "committed windows are skipped: {resumed_requests} vs {full_requests}");
+    let (a, b) = (snapshot(&whole.path().join("lake")).await, snapshot(&lake_dir).await);
+    for (t, rows) in &a {
+        assert_eq!(rows.len(), b[t].len(), "{t}: rows");
+        assert!(rows == &b[t], "{t}: the resumed lake differs from the uninterrupted one");
+    }
+
+    // SIGTERM: the run stops fetching, commits what it staged, reports `interrupted`, exits 1.
+    let termed = tempfile::tempdir().unwrap();
+    let p = pipeline(termed.path(), &sim, "[sync]\ncheckpoint_interval_seconds = 3600\n").display().to_string();
+    link(&sim, &termed.path().join("creds"), 3).await;
+    let child = bin().args(backfill(&p)).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(manifests(&termed.path().join("lake")), 0, "nothing committed before the signal (hourly checkpoints)");
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r = report_of(&out);
+    assert_eq!(r["interrupted"], true, "{r}");
+    assert!(manifests(&termed.path().join("lake")) >= 1, "the staged pieces were committed");
+    let rest = exec(backfill(&p)).await;
+    assert_eq!(rest.status.code(), Some(0), "{}", text(&rest));
+    let c = snapshot(&termed.path().join("lake")).await;
+    assert!(a == c, "finishing an interrupted backfill gives the same lake");
+}
+
+#[tokio::test]
+async fn the_demo_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = exec(vec![
+        "demo".into(),
+        "--dir".into(),
+        dir.path().display().to_string(),
+        "--users".into(),
+        "2".into(),
+        "--days".into(),
+        "5".into(),
+    ])
+    .await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    for want in ["linked demo-user-1", "linked demo-user-2", "backfill", "incremental sync", "avg_daily_steps", "demo-user-2"] {
+        assert!(all.contains(want), "missing '{want}': {all}");
+    }
+    assert!(dir.path().join("demo-lake/_lake.json").exists());
+    // A second demo replaces the first one's folders.
+    let again = exec(vec![
+        "demo".into(),
+        "--dir".into(),
+        dir.path().display().to_string(),
+        "--users".into(),
+        "1".into(),
+        "--days".into(),
+        "2".into(),
+    ])
+    .await;
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+}
+
+#[test]
+fn shipped_pipeline_files_parse_and_the_example_names_every_sync_key() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    for f in ["example.toml", "s3.toml", "local-simulator.toml"] {
+        let p = withings_lake::pipeline::PipelineFile::load(&dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        p.sync_config().unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+    let example = std::fs::read_to_string(dir.join("example.toml")).unwrap();
+    for key in [
+        "resources",
+        "backfill_days",
+        "backfill_limit_days",
+        "checkpoint_interval_seconds",
+        "cursor_overlap_seconds",
+        "relist_days",
+        "relist_every_hours",
+        "users_in_parallel",
+        "staging_dir",
+        "requests_per_minute",
+        "concurrency",
+        "client_secret_env",
+        "shards",
+        "key_file",
+    ] {
+        assert!(example.contains(&format!("{key} =")), "example.toml does not show {key}");
+    }
+    let p = withings_lake::pipeline::PipelineFile::load(&dir.join("s3.toml")).unwrap();
+    assert_eq!((p.shards(), p.sync_config().unwrap().resources.len()), (4, 17));
+}
