@@ -47,39 +47,47 @@ pub struct Lease {
     acquired_at: DateTime<Utc>,
 }
 
-/// This process's holder id: `<host>:pid<pid>-<random>`. The host and pid let a new writer on
-/// the same machine see that the holder is dead (a killed job) and take over at once.
+/// This process's holder id: `<host>:<boot id>:<pid namespace>:pid<pid>-<random>`. A new
+/// writer on the same machine, same boot and same pid namespace can then see that the holder
+/// is dead (a killed job) and take over at once; anywhere else it waits for the expiry.
 pub fn process_holder() -> String {
     static HOLDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOLDER
         .get_or_init(|| {
             let mut b = [0u8; 8];
             let _ = getrandom::fill(&mut b);
-            format!("{}:pid{}-{}", host_name(), std::process::id(), hex::encode(b))
+            format!("{}:pid{}-{}", machine(), std::process::id(), hex::encode(b))
         })
         .clone()
 }
 
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_string())
+/// `<host>:<boot id>:<pid namespace>` of this process, or `unknown` parts where `/proc` does
+/// not tell (then no lease is ever presumed dead).
+fn machine() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let clean = |s: String| s.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')).collect::<String>();
+    let host = read("/proc/sys/kernel/hostname").or_else(|| read("/etc/hostname")).map(clean).unwrap_or_default();
+    let boot = read("/proc/sys/kernel/random/boot_id").map(clean).unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
         .ok()
-        .filter(|h| !h.is_empty() && !h.contains(':'))
-        .unwrap_or_else(|| "unknown-host".into())
+        .map(|l| l.to_string_lossy().chars().filter(char::is_ascii_digit).collect::<String>())
+        .unwrap_or_default();
+    let part = |s: String| if s.is_empty() { "unknown".to_string() } else { s };
+    format!("{}:{}:{}", part(host), part(boot), part(ns))
 }
 
-/// Whether `holder` names a process of this host that no longer runs (only where `/proc`
-/// tells; elsewhere a lease is never presumed dead before it expires).
+/// Whether `holder` names a process of this machine, boot and pid namespace that no longer
+/// runs. Anything else (another machine, an unknown part, a pid that still exists) is alive.
 fn holder_is_dead(holder: &str) -> bool {
-    let Some((host, rest)) = holder.split_once(':') else { return false };
+    let parts: Vec<&str> = holder.splitn(4, ':').collect();
+    let [host, boot, ns, rest] = parts[..] else { return false };
     let Some(pid) = rest.strip_prefix("pid").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else {
         return false;
     };
-    host == host_name()
-        && host != "unknown-host"
+    let here = machine();
+    !here.contains("unknown")
+        && format!("{host}:{boot}:{ns}") == here
         && pid != std::process::id()
-        && std::path::Path::new("/proc/self").exists()
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -215,11 +223,17 @@ mod tests {
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
         let key = Path::from("leases/dead.lock");
         // pid 0x7ffffffe is never a running process; a live pid (ours) is never presumed dead.
-        let dead = format!("{}:pid{}-00", host_name(), 0x7fff_fffe_u32);
+        let dead = format!("{}:pid{}-00", machine(), 0x7fff_fffe_u32);
         Lease::acquire(store.clone(), key.clone(), &dead, Duration::from_secs(600), Duration::ZERO).await.unwrap();
         let taken = Lease::acquire(store.clone(), key.clone(), "new", Duration::from_secs(60), Duration::ZERO).await;
-        assert!(taken.is_ok() || !std::path::Path::new("/proc/self").exists());
-        let other_host = format!("elsewhere:pid{}-00", 0x7fff_fffe_u32);
+        assert!(taken.is_ok() || machine().contains("unknown"));
+        // Another machine, or another pid namespace of this one: never presumed dead.
+        let other_host = format!("elsewhere:{}", dead.split_once(':').unwrap().1);
+        let key_ns = Path::from("leases/ns.lock");
+        let parts: Vec<&str> = dead.splitn(4, ':').collect();
+        let other_ns = format!("{}:{}:1:{}", parts[0], parts[1], parts[3]);
+        Lease::acquire(store.clone(), key_ns.clone(), &other_ns, Duration::from_secs(600), Duration::ZERO).await.unwrap();
+        assert!(Lease::acquire(store.clone(), key_ns, "new", Duration::from_secs(60), Duration::ZERO).await.is_err());
         let key2 = Path::from("leases/remote.lock");
         Lease::acquire(store.clone(), key2.clone(), &other_host, Duration::from_secs(600), Duration::ZERO).await.unwrap();
         assert!(Lease::acquire(store.clone(), key2, "new", Duration::from_secs(60), Duration::ZERO).await.is_err());

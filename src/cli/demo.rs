@@ -36,16 +36,23 @@ pub struct DemoArgs {
     pub advance_hours: i64,
 }
 
-/// Removes a previous demo's folder; refuses to touch anything that is not one.
-fn clear(dir: &Path, marker: &str) -> anyhow::Result<()> {
+/// Removes a previous demo's folder (even of a demo that failed half-way); refuses to touch
+/// a folder holding anything else.
+fn clear(dir: &Path, markers: &[&str]) -> anyhow::Result<()> {
     if !dir.exists() {
         return Ok(());
     }
-    let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
-    if !empty && !dir.join(marker).exists() {
-        return Err(
-            Usage(format!("{} exists and is not a previous demo's (no {marker}); choose another --dir", dir.display())).into()
-        );
+    let entries: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if let Some(other) = entries.iter().find(|e| !markers.contains(&e.as_str())) {
+        return Err(Usage(format!(
+            "{} exists and is not a previous demo's (it holds '{other}'); choose another --dir",
+            dir.display()
+        ))
+        .into());
     }
     std::fs::remove_dir_all(dir).with_context(|| format!("removing the previous demo's {}", dir.display()))
 }
@@ -57,8 +64,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
     let (lake_dir, cred_dir) = (args.dir.join("demo-lake"), args.dir.join("demo-credentials"));
-    clear(&lake_dir, "_lake.json")?;
-    clear(&cred_dir, "users")?;
+    let lake_tables: Vec<String> = withings_lake::lake::TableId::all().iter().map(|t| t.dir()[0].to_string()).collect();
+    let mut lake_markers: Vec<&str> = lake_tables.iter().map(String::as_str).collect();
+    lake_markers.extend(["_lake.json", "_manifests", "_state"]);
+    clear(&lake_dir, &lake_markers)?;
+    clear(&cred_dir, &["users", "locks", "_probe"])?;
 
     // A private simulator: no rate limit, so the demo runs in seconds. The request count is
     // what Withings would see; the summary converts it to time at 120 requests/minute.
@@ -88,7 +98,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // The real OAuth flow: authorize URL with a CSRF state, the simulator's consent redirects
     // to our loopback callback, the code is exchanged and the user stored encrypted.
     let mut listener = CallbackListener::bind("127.0.0.1:0".parse().expect("loopback address")).await?;
-    let browser = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let browser = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build()?;
     for i in 0..args.users {
         let user_id = format!("demo-user-{}", i + 1);
         let index = i.to_string();
@@ -125,10 +135,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let today = at(sim.now()).date_naive();
     let from = today - chrono::Duration::days(i64::from(args.days) - 1);
-    let backfill = super::run::run_with_signals(&engine, &spec(Mode::Backfill { from, to: today }, sim.now())).await?;
+    let backfill =
+        super::run::run_with_signals(&engine, &spec(Mode::Backfill { from, to: today }, sim.now())).await.map_err(|f| f.error)?;
     summary(&format!("backfill {from}..{today}"), &backfill);
 
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().no_proxy().build()?;
     http.post(format!("{}/_sim/clock", sim.base_url()))
         .json(&serde_json::json!({ "advance_seconds": args.advance_hours * 3600 }))
         .send()
@@ -136,7 +147,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .and_then(|r| r.error_for_status())
         .context("advancing the simulated clock")?;
     println!("\nsimulated clock advanced {} hours to {}: devices sync late data", args.advance_hours, at(sim.now()));
-    let sync = super::run::run_with_signals(&engine, &spec(Mode::Incremental, sim.now())).await?;
+    let sync = super::run::run_with_signals(&engine, &spec(Mode::Incremental, sim.now())).await.map_err(|f| f.error)?;
     summary("incremental sync", &sync);
 
     let ctx = query::session(&lake).await?;

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
 use withings_lake::lake::Lake;
 use withings_lake::pipeline::PipelineFile;
-use withings_lake::sync::{Engine, Mode, Report, RunSpec, Users};
+use withings_lake::sync::{Engine, Failed, Mode, Report, RunSpec, Users};
 use withings_lake::withings::WithingsClient;
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -99,14 +99,22 @@ pub async fn execute(args: &RunArgs, mode: Mode, users: Users) -> anyhow::Result
         lease_wait: Duration::from_secs(args.lease_wait_seconds),
         dry_run: args.dry_run,
     };
-    let report = run_with_signals(&engine, &spec).await?;
-    print_report(&report, args.report)?;
-    finish(&report)
+    match run_with_signals(&engine, &spec).await {
+        Ok(report) => {
+            print_report(&report, args.report)?;
+            finish(&report)
+        }
+        Err(failed) => {
+            // What was done before the fatal error is committed: say so.
+            print_report(&failed.report, args.report)?;
+            Err(failed.into())
+        }
+    }
 }
 
 /// Runs the engine; the first SIGINT or SIGTERM stops new requests and commits what is
 /// staged. A progress line is drawn when stderr is a terminal.
-pub async fn run_with_signals(engine: &Engine, spec: &RunSpec) -> anyhow::Result<Report> {
+pub async fn run_with_signals(engine: &Engine, spec: &RunSpec) -> Result<Report, Failed> {
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
     let signals = tokio::spawn(async move {
         wait_for_signal().await;
@@ -124,7 +132,7 @@ pub async fn run_with_signals(engine: &Engine, spec: &RunSpec) -> anyhow::Result
         p.abort();
         eprint!("\r\x1b[2K");
     }
-    Ok(result?)
+    result
 }
 
 async fn wait_for_signal() {

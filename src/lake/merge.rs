@@ -83,74 +83,72 @@ fn time_micros(schema: &TableSchema, batch: &RecordBatch) -> Result<Vec<i64>, Ar
     })
 }
 
-/// Rows of `current` the unit replaces.
-fn replaced(
-    schema: &TableSchema,
-    current: &RecordBatch,
-    incoming: &RecordBatch,
-    coverage: &Coverage,
-) -> Result<Vec<bool>, ArrowError> {
-    let n = current.num_rows();
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    // Every coverage replaces the stored rows whose key arrives again.
-    let keys: Vec<&str> = schema.primary_key.iter().map(String::as_str).collect();
-    let both = concat_batches(&current.schema(), [current, incoming])?;
-    let rows = rows_of(schema, &both, &keys)?;
-    let incoming_keys: std::collections::HashSet<&[u8]> = (n..both.num_rows()).map(|i| rows.row(i).data()).collect();
-    let mut drop: Vec<bool> = (0..n).map(|i| incoming_keys.contains(rows.row(i).data())).collect();
-    let users = column(schema, current, "user_id")?.as_string::<i32>();
-    match coverage {
-        Coverage::Upsert => {}
-        Coverage::Everything { users: rebuilt, .. } => {
-            for (i, d) in drop.iter_mut().enumerate() {
-                *d |= rebuilt.iter().any(|u| u == users.value(i));
-            }
-        }
-        Coverage::Window { user_id, endpoint, start, end } => {
-            let endpoints = column(schema, current, "endpoint")?.as_string::<i32>();
-            let times = time_micros(schema, current)?;
-            let (a, b) = (start.saturating_mul(1_000_000), end.saturating_mul(1_000_000));
-            for (i, d) in drop.iter_mut().enumerate() {
-                *d |= users.value(i) == user_id && endpoints.value(i) == endpoint && times[i] >= a && times[i] < b;
-            }
-        }
-    }
-    Ok(drop)
-}
-
-/// `batch` with one row per primary key: the last one (incoming rows come after stored ones,
-/// and later units after earlier ones, so the newest version wins).
-fn last_per_key(schema: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-    let keys: Vec<&str> = schema.primary_key.iter().map(String::as_str).collect();
-    let rows = rows_of(schema, batch, &keys)?;
-    let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(batch.num_rows());
-    for i in 0..batch.num_rows() {
-        last.insert(rows.row(i).data(), i);
-    }
-    if last.len() == batch.num_rows() {
-        return Ok(batch.clone());
-    }
-    let keep = BooleanArray::from((0..batch.num_rows()).map(|i| last[rows.row(i).data()] == i).collect::<Vec<bool>>());
-    filter_record_batch(batch, &keep)
-}
-
 /// Applies `units` to `existing` (the stored rows, already in the table's current schema).
 /// Returns the new rows, sorted, and what changed.
+///
+/// One pass, whatever the number of units: every row (stored, then each unit's in order)
+/// survives when it is the last occurrence of its key and no later unit's coverage removes
+/// it. That is what applying the units one after the other gives, at the cost of one
+/// concatenation and one key encoding (a checkpoint can stage hundreds of units, one per
+/// user and day, into one partition).
 pub fn merge(
     schema: &TableSchema,
     existing: &RecordBatch,
     units: &[(&RecordBatch, &Coverage)],
 ) -> Result<(RecordBatch, Counts), ArrowError> {
-    let mut current = existing.clone();
-    for (incoming, coverage) in units {
-        let drop = replaced(schema, &current, incoming, coverage)?;
-        let keep = BooleanArray::from(drop.iter().map(|d| !d).collect::<Vec<bool>>());
-        let kept = if drop.is_empty() { current.clone() } else { filter_record_batch(&current, &keep)? };
-        current = concat_batches(&schema.arrow(), [&kept, *incoming])?;
+    let mut parts: Vec<&RecordBatch> = Vec::with_capacity(units.len() + 1);
+    parts.push(existing);
+    parts.extend(units.iter().map(|(b, _)| *b));
+    let all = concat_batches(&schema.arrow(), parts.iter().copied())?;
+    let n = all.num_rows();
+    // Origin of each row: 0 for the stored rows, k + 1 for unit k.
+    let mut origin: Vec<u32> = Vec::with_capacity(n);
+    for (o, b) in parts.iter().enumerate() {
+        origin.extend(std::iter::repeat_n(o as u32, b.num_rows()));
     }
-    current = last_per_key(schema, &current)?;
+
+    // Coverage: per (user, endpoint) the units' windows (in micros); per user the latest
+    // rebuild.
+    let mut windows: HashMap<(&str, &str), Vec<(i64, i64, u32)>> = HashMap::new();
+    let mut rebuilt: HashMap<&str, u32> = HashMap::new();
+    for (k, (_, coverage)) in units.iter().enumerate() {
+        let o = k as u32 + 1;
+        match coverage {
+            Coverage::Upsert => {}
+            Coverage::Window { user_id, endpoint, start, end } => {
+                let w = (start.saturating_mul(1_000_000), end.saturating_mul(1_000_000), o);
+                windows.entry((user_id.as_str(), endpoint.as_str())).or_default().push(w);
+            }
+            Coverage::Everything { users, .. } => {
+                for u in users {
+                    rebuilt.insert(u.as_str(), o);
+                }
+            }
+        }
+    }
+    let users = column(schema, &all, "user_id")?.as_string::<i32>();
+    let (endpoints, times) = if windows.is_empty() {
+        (None, Vec::new())
+    } else {
+        (Some(column(schema, &all, "endpoint")?.as_string::<i32>()), time_micros(schema, &all)?)
+    };
+    let removed = |i: usize| -> bool {
+        let (o, u) = (origin[i], users.value(i));
+        if rebuilt.get(u).is_some_and(|k| *k > o) {
+            return true;
+        }
+        let Some(eps) = endpoints else { return false };
+        windows.get(&(u, eps.value(i))).is_some_and(|ws| ws.iter().any(|(a, b, k)| *k > o && times[i] >= *a && times[i] < *b))
+    };
+
+    let keys: Vec<&str> = schema.primary_key.iter().map(String::as_str).collect();
+    let key_rows = rows_of(schema, &all, &keys)?;
+    let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(n);
+    for i in 0..n {
+        last.insert(key_rows.row(i).data(), i);
+    }
+    let keep = BooleanArray::from((0..n).map(|i| last[key_rows.row(i).data()] == i && !removed(i)).collect::<Vec<bool>>());
+    let current = filter_record_batch(&all, &keep)?;
 
     // Compare the result with what was stored, by key and by content.
     let keys: Vec<&str> = schema.primary_key.iter().map(String::as_str).collect();

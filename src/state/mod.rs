@@ -47,6 +47,10 @@ pub struct FamilyState {
     /// mirrors deletions that `lastupdate` cannot show.
     #[serde(default)]
     pub relisted_at: Option<DateTime<Utc>>,
+    /// Records (key -> `modified`) already handled whose `modified` lies within the cursor
+    /// overlap: seen again by the next listing, they are not counted as changed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recent: BTreeMap<String, i64>,
 }
 
 impl FamilyState {
@@ -82,6 +86,9 @@ pub struct UserState {
     /// The latest height measure seen (body BMI needs it when a run carries no height).
     #[serde(default)]
     pub height: Option<KnownHeight>,
+    /// The whole history was searched for a height once (none found, or `height` holds it).
+    #[serde(default)]
+    pub height_looked_up: bool,
 }
 
 /// A height measure as Withings sent it: `value * 10^unit` metres at `at` (epoch seconds).

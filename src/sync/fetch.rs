@@ -21,16 +21,20 @@ use crate::withings::{ErrorClass, MeasQuery, MeasureList, Window};
 /// A state change to make once the piece's units are committed.
 #[derive(Debug, Clone)]
 pub(crate) enum Mark {
-    /// The largest `modified` seen (the cursor only moves forward).
-    Cursor(Endpoint, i64),
+    /// The largest `modified` seen (the cursor only moves forward), and the versions
+    /// (record key, modified) this run handled, kept for those inside the overlap.
+    Cursor(Endpoint, i64, Vec<(String, i64)>),
     /// Set the cursor only if the family has none (a backfill's first view of the user).
     CursorIfNone(Endpoint, i64),
     Backfilled(Endpoint, DateRange),
-    Relisted(Endpoint),
+    /// Re-listed at this run's "now" (the clock `relist_every` is measured on).
+    Relisted(Endpoint, chrono::DateTime<chrono::Utc>),
     Success(Endpoint),
     Error(Endpoint, String),
     TimeZone(String),
     Height(KnownHeight),
+    /// The user's whole history was searched for a height (done once per user).
+    HeightLookedUp,
 }
 
 /// Units of one user to stage, and what to record once they are committed.
@@ -72,6 +76,29 @@ pub(crate) struct UserJob {
     pub heights: Vec<(i64, f64)>,
     /// The endpoint of the request in flight (a failure is recorded against it).
     pub current: std::sync::Mutex<Option<Endpoint>>,
+}
+
+fn modified_of(raw: &Value) -> Option<i64> {
+    match raw.get("modified")? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// An activity row's identity: its local date and its source (device, else model and brand).
+fn activity_key(raw: &Value) -> String {
+    let field = |f: &str| raw.get(f).map(|v| v.to_string()).unwrap_or_default();
+    format!("{}/{}/{}/{}", field("date"), field("hash_deviceid"), field("deviceid"), field("model"))
+}
+
+/// Records the versions handled in this listing, so that the next run, which sees them again
+/// inside the overlap, does not count them as changed.
+fn remember(p: &mut Piece, e: Endpoint, versions: &[(String, Option<i64>)]) {
+    let handled: Vec<(String, i64)> = versions.iter().filter_map(|(k, v)| Some((k.clone(), (*v)?))).collect();
+    if let Some(Mark::Cursor(_, _, recent)) = p.marks.iter_mut().find(|m| matches!(m, Mark::Cursor(f, ..) if *f == e)) {
+        *recent = handled;
+    }
 }
 
 fn max_modified<'a>(raws: impl Iterator<Item = &'a Value>) -> Option<i64> {
@@ -186,9 +213,17 @@ impl UserJob {
     /// height-only listing of the whole history (not landed: its groups are partial).
     async fn heights_for(&mut self, list: &MeasureList, p: &mut Piece) -> Result<(), Stop> {
         let mut newest = latest_height(list);
-        if newest.is_none() && self.state.height.is_none() && self.heights.is_empty() {
+        let has_weight = list.groups.iter().filter_map(|g| g.value.as_ref().ok()).any(|g| g.measures.iter().any(|m| m.kind == 1));
+        if newest.is_none()
+            && has_weight
+            && self.state.height.is_none()
+            && !self.state.height_looked_up
+            && self.heights.is_empty()
+        {
             let only = self.getmeas(MeasQuery { meastypes: vec![4], ..MeasQuery::default() }).await?;
             newest = latest_height(&only);
+            self.state.height_looked_up = true;
+            p.marks.push(Mark::HeightLookedUp);
         }
         for h in list.groups.iter().filter_map(|g| g.value.as_ref().ok()).flat_map(|g| {
             g.measures.iter().filter(|m| m.kind == 4).map(move |m| KnownHeight { at: g.date, value: m.value, unit: m.unit })
@@ -310,19 +345,24 @@ impl UserJob {
         let (need_intraday, need_sleep) = (need(self, Endpoint::Getintradayactivity), need(self, Endpoint::SleepGet));
         let (start, end) = utc_window(r);
         let dates = Window::Dates { from: r.from, to: r.to };
+        // A first cursor from a backfill: the newest `modified` seen, but never past the
+        // window's last day (a historical window's edits must not hide the data after it).
         let done = |p: &mut Piece, e: Endpoint, raws: Option<i64>| {
             p.marks.push(Mark::Backfilled(e, r));
             if let Some(m) = raws {
-                p.marks.push(Mark::CursorIfNone(e, m));
+                p.marks.push(Mark::CursorIfNone(e, m.min(end - 86_400)));
             }
             p.marks.push(Mark::Success(e));
         };
 
         if need(self, Endpoint::Getmeas) {
-            let list = self.getmeas(MeasQuery { startdate: Some(start), enddate: Some(end - 1), ..MeasQuery::default() }).await?;
+            // Every local day of the window, in any zone (UTC-12 to UTC+14): the answer is the
+            // complete list of that span, which the window replace mirrors.
+            let (a, b) = (start - 14 * 3600, end + 12 * 3600);
+            let list = self.getmeas(MeasQuery { startdate: Some(a), enddate: Some(b - 1), ..MeasQuery::default() }).await?;
             let mut p = self.piece();
             self.heights_for(&list, &mut p).await?;
-            self.harmonize_getmeas(&mut p, &list, self.window(Endpoint::Getmeas, start, end));
+            self.harmonize_getmeas(&mut p, &list, self.window(Endpoint::Getmeas, a, b));
             done(&mut p, Endpoint::Getmeas, max_modified(list.groups.iter().map(|g| &g.raw)));
             self.send(p).await?;
         }
@@ -384,11 +424,9 @@ impl UserJob {
                     let p = self.sleep_session(s, &sessions).await?;
                     self.send(p).await?;
                 }
-                if night >= r.from && night <= r.to {
-                    let mut p = self.piece();
-                    p.marks.push(Mark::Backfilled(Endpoint::SleepGet, one));
-                    self.send(p).await?;
-                }
+                let mut p = self.piece();
+                p.marks.push(Mark::Backfilled(Endpoint::SleepGet, one));
+                self.send(p).await?;
             }
         }
 
@@ -410,6 +448,19 @@ impl UserJob {
     /// activity changed, sleep get for new or changed sessions, and the daily getmeas re-list.
     /// `only` limits it to some families (a targeted refresh).
     async fn incremental(&mut self, only: Option<&BTreeSet<Endpoint>>) -> Result<(), Stop> {
+        // A listing's cursor decides which intraday days and sleep sessions count as changed:
+        // refreshing a listing refreshes what depends on it, or those would be missed for good.
+        let only: Option<BTreeSet<Endpoint>> = only.map(|o| {
+            let mut o = o.clone();
+            if o.contains(&Endpoint::Getactivity) {
+                o.insert(Endpoint::Getintradayactivity);
+            }
+            if o.contains(&Endpoint::SleepGetsummary) {
+                o.insert(Endpoint::SleepGet);
+            }
+            o
+        });
+        let only = only.as_ref();
         let selected = |s: &Self, e: Endpoint| s.wants(e) && only.is_none_or(|o| o.contains(&e));
         let (do_intraday, do_sleep) = (selected(self, Endpoint::Getintradayactivity), selected(self, Endpoint::SleepGet));
         let now = self.env.now;
@@ -418,23 +469,29 @@ impl UserJob {
         let since = |s: &Self, e: Endpoint| s.family_cursor(e).map(|c| c - overlap).unwrap_or(initial).max(0);
         let finish = |p: &mut Piece, e: Endpoint, m: Option<i64>| {
             if let Some(m) = m {
-                p.marks.push(Mark::Cursor(e, m));
+                p.marks.push(Mark::Cursor(e, m, Vec::new()));
             }
             p.marks.push(Mark::Success(e));
+        };
+        // Changed: modified after the cursor minus the overlap (a record of the cursor's own
+        // second, or indexed late, counts), unless this very version was already handled; or
+        // without a `modified` at all.
+        let changed = |s: &Self, e: Endpoint, key: &str, m: Option<i64>| -> bool {
+            let f = s.state.families.get(e.as_str());
+            match (f.and_then(|f| f.cursor), m) {
+                (None, _) | (_, None) => true,
+                (Some(c), Some(m)) => m > c - overlap && f.and_then(|f| f.recent.get(key)) != Some(&m),
+            }
         };
 
         if selected(self, Endpoint::Getmeas) {
             let mut p = self.piece();
-            let relist_due = self.env.cfg.relist_every.is_some_and(|every| {
-                let last = self.state.families.get("getmeas").and_then(|f| f.relisted_at);
-                last.is_none_or(|t| (self.env.now_utc() - t).to_std().unwrap_or_default() >= every)
-            }) && self.family_cursor(Endpoint::Getmeas).is_some();
-            if relist_due {
+            if relist_due(&self.env, &self.state) {
                 let (a, b) = (now - i64::from(self.env.cfg.relist_days) * 86_400, now + 86_400);
                 let list = self.getmeas(MeasQuery { startdate: Some(a), enddate: Some(b - 1), ..MeasQuery::default() }).await?;
                 self.heights_for(&list, &mut p).await?;
                 self.harmonize_getmeas(&mut p, &list, self.window(Endpoint::Getmeas, a, b));
-                p.marks.push(Mark::Relisted(Endpoint::Getmeas));
+                p.marks.push(Mark::Relisted(Endpoint::Getmeas, self.env.now_utc));
             }
             let list =
                 self.getmeas(MeasQuery { lastupdate: Some(since(self, Endpoint::Getmeas)), ..MeasQuery::default() }).await?;
@@ -445,16 +502,19 @@ impl UserJob {
         }
 
         if selected(self, Endpoint::Getactivity) || do_intraday {
-            let prev = self.family_cursor(Endpoint::Getactivity);
             let items = self.getactivity(Window::LastUpdate(since(self, Endpoint::Getactivity))).await?;
             let mut p = self.piece();
             self.land(&mut p, Endpoint::Getactivity, raw::getactivity(&self.ctx, &items));
             self.add(&mut p, harmonize::getactivity(&self.ctx, &items), Coverage::Upsert);
+            let m = max_modified(items.iter().map(|i| &i.raw));
+            let versions: Vec<(String, Option<i64>)> =
+                items.iter().map(|i| (activity_key(&i.raw), modified_of(&i.raw))).collect();
             let changed: Vec<Item<Activity>> = items
                 .into_iter()
-                .filter(|i| prev.is_none_or(|c| i.value.as_ref().ok().and_then(|a| a.modified).is_some_and(|m| m > c)))
+                .zip(&versions)
+                .filter(|(_, (k, v))| changed(self, Endpoint::Getactivity, k, *v))
+                .map(|(i, _)| i)
                 .collect();
-            let m = max_modified(changed.iter().map(|i| &i.raw));
             self.send(p).await?;
             if do_intraday {
                 for (day, zone) in wearable_days(&changed, |_| true).into_iter().rev() {
@@ -466,6 +526,7 @@ impl UserJob {
             // next run sees the same days as changed.
             let mut p = self.piece();
             finish(&mut p, Endpoint::Getactivity, m);
+            remember(&mut p, Endpoint::Getactivity, &versions);
             if do_intraday {
                 p.marks.push(Mark::Success(Endpoint::Getintradayactivity));
             }
@@ -482,18 +543,19 @@ impl UserJob {
         }
 
         if selected(self, Endpoint::SleepGetsummary) || do_sleep {
-            let prev = self.family_cursor(Endpoint::SleepGetsummary);
             let items = self.getsummary(Window::LastUpdate(since(self, Endpoint::SleepGetsummary))).await?;
             let mut p = self.piece();
             self.land(&mut p, Endpoint::SleepGetsummary, raw::by_id(&self.ctx, Endpoint::SleepGetsummary, &items));
             self.add(&mut p, harmonize::sleep_getsummary(&self.ctx, &items), Coverage::Upsert);
             let m = max_modified(items.iter().map(|i| &i.raw));
             let sessions = SleepSession::from_summaries(&items);
+            let versions: Vec<(String, Option<i64>)> =
+                items.iter().map(|i| (i.raw.get("id").map(Value::to_string).unwrap_or_default(), modified_of(&i.raw))).collect();
             let changed: BTreeSet<i64> = items
                 .iter()
-                .filter_map(|i| i.value.as_ref().ok())
-                .filter(|s| prev.is_none_or(|c| s.modified.is_some_and(|m| m > c)))
-                .map(|s| s.id)
+                .zip(&versions)
+                .filter(|(_, (k, v))| changed(self, Endpoint::SleepGetsummary, k, *v))
+                .filter_map(|(i, _)| i.value.as_ref().ok().map(|s| s.id))
                 .collect();
             self.send(p).await?;
             if do_sleep {
@@ -504,6 +566,7 @@ impl UserJob {
             }
             let mut p = self.piece();
             finish(&mut p, Endpoint::SleepGetsummary, m);
+            remember(&mut p, Endpoint::SleepGetsummary, &versions);
             if do_sleep {
                 p.marks.push(Mark::Success(Endpoint::SleepGet));
             }
@@ -511,6 +574,16 @@ impl UserJob {
         }
         Ok(())
     }
+}
+
+/// Whether an incremental run re-lists the trailing getmeas window: once every
+/// `relist_every`, for users who have a cursor (a first sync lists everything anyway).
+fn relist_due(env: &Env, state: &UserState) -> bool {
+    let getmeas = state.families.get(Endpoint::Getmeas.as_str());
+    env.cfg.relist_every.is_some_and(|every| {
+        getmeas.is_some_and(|f| f.cursor.is_some())
+            && getmeas.and_then(|f| f.relisted_at).is_none_or(|t| (env.now_utc - t).to_std().unwrap_or_default() >= every)
+    })
 }
 
 /// The local wake-up date of a session (Withings' `date` of a summary).
@@ -551,7 +624,7 @@ pub(crate) fn estimate(env: &Env, mode: &Mode, state: &UserState, e: &mut plan::
                     e.add(f, 1);
                 }
             }
-            if missing(Endpoint::Getmeas) && state.height.is_none() {
+            if missing(Endpoint::Getmeas) && state.height.is_none() && !state.height_looked_up {
                 e.add(Endpoint::Getmeas, 1);
             }
             if intraday {
@@ -572,6 +645,9 @@ pub(crate) fn estimate(env: &Env, mode: &Mode, state: &UserState, e: &mut plan::
                 if sel(f) || (f == Endpoint::Getactivity && intraday) || (f == Endpoint::SleepGetsummary && sleep) {
                     e.add(f, 1);
                 }
+            }
+            if sel(Endpoint::Getmeas) && relist_due(env, state) {
+                e.add(Endpoint::Getmeas, 1);
             }
             let days_since = |f: Endpoint| -> u64 {
                 let cursor = state.families.get(f.as_str()).and_then(|s| s.cursor);

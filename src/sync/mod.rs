@@ -141,6 +141,21 @@ impl SyncError {
     }
 }
 
+/// A run that stopped on a fatal error, with the report of what it did before.
+#[derive(Debug, thiserror::Error)]
+#[error("the run stopped")]
+pub struct Failed {
+    pub report: Box<Report>,
+    #[source]
+    pub error: SyncError,
+}
+
+impl Failed {
+    pub fn class(&self) -> ErrorClass {
+        self.error.class()
+    }
+}
+
 /// Live counters for a progress display.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -167,10 +182,6 @@ pub(crate) struct Env {
 impl Env {
     pub fn planned(&self, e: Endpoint, n: u64) {
         *self.planned.lock().expect("plan lock").entry(e.as_str().to_string()).or_default() += n;
-    }
-
-    pub fn now_utc(&self) -> DateTime<Utc> {
-        self.now_utc
     }
 }
 
@@ -211,7 +222,16 @@ impl Engine {
     }
 
     /// Runs `spec`. `cancel` turning true stops new requests; what is staged is committed.
-    pub async fn run(&self, spec: &RunSpec, cancel: watch::Receiver<bool>) -> Result<Report, SyncError> {
+    /// On a fatal error the report of what was done so far comes with it ([`Failed`]).
+    pub async fn run(&self, spec: &RunSpec, cancel: watch::Receiver<bool>) -> Result<Report, Failed> {
+        let mut report = Report::new(&run_id(&spec.mode), spec.mode.name(), spec.dry_run, self.lake.meta.shards);
+        match self.run_into(spec, cancel, &mut report).await {
+            Ok(()) => Ok(report),
+            Err(error) => Err(Failed { report: Box::new(report), error }),
+        }
+    }
+
+    async fn run_into(&self, spec: &RunSpec, cancel: watch::Receiver<bool>, report: &mut Report) -> Result<(), SyncError> {
         let shards = self.lake.meta.shards;
         if let Mode::Backfill { from, to } = &spec.mode {
             if from > to {
@@ -233,8 +253,7 @@ impl Engine {
                 return Err(SyncError::Config(format!("--shard {i}/{n}: i must be below {n}")));
             }
         }
-        let id = run_id(&spec.mode);
-        let mut report = Report::new(&id, spec.mode.name(), spec.dry_run, shards);
+        let id = report.run_id.clone();
 
         // Users: linked records, then the selection, then the shard.
         let linked = self.credentials.list().await?;
@@ -242,9 +261,8 @@ impl Engine {
         let wanted: Vec<String> = match &spec.users {
             Users::All => linked.iter().map(|r| r.user_id.clone()).collect(),
             Users::Only(ids) => {
-                let mut v = ids.clone();
-                v.dedup();
-                v
+                let mut seen = BTreeSet::new();
+                ids.iter().filter(|u| seen.insert(u.as_str())).cloned().collect()
             }
         };
         let mut per_shard: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
@@ -263,7 +281,22 @@ impl Engine {
                         error: format!("user '{user_id}' is not linked (no credentials record)"),
                     });
                 }
-                Some(r) if r.status != UserStatus::Active => report.users.needs_reauth.push(user_id.clone()),
+                Some(r) if r.status != UserStatus::Active => {
+                    report.users.needs_reauth.push(user_id.clone());
+                    // A user named on the command line who cannot be synced is a failure; in
+                    // an every-user run they are listed, not failed again each run.
+                    if matches!(spec.users, Users::Only(_)) {
+                        report.users.failed += 1;
+                        report.failures.push(report::UserFailure {
+                            user_id: user_id.clone(),
+                            class: "auth".into(),
+                            error: format!(
+                                "user '{user_id}' must link their Withings account again: {}",
+                                r.status_reason.as_deref().unwrap_or(r.status.as_str())
+                            ),
+                        });
+                    }
+                }
                 Some(r) => per_shard.entry(shard).or_default().push((user_id.clone(), r.withings_userid.clone())),
             }
         }
@@ -297,13 +330,14 @@ impl Engine {
             estimate.finish(self.client.config().requests_per_minute);
             report.plan = Some(estimate);
             report.finish(BTreeMap::new(), &Default::default());
-            return Ok(report);
+            return Ok(());
         }
 
         let before = self.client.accounting();
         let mut outcome = Ok(());
-        for (shard, users) in per_shard {
-            if let Err(e) = self.run_shard(&env, spec, &id, shard, users, &mut report).await {
+        let mut shards = per_shard.into_iter();
+        for (shard, users) in shards.by_ref() {
+            if let Err(e) = self.run_shard(&env, spec, &id, shard, users, report).await {
                 outcome = Err(e);
                 break;
             }
@@ -311,11 +345,13 @@ impl Engine {
                 break;
             }
         }
+        // Users of shards that never started did not finish.
+        report.users.interrupted += shards.map(|(_, u)| u.len()).sum::<usize>();
         let after = self.client.accounting();
         let planned = env.planned.lock().expect("plan lock").clone();
         report.finish(planned, &diff(&before, &after));
         report.interrupted = *env.cancel.borrow();
-        outcome.map(|()| report)
+        outcome
     }
 
     async fn run_shard(
@@ -342,11 +378,26 @@ impl Engine {
         users: Vec<(String, String)>,
         report: &mut Report,
     ) -> Result<(), SyncError> {
+        use futures::StreamExt;
         let shard = lease.shard;
         let mut states: HashMap<String, UserState> = HashMap::new();
         let mut jobs = Vec::new();
-        for (user_id, withings_user_id) in users {
-            let state = match self.state.get(&user_id).await {
+        // States are read after the lease is taken (a previous holder may just have written
+        // them), 16 at a time, renewing the lease as the reads go.
+        let store = &self.state;
+        let mut loaded = futures::stream::iter(users)
+            .map(|(user_id, withings_user_id)| async move {
+                let state = store.get(&user_id).await;
+                (user_id, withings_user_id, state)
+            })
+            .buffered(16);
+        let mut renewed = tokio::time::Instant::now();
+        while let Some((user_id, withings_user_id, state)) = loaded.next().await {
+            if renewed.elapsed() > SHARD_LEASE_TTL / 4 {
+                lease.renew().await?;
+                renewed = tokio::time::Instant::now();
+            }
+            let state = match state {
                 Ok(s) => s.unwrap_or_else(|| UserState { user_id: user_id.clone(), ..UserState::default() }),
                 Err(e @ StateError::Corrupt { .. }) => {
                     report.users.failed += 1;
@@ -366,7 +417,9 @@ impl Engine {
             let (env, mode, run_id) = (env.clone(), spec.mode.clone(), run_id.to_string());
             tokio::spawn(async move {
                 let mut tasks = tokio::task::JoinSet::new();
+                let mut names: HashMap<tokio::task::Id, String> = HashMap::new();
                 for (user_id, withings_user_id, state) in jobs {
+                    let user_id_of_task = user_id.clone();
                     let permit = gate.clone().acquire_owned().await.expect("the gate is never closed");
                     if *env.cancel.borrow() {
                         let _ = tx.send(Msg::Done { user_id, result: Err(Stop::Interrupted) }).await;
@@ -394,13 +447,31 @@ impl Engine {
                         current: Default::default(),
                     };
                     let (tx, mode) = (tx.clone(), mode.clone());
-                    tasks.spawn(async move {
-                        let result = job.run(&mode).await;
-                        drop(permit);
-                        let _ = tx.send(Msg::Done { user_id, result }).await;
-                    });
+                    let id = tasks
+                        .spawn(async move {
+                            let result = job.run(&mode).await;
+                            drop(permit);
+                            let _ = tx.send(Msg::Done { user_id, result }).await;
+                        })
+                        .id();
+                    names.insert(id, user_id_of_task);
                 }
-                while tasks.join_next().await.is_some() {}
+                // A task that panicked sent no Done: report its user as failed.
+                while let Some(joined) = tasks.join_next_with_id().await {
+                    if let Err(e) = joined
+                        && e.is_panic()
+                        && let Some(user_id) = names.remove(&e.id())
+                    {
+                        let error = format!("internal error while syncing user '{user_id}' (a bug; see the log)");
+                        tracing::error!(user_id = %user_id, "a user's task panicked");
+                        let _ = tx
+                            .send(Msg::Done {
+                                user_id,
+                                result: Err(Stop::Failed { class: ErrorClass::Internal, error, family: None }),
+                            })
+                            .await;
+                    }
+                }
             })
         };
 
@@ -454,7 +525,7 @@ impl Engine {
                     next_checkpoint = tokio::time::Instant::now() + self.cfg.checkpoint_interval;
                 },
                 _ = heartbeat.tick(), if failed.is_ok() => {
-                    if let Err(e) = lease.renew().await {
+                    if let Err(e) = renew_with_retries(lease).await {
                         failed = Err(e.into());
                         rx.close();
                     }
@@ -494,22 +565,34 @@ impl Engine {
             let state =
                 states.entry(user_id.clone()).or_insert_with(|| UserState { user_id: user_id.clone(), ..UserState::default() });
             for m in ms {
-                apply(state, m, now);
+                apply(state, m, now, self.cfg.cursor_overlap);
             }
             touched.insert(user_id);
         }
-        for user_id in touched {
-            self.state.put(&states[&user_id]).await?;
+        use futures::StreamExt;
+        let store = &self.state;
+        let states = &*states;
+        let mut writes = futures::stream::iter(touched).map(|u| async move { store.put(&states[&u]).await }).buffer_unordered(16);
+        let mut renewed = tokio::time::Instant::now();
+        while let Some(written) = writes.next().await {
+            written?;
+            if renewed.elapsed() > SHARD_LEASE_TTL / 4 {
+                renew_with_retries(lease).await?;
+                renewed = tokio::time::Instant::now();
+            }
         }
         Ok(())
     }
 }
 
-fn apply(state: &mut UserState, m: Mark, now: DateTime<Utc>) {
+fn apply(state: &mut UserState, m: Mark, now: DateTime<Utc>, overlap: i64) {
     match m {
-        Mark::Cursor(e, v) => {
+        Mark::Cursor(e, v, handled) => {
             let f = state.families.entry(e.as_str().to_string()).or_default();
-            f.cursor = Some(f.cursor.map_or(v, |c| c.max(v)));
+            let cursor = f.cursor.map_or(v, |c| c.max(v));
+            f.cursor = Some(cursor);
+            f.recent.extend(handled);
+            f.recent.retain(|_, m| *m > cursor - overlap);
         }
         Mark::CursorIfNone(e, v) => {
             let f = state.families.entry(e.as_str().to_string()).or_default();
@@ -518,7 +601,7 @@ fn apply(state: &mut UserState, m: Mark, now: DateTime<Utc>) {
             }
         }
         Mark::Backfilled(e, r) => state.families.entry(e.as_str().to_string()).or_default().add_backfilled(r),
-        Mark::Relisted(e) => state.families.entry(e.as_str().to_string()).or_default().relisted_at = Some(now),
+        Mark::Relisted(e, at) => state.families.entry(e.as_str().to_string()).or_default().relisted_at = Some(at),
         Mark::Success(e) => {
             let f = state.families.entry(e.as_str().to_string()).or_default();
             f.last_success = Some(now);
@@ -531,7 +614,27 @@ fn apply(state: &mut UserState, m: Mark, now: DateTime<Utc>) {
                 state.height = Some(h);
             }
         }
+        Mark::HeightLookedUp => state.height_looked_up = true,
     }
+}
+
+/// A heartbeat that survives a passing storage error: three tries over about 7 seconds (the
+/// lease has 90 s left at a heartbeat). A lease taken by someone else fails at once.
+async fn renew_with_retries(lease: &ShardLease) -> Result<(), LakeError> {
+    let mut pause = Duration::from_secs(1);
+    for attempt in 0.. {
+        match lease.renew().await {
+            Ok(()) => return Ok(()),
+            Err(e @ LakeError::LeaseLost { .. }) => return Err(e),
+            Err(e) if attempt >= 2 => return Err(e),
+            Err(e) => {
+                tracing::warn!(shard = lease.shard, error = %e, "shard lease heartbeat failed, retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
+    }
+    unreachable!("the loop returns")
 }
 
 fn class_name(c: ErrorClass) -> &'static str {

@@ -142,7 +142,7 @@ impl Report {
     /// 0 when every selected user finished, 1 (partial) when some failed or the run was
     /// interrupted before they finished.
     pub fn exit_code(&self) -> u8 {
-        if self.users.failed > 0 || self.users.interrupted > 0 { 1 } else { 0 }
+        if self.users.failed > 0 || self.users.interrupted > 0 || self.interrupted { 1 } else { 0 }
     }
 
     /// A short human summary.

@@ -263,7 +263,12 @@ impl WithingsClient {
         if cfg.concurrency == 0 {
             return Err(WithingsError::Config { setting: "concurrency", reason: "must be at least 1".into() });
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if loopback {
+            // A simulator on this machine: a proxy from the environment would not reach it.
+            builder = builder.no_proxy();
+        }
+        let http = builder
             .timeout(cfg.timeout)
             // A redirect would resend the form body (secrets included) elsewhere: never follow.
             .redirect(reqwest::redirect::Policy::none())

@@ -294,6 +294,40 @@ async fn incremental_after_a_clock_advance_picks_up_late_data_and_nothing_else()
 }
 
 #[tokio::test]
+async fn a_historical_backfill_leaves_no_gap_and_a_refresh_of_activity_refetches_its_intraday() {
+    let sim = common::start(1, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = link(&sim, &dir.path().join("creds"), 1).await;
+    let lake = lake_at(&dir.path().join("lake"), 1).await;
+    let engine = Engine::new(lake.clone(), client(&sim, 0), store, SyncConfig::default());
+    // A window that ends 10 days ago: its first cursor must not hide the 10 days after it.
+    run(&engine, &spec(Mode::Backfill { from: d(20), to: d(10) }, NOW)).await;
+    let days_with_steps = |b: &RecordBatch| -> std::collections::BTreeSet<NaiveDate> {
+        let t = b.column_by_name("start").unwrap().as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        t.values().iter().map(|v| DateTime::from_timestamp_micros(*v).unwrap().date_naive()).collect()
+    };
+    let before = days_with_steps(&all_rows(&lake, Resource::Steps).await);
+    assert!(before.iter().all(|day| *day <= d(9)), "{before:?}");
+    let sync = run(&engine, &spec(Mode::Incremental, NOW)).await;
+    let after = days_with_steps(&all_rows(&lake, Resource::Steps).await);
+    let later: Vec<_> = after.iter().filter(|day| **day > d(9)).collect();
+    assert!(later.len() >= 5, "the days after the window arrive: {after:?} {}", sync.to_text());
+
+    // refresh --families getactivity: the listing's cursor decides the intraday days, so the
+    // refresh brings the intraday of changed days too (else they would be missed for good).
+    sim.advance(4 * 3600).await;
+    let mut s = spec(Mode::Refresh { families: [withings_lake::lake::Endpoint::Getactivity].into() }, NOW + 4 * 3600);
+    s.users = Users::Only(vec!["user-0".into()]);
+    let r = run(&engine, &s).await;
+    assert!(r.requests.sent.get("getintradayactivity").copied().unwrap_or(0) >= 1, "{}", r.to_text());
+    assert!(!r.requests.sent.contains_key("getmeas"), "{}", r.to_text());
+    // A user named on the command line who is not linked fails the run (exit 1).
+    s.users = Users::Only(vec!["nobody".into()]);
+    let r = run(&engine, &s).await;
+    assert_eq!((r.users.failed, r.exit_code()), (1, 1), "{}", r.to_text());
+}
+
+#[tokio::test]
 async fn shards_split_users_and_a_run_checks_the_shard_count() {
     let sim = common::start(4, 0).await;
     let dir = tempfile::tempdir().unwrap();
@@ -327,7 +361,7 @@ async fn shards_split_users_and_a_run_checks_the_shard_count() {
     s.shard = Some((0, 3));
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let err = engine.run(&s, rx).await.unwrap_err();
-    assert!(err.to_string().contains("the lake has 2 shards"), "{err}");
+    assert!(err.error.to_string().contains("the lake has 2 shards"), "{}", err.error);
 }
 
 #[tokio::test]
@@ -481,7 +515,8 @@ fn manifests(lake: &Path) -> usize {
 #[tokio::test]
 async fn a_killed_backfill_resumes_to_the_same_lake_and_sigterm_commits_before_exiting() {
     let mut cfg: SimConfig = common::config(3, 0);
-    cfg.latency_ms = 15;
+    // Slow enough (about 3 s per backfill) that the kill and the signal land mid-run.
+    cfg.latency_ms = 50;
     let sim = common::start_with(cfg).await;
     let now = DateTime::from_timestamp(NOW, 0).unwrap().to_rfc3339();
     let backfill = |p: &str| -> Vec<String> {
@@ -500,19 +535,21 @@ async fn a_killed_backfill_resumes_to_the_same_lake_and_sigterm_commits_before_e
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let full_requests = report_of(&out)["requests"]["total_sent"].as_u64().unwrap();
 
-    // SIGKILL after the first checkpoints, then the same command again.
+    // SIGKILL after the first checkpoint, then the same command again.
     let killed = tempfile::tempdir().unwrap();
     let p = pipeline(killed.path(), &sim, sync_cfg).display().to_string();
     link(&sim, &killed.path().join("creds"), 3).await;
     let mut child = bin().args(backfill(&p)).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let lake_dir = killed.path().join("lake");
+    // Progress is recorded (state objects) right after a checkpoint's manifest.
+    let progress = |d: &Path| std::fs::read_dir(d.join("_state/users")).map(|d| d.count()).unwrap_or(0);
     for _ in 0..600 {
-        if manifests(&lake_dir) >= 2 {
+        if progress(&lake_dir) >= 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(manifests(&lake_dir) >= 2, "the backfill committed checkpoints");
+    assert!(manifests(&lake_dir) >= 1 && progress(&lake_dir) >= 1, "the backfill committed a checkpoint");
     child.kill().unwrap();
     let status = child.wait().unwrap();
     assert!(!status.success(), "killed before the end");
@@ -531,7 +568,7 @@ async fn a_killed_backfill_resumes_to_the_same_lake_and_sigterm_commits_before_e
     let p = pipeline(termed.path(), &sim, "[sync]\ncheckpoint_interval_seconds = 3600\n").display().to_string();
     link(&sim, &termed.path().join("creds"), 3).await;
     let child = bin().args(backfill(&p)).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(manifests(&termed.path().join("lake")), 0, "nothing committed before the signal (hourly checkpoints)");
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
@@ -564,6 +601,13 @@ async fn the_demo_runs_end_to_end() {
         assert!(all.contains(want), "missing '{want}': {all}");
     }
     assert!(dir.path().join("demo-lake/_lake.json").exists());
+    // A folder that is not a previous demo's is never deleted.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(other.path().join("demo-lake")).unwrap();
+    std::fs::write(other.path().join("demo-lake/precious.csv"), "keep me").unwrap();
+    let refused = exec(vec!["demo".into(), "--dir".into(), other.path().display().to_string()]).await;
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("precious.csv") && other.path().join("demo-lake/precious.csv").exists());
     // A second demo replaces the first one's folders.
     let again = exec(vec![
         "demo".into(),
