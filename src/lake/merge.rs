@@ -83,6 +83,9 @@ fn time_micros(schema: &TableSchema, batch: &RecordBatch) -> Result<Vec<i64>, Ar
     })
 }
 
+/// A window replace of one unit: `[start, end)` in micros, and the unit's origin.
+type Span = (i64, i64, u32);
+
 /// Applies `units` to `existing` (the stored rows, already in the table's current schema).
 /// Returns the new rows, sorted, and what changed.
 ///
@@ -109,7 +112,7 @@ pub fn merge(
 
     // Coverage: per (user, endpoint) the units' windows (in micros); per user the latest
     // rebuild.
-    let mut windows: HashMap<(&str, &str), Vec<(i64, i64, u32)>> = HashMap::new();
+    let mut windows: HashMap<(&str, &str), Vec<Span>> = HashMap::new();
     let mut rebuilt: HashMap<&str, u32> = HashMap::new();
     for (k, (_, coverage)) in units.iter().enumerate() {
         let o = k as u32 + 1;
