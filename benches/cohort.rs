@@ -106,7 +106,8 @@ fn main() {
         let lake = Lake::open_or_create(withings_lake::storage::open(&dir.path().join("lake").display().to_string()).unwrap(), 1)
             .await
             .unwrap();
-        let cfg = SyncConfig { users_in_parallel: 16, checkpoint_interval: Duration::from_secs(30), ..SyncConfig::default() };
+        // The default checkpoint interval (300 s), as a real backfill runs.
+        let cfg = SyncConfig { users_in_parallel: 16, ..SyncConfig::default() };
         let engine = Engine::new(lake, client, store, cfg);
         let to: NaiveDate = chrono::DateTime::from_timestamp(NOW, 0).unwrap().date_naive();
         let from = to - chrono::Duration::days(days as i64 - 1);

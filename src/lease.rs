@@ -63,7 +63,7 @@ pub fn process_holder() -> String {
 
 /// `<host>:<boot id>:<pid namespace>` of this process, or `unknown` parts where `/proc` does
 /// not tell (then no lease is ever presumed dead).
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let clean = |s: String| s.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')).collect::<String>();
     let host = read("/proc/sys/kernel/hostname").or_else(|| read("/etc/hostname")).map(clean).unwrap_or_default();

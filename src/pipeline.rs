@@ -118,6 +118,9 @@ pub struct SyncSection {
     /// Commit what is staged at least this often, and at the end.
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval_seconds: u64,
+    /// ... or as soon as this many MiB are staged (the staging folder's disk use).
+    #[serde(default = "default_checkpoint_max_staged_mb")]
+    pub checkpoint_max_staged_mb: u64,
     /// Incremental runs ask `lastupdate` from the last `modified` seen minus this.
     #[serde(default = "default_cursor_overlap")]
     pub cursor_overlap_seconds: u64,
@@ -149,6 +152,9 @@ fn default_backfill_limit_days() -> u32 {
 }
 fn default_checkpoint_interval() -> u64 {
     300
+}
+fn default_checkpoint_max_staged_mb() -> u64 {
+    1024
 }
 fn default_cursor_overlap() -> u64 {
     300
@@ -243,6 +249,7 @@ impl PipelineFile {
             backfill_days: s.backfill_days,
             backfill_limit_days: s.backfill_limit_days,
             checkpoint_interval: std::time::Duration::from_secs(s.checkpoint_interval_seconds),
+            checkpoint_max_staged_bytes: s.checkpoint_max_staged_mb.max(1) * 1024 * 1024,
             cursor_overlap: s.cursor_overlap_seconds as i64,
             relist_days: s.relist_days,
             relist_every: (s.relist_every_hours > 0)

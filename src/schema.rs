@@ -366,6 +366,7 @@ fn build(resource: Resource, common: &CommonFile) -> Result<TableSchema, SchemaE
 /// endpoint) and the quarantine (`schemas/_quarantine.json`). They have no common columns.
 pub fn landing(name: &str) -> &'static TableSchema {
     static RAW: OnceLock<TableSchema> = OnceLock::new();
+    static RAW_DENSE: OnceLock<TableSchema> = OnceLock::new();
     static QUARANTINE: OnceLock<TableSchema> = OnceLock::new();
     let load = |file: &str, text: &str| {
         let f: SchemaFile = serde_json::from_str(text).unwrap_or_else(|e| panic!("compiled-in schemas/{file} is invalid: {e}"));
@@ -374,6 +375,13 @@ pub fn landing(name: &str) -> &'static TableSchema {
     };
     match name {
         "_raw" => RAW.get_or_init(|| load("_raw.json", include_str!("../schemas/_raw.json"))),
+        // The dense endpoints (intraday, sleep get: a record per minute or so) land by day,
+        // like the tables they feed: a month of a cohort's intraday records is millions of rows.
+        "_raw_dense" => RAW_DENSE.get_or_init(|| {
+            let mut s = load("_raw.json", include_str!("../schemas/_raw.json"));
+            s.grain = Grain::Day;
+            s
+        }),
         "_quarantine" => QUARANTINE.get_or_init(|| load("_quarantine.json", include_str!("../schemas/_quarantine.json"))),
         other => panic!("no landing table '{other}'"),
     }

@@ -106,9 +106,15 @@ mod tests {
         assert_eq!(hr.as_ref(), "heartrate/date=2024-06-09/part-0003.parquet");
         assert_eq!(parse_data_file(&lake, &hr), Some((TableId::Resource(Resource::Heartrate), day, 3)));
         assert_eq!(data_file(&lake, Resource::Sleep.into(), &month, 0).as_ref(), "sleep/month=2024-06/part-0000.parquet");
-        let raw = data_file(&lake, TableId::Raw(super::super::tables::Endpoint::SleepGet), &month, 1);
-        assert_eq!(raw.as_ref(), "_raw/sleep_get/month=2024-06/part-0001.parquet");
-        assert_eq!(parse_data_file(&lake, &raw).map(|t| t.0), Some(TableId::Raw(super::super::tables::Endpoint::SleepGet)));
+        let raw = data_file(&lake, TableId::Raw(super::super::tables::Endpoint::Getmeas), &month, 1);
+        assert_eq!(raw.as_ref(), "_raw/getmeas/month=2024-06/part-0001.parquet");
+        assert_eq!(parse_data_file(&lake, &raw).map(|t| t.0), Some(TableId::Raw(super::super::tables::Endpoint::Getmeas)));
+        // The dense endpoints land by day.
+        let sleep_get = TableId::Raw(super::super::tables::Endpoint::SleepGet);
+        assert_eq!(sleep_get.schema().grain, Grain::Day);
+        let raw = data_file(&lake, sleep_get, &day, 1);
+        assert_eq!(raw.as_ref(), "_raw/sleep_get/date=2024-06-09/part-0001.parquet");
+        assert_eq!(parse_data_file(&lake, &raw), Some((sleep_get, day, 1)));
         assert_eq!(data_file(&lake, TableId::Quarantine, &month, 0).as_ref(), "_quarantine/month=2024-06/part-0000.parquet");
         assert_eq!(parse_data_file(&lake, &manifest(&lake, "r", 1)), None);
         assert_eq!(manifest(&lake, "run-1", 2).as_ref(), "_manifests/run-1-000002.json");

@@ -476,6 +476,11 @@ impl Lake {
     }
 }
 
+/// The (table, partition) pairs a unit touches (see [`split`]).
+pub fn partitions_of_unit(unit: &Unit) -> Result<Vec<(TableId, Partition)>, LakeError> {
+    Ok(split(unit)?.into_iter().map(|(p, _)| (unit.table, p)).collect())
+}
+
 /// The rows of a unit per partition, including the partitions its coverage spans where no
 /// row arrived (a window replace there deletes).
 pub(crate) fn split(unit: &Unit) -> Result<Vec<(Partition, RecordBatch)>, LakeError> {

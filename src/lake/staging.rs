@@ -1,66 +1,150 @@
-//! Staging: harmonized batches spill to a local folder per run (Arrow IPC files, already cut
-//! by partition), so a run's memory stays bounded whatever the cohort size; a checkpoint
-//! commits them one partition at a time ([`super::Lake::commit_staged`]) and empties the
-//! folder. The folder is removed when the staging area is dropped.
+//! Staging: harmonized batches wait in a local folder per run (zstd-compressed Arrow IPC,
+//! already cut by partition), so a run's memory stays bounded whatever the cohort size; a
+//! checkpoint commits them one partition at a time ([`super::Lake::commit_staged`]) and empties
+//! the folder. The folder is removed when the staging area is dropped, and the folders of
+//! runs whose process died are removed by the next run on the machine.
+//!
+//! Slices are buffered in memory per (table, partition) and spilled together, one file per
+//! partition per spill, when the buffer passes [`Staging::MEMORY`]: a backfill stages one
+//! slice per user, day and table, and a file each would be hundreds of thousands of files.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
+use arrow::ipc::CompressionType;
 use arrow::ipc::reader::FileReader;
-use arrow::ipc::writer::FileWriter;
+use arrow::ipc::writer::{FileWriter, IpcWriteOptions};
 
 use super::{Coverage, LakeError, Partition, TableId, Unit, split};
+
+/// Where one staged slice is: spilled (file, batch index) or still in memory.
+#[derive(Debug)]
+enum Slice {
+    Spilled { path: PathBuf, index: usize, coverage: Coverage },
+    Held { batch: RecordBatch, coverage: Coverage },
+}
 
 /// A run's staging folder and what it holds.
 #[derive(Debug)]
 pub struct Staging {
     dir: PathBuf,
-    slices: BTreeMap<(TableId, Partition), Vec<(PathBuf, Coverage)>>,
+    slices: BTreeMap<(TableId, Partition), Vec<Slice>>,
     files: usize,
-    bytes: u64,
+    /// Bytes of the spilled files.
+    spilled: u64,
+    /// Arrow memory of the slices still held.
+    held: usize,
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> LakeError {
     LakeError::Staging { path: path.display().to_string(), reason: e.to_string() }
 }
 
+/// This machine, boot and pid namespace, as 8 hex digits (staging folder names carry it).
+fn machine_tag() -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(crate::lease::machine().as_bytes())[..4])
+}
+
+/// Removes the staging folders (`<run>-<machine>-<pid>`) that processes of this machine,
+/// boot and pid namespace left when they died (a killed job), where `/proc` can tell.
+fn remove_orphans(base: &Path) {
+    if !Path::new("/proc/self").exists() || crate::lease::machine().contains("unknown") {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(base) else { return };
+    let tag = machine_tag();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let mut parts = name.rsplitn(3, '-');
+        let (Some(pid), Some(machine)) = (parts.next().and_then(|p| p.parse::<u32>().ok()), parts.next()) else { continue };
+        if machine == tag && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::info!(folder = %e.path().display(), "removing the staging folder of a run that did not finish");
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 impl Staging {
-    /// A fresh folder `<root>/withings-lake-staging/<run_id>-<pid>` (root: the system's
-    /// temporary folder unless given).
+    /// Slices held in memory before they are spilled to disk.
+    pub const MEMORY: usize = 64 * 1024 * 1024;
+
+    /// A fresh folder `<root>/withings-lake-staging/<run_id>-<machine>-<pid>` (root: the
+    /// system's temporary folder unless given).
     pub fn new(root: Option<&Path>, run_id: &str) -> Result<Staging, LakeError> {
         let base = root.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir).join("withings-lake-staging");
-        let dir = base.join(format!("{run_id}-{}", std::process::id()));
+        remove_orphans(&base);
+        let dir = base.join(format!("{run_id}-{}-{}", machine_tag(), std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        Ok(Staging { dir, slices: BTreeMap::new(), files: 0, bytes: 0 })
+        Ok(Staging { dir, slices: BTreeMap::new(), files: 0, spilled: 0, held: 0 })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Bytes staged since the last commit.
+    /// Bytes staged since the last commit (spilled files, plus memory still held).
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.spilled + self.held as u64
     }
 
     pub fn is_empty(&self) -> bool {
         self.slices.is_empty()
     }
 
-    /// Spills a unit to disk, cut by partition.
+    /// Stages a unit, cut by partition; spills when the memory buffer is full.
     pub fn stage(&mut self, unit: &Unit) -> Result<(), LakeError> {
         for (partition, rows) in split(unit)? {
+            self.held += rows.get_array_memory_size();
+            self.slices
+                .entry((unit.table, partition))
+                .or_default()
+                .push(Slice::Held { batch: rows, coverage: unit.coverage.clone() });
+        }
+        if self.held > Self::MEMORY {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Writes every held slice to disk: one compressed file per partition.
+    pub fn spill(&mut self) -> Result<(), LakeError> {
+        let options =
+            IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD)).map_err(|e| io(&self.dir, e))?;
+        for slices in self.slices.values_mut() {
+            if !slices.iter().any(|s| matches!(s, Slice::Held { .. })) {
+                continue;
+            }
             self.files += 1;
             let path = self.dir.join(format!("{:08}.arrow", self.files));
-            let file = File::create(&path).map_err(|e| io(&path, e))?;
-            let mut w = FileWriter::try_new(file, &rows.schema()).map_err(|e| io(&path, e))?;
-            w.write(&rows).map_err(|e| io(&path, e))?;
-            w.finish().map_err(|e| io(&path, e))?;
-            self.bytes += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            self.slices.entry((unit.table, partition)).or_default().push((path, unit.coverage.clone()));
+            let mut file = Some(File::create(&path).map_err(|e| io(&path, e))?);
+            let mut writer: Option<FileWriter<File>> = None;
+            let mut index = 0;
+            for s in slices.iter_mut() {
+                let Slice::Held { batch, coverage } = s else { continue };
+                let w = match &mut writer {
+                    Some(w) => w,
+                    None => writer.insert(
+                        FileWriter::try_new_with_options(
+                            file.take().expect("one writer per file"),
+                            &batch.schema(),
+                            options.clone(),
+                        )
+                        .map_err(|e| io(&path, e))?,
+                    ),
+                };
+                w.write(batch).map_err(|e| io(&path, e))?;
+                *s = Slice::Spilled { path: path.clone(), index, coverage: coverage.clone() };
+                index += 1;
+            }
+            if let Some(mut w) = writer {
+                w.finish().map_err(|e| io(&path, e))?;
+            }
+            self.spilled += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         }
+        self.held = 0;
         Ok(())
     }
 
@@ -72,11 +156,21 @@ impl Staging {
     /// The staged slices of one partition, in staging order.
     pub(crate) fn load(&self, key: &(TableId, Partition)) -> Result<Vec<(RecordBatch, Coverage)>, LakeError> {
         let mut out = Vec::new();
-        for (path, coverage) in self.slices.get(key).into_iter().flatten() {
-            let file = File::open(path).map_err(|e| io(path, e))?;
-            let reader = FileReader::try_new(file, None).map_err(|e| io(path, e))?;
-            for batch in reader {
-                out.push((batch.map_err(|e| io(path, e))?, coverage.clone()));
+        let mut open: Option<(PathBuf, Vec<RecordBatch>)> = None;
+        for s in self.slices.get(key).into_iter().flatten() {
+            match s {
+                Slice::Held { batch, coverage } => out.push((batch.clone(), coverage.clone())),
+                Slice::Spilled { path, index, coverage } => {
+                    if open.as_ref().is_none_or(|(p, _)| p != path) {
+                        let file = File::open(path).map_err(|e| io(path, e))?;
+                        let reader = FileReader::try_new(file, None).map_err(|e| io(path, e))?;
+                        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| io(path, e))?;
+                        open = Some((path.clone(), batches));
+                    }
+                    let (_, batches) = open.as_ref().expect("opened above");
+                    let batch = batches.get(*index).ok_or_else(|| io(path, format!("batch {index} is missing")))?;
+                    out.push((batch.clone(), coverage.clone()));
+                }
             }
         }
         Ok(out)
@@ -84,11 +178,22 @@ impl Staging {
 
     /// Forgets and deletes everything staged (after a commit).
     pub fn clear(&mut self) {
-        for (path, _) in self.slices.values().flatten() {
-            let _ = std::fs::remove_file(path);
+        let mut paths: Vec<&PathBuf> = self
+            .slices
+            .values()
+            .flatten()
+            .filter_map(|s| match s {
+                Slice::Spilled { path, .. } => Some(path),
+                Slice::Held { .. } => None,
+            })
+            .collect();
+        paths.dedup();
+        for p in paths {
+            let _ = std::fs::remove_file(p);
         }
         self.slices.clear();
-        self.bytes = 0;
+        self.spilled = 0;
+        self.held = 0;
     }
 }
 

@@ -66,6 +66,7 @@ impl TableId {
     pub fn schema(self) -> &'static TableSchema {
         match self {
             TableId::Resource(r) => r.schema(),
+            TableId::Raw(Endpoint::Getintradayactivity | Endpoint::SleepGet) => schema::landing("_raw_dense"),
             TableId::Raw(_) => schema::landing("_raw"),
             TableId::Quarantine => schema::landing("_quarantine"),
         }

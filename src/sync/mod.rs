@@ -47,6 +47,8 @@ pub struct SyncConfig {
     pub backfill_days: u32,
     pub backfill_limit_days: u32,
     pub checkpoint_interval: Duration,
+    /// Commit early when this much is staged (bounds the staging folder's disk use).
+    pub checkpoint_max_staged_bytes: u64,
     pub cursor_overlap: i64,
     pub relist_days: u32,
     pub relist_every: Option<Duration>,
@@ -61,6 +63,7 @@ impl Default for SyncConfig {
             backfill_days: 90,
             backfill_limit_days: 3660,
             checkpoint_interval: Duration::from_secs(300),
+            checkpoint_max_staged_bytes: 1024 * 1024 * 1024,
             cursor_overlap: 300,
             relist_days: 30,
             relist_every: Some(Duration::from_secs(86_400)),
@@ -497,6 +500,13 @@ impl Engine {
                         }
                         if !p.marks.is_empty() {
                             marks.push((p.user_id, p.marks));
+                        }
+                        if failed.is_ok() && staging.bytes() > self.cfg.checkpoint_max_staged_bytes {
+                            if let Err(e) = self.checkpoint(lease, run_id, &mut checkpoint, &mut staging, &mut marks, &mut states, report).await {
+                                failed = Err(e);
+                                rx.close();
+                            }
+                            next_checkpoint = tokio::time::Instant::now() + self.cfg.checkpoint_interval;
                         }
                     }
                     Some(Msg::Done { user_id, result }) => {

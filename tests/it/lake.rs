@@ -541,12 +541,22 @@ async fn lake_staged_commit_equals_a_direct_one_and_cleans_up() {
 
     let root = tempfile::tempdir().unwrap();
     let mut staging = withings_lake::lake::staging::Staging::new(Some(root.path()), "run-s").unwrap();
-    for u in &all {
+    // Half the units spilled to disk (one compressed file per partition), half still held in
+    // memory: the commit reads both, in staging order.
+    let (first, second) = all.split_at(all.len() / 2);
+    for u in first {
+        staging.stage(u).unwrap();
+    }
+    staging.spill().unwrap();
+    let files = std::fs::read_dir(staging.dir()).unwrap().count();
+    let partitions: std::collections::BTreeSet<_> =
+        first.iter().flat_map(|u| withings_lake::lake::partitions_of_unit(u).unwrap()).collect();
+    assert!(files > 0 && files <= partitions.len(), "{files} files for {} partitions", partitions.len());
+    for u in second {
         staging.stage(u).unwrap();
     }
     assert!(staging.bytes() > 0 && !staging.is_empty());
-    let spilled = std::fs::read_dir(staging.dir()).unwrap().count();
-    assert!(spilled >= all.len(), "one file per unit and partition");
+    assert_eq!(std::fs::read_dir(staging.dir()).unwrap().count(), files, "small units wait in memory");
     let lease = staged.lease_shard(0, "w", Duration::ZERO).await.unwrap();
     let got = staged.commit_staged(&lease, "run-s", 1, &mut staging).await.unwrap();
     let summary = |m: &withings_lake::lake::Manifest| {

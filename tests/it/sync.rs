@@ -635,6 +635,7 @@ fn shipped_pipeline_files_parse_and_the_example_names_every_sync_key() {
         "backfill_days",
         "backfill_limit_days",
         "checkpoint_interval_seconds",
+        "checkpoint_max_staged_mb",
         "cursor_overlap_seconds",
         "relist_days",
         "relist_every_hours",
