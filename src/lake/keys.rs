@@ -104,7 +104,7 @@ mod tests {
         let month = Partition::of(Grain::Month, d);
         let hr = data_file(&lake, Resource::Heartrate.into(), &day, 3);
         assert_eq!(hr.as_ref(), "heartrate/date=2024-06-09/part-0003.parquet");
-        assert_eq!(parse_data_file(&lake, &hr), Some((TableId::Resource(Resource::Heartrate), day, 3)));
+        assert_eq!(parse_data_file(&lake, &hr), Some((TableId::Resource(Resource::Heartrate), day.clone(), 3)));
         assert_eq!(data_file(&lake, Resource::Sleep.into(), &month, 0).as_ref(), "sleep/month=2024-06/part-0000.parquet");
         let raw = data_file(&lake, TableId::Raw(super::super::tables::Endpoint::Getmeas), &month, 1);
         assert_eq!(raw.as_ref(), "_raw/getmeas/month=2024-06/part-0001.parquet");
