@@ -20,9 +20,7 @@
 use std::collections::HashMap;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
-use arrow::compute::{
-    SortColumn, concat_batches, filter_record_batch, interleave_record_batch, lexsort_to_indices, take_record_batch,
-};
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{DataType, Date32Type, TimestampMicrosecondType};
 use arrow::error::ArrowError;
 use arrow::row::{RowConverter, Rows, SortField};
@@ -151,55 +149,66 @@ pub fn merge(
         last.insert(key_rows.row(i).data(), i);
     }
     let keep = BooleanArray::from((0..n).map(|i| last[key_rows.row(i).data()] == i && !removed(i)).collect::<Vec<bool>>());
-    let current = filter_record_batch(&all, &keep)?;
-
-    // Compare the result with what was stored, by key and by content.
-    let keys: Vec<&str> = schema.primary_key.iter().map(String::as_str).collect();
-    let content: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).filter(|c| !BOOKKEEPING.contains(c)).collect();
-    let both = concat_batches(&schema.arrow(), [existing, &current])?;
-    let key_rows = rows_of(schema, &both, &keys)?;
-    let content_rows = rows_of(schema, &both, &content)?;
+    // Compare the survivors with what was stored (rows 0..before of `all`), by key and, for
+    // a key that arrived again, by content: an unchanged row keeps its stored version. Only
+    // the re-arrived pairs are encoded for the content comparison.
     let before = existing.num_rows();
     let stored: HashMap<&[u8], usize> = (0..before).map(|i| (key_rows.row(i).data(), i)).collect();
-    let mut counts = Counts { rows_before: before, rows_after: current.num_rows(), ..Counts::default() };
-    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(current.num_rows());
+    let mut counts = Counts { rows_before: before, ..Counts::default() };
+    let mut picks: Vec<u32> = Vec::with_capacity(n);
+    let mut pairs: Vec<(usize, usize)> = Vec::new(); // (position in picks, stored row)
     let mut still_there = 0;
-    for i in 0..current.num_rows() {
-        let j = before + i;
+    for j in (0..n).filter(|j| keep.value(*j)) {
         match stored.get(key_rows.row(j).data()) {
-            Some(&s) if content_rows.row(s) == content_rows.row(j) => {
-                still_there += 1;
-                picks.push((0, s));
+            Some(&s) if s == j => {
+                still_there += 1; // the stored row itself, untouched
             }
-            Some(_) => {
+            Some(&s) => {
                 still_there += 1;
+                pairs.push((picks.len(), s));
+            }
+            None => counts.inserted += 1,
+        }
+        picks.push(j as u32);
+    }
+    counts.deleted = before.saturating_sub(still_there);
+    if !pairs.is_empty() {
+        let content: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).filter(|c| !BOOKKEEPING.contains(c)).collect();
+        let idx: Vec<u32> = pairs.iter().map(|(_, s)| *s as u32).chain(pairs.iter().map(|(p, _)| picks[*p])).collect();
+        let sample = take_record_batch(&all, &arrow::array::UInt32Array::from(idx))?;
+        let rows = rows_of(schema, &sample, &content)?;
+        let m = pairs.len();
+        for (k, (p, s)) in pairs.iter().enumerate() {
+            if rows.row(k) == rows.row(m + k) {
+                picks[*p] = *s as u32; // same content: keep the stored version
+            } else {
                 counts.updated += 1;
-                picks.push((1, i));
-            }
-            None => {
-                counts.inserted += 1;
-                picks.push((1, i));
             }
         }
     }
-    counts.deleted = before.saturating_sub(still_there);
-    let merged = interleave_record_batch(&[existing, &current], &picks)?;
+    counts.rows_after = picks.len();
 
-    if merged.num_rows() < 2 {
-        return Ok((merged, counts));
-    }
+    // Sorted by (user_id, time, key): sort the picks by those columns, then one take.
     let mut order = vec!["user_id", schema.time_column.as_str()];
     for k in &keys {
         if !order.contains(k) {
             order.push(k);
         }
     }
-    let sort: Vec<SortColumn> = order
-        .iter()
-        .map(|k| column(schema, &merged, k).map(|c| SortColumn { values: c.clone(), options: None }))
-        .collect::<Result<_, _>>()?;
-    let idx = lexsort_to_indices(&sort, None)?;
-    Ok((take_record_batch(&merged, &idx)?, counts))
+    let picks = arrow::array::UInt32Array::from(picks);
+    if picks.len() >= 2 {
+        let sort: Vec<SortColumn> = order
+            .iter()
+            .map(|k| {
+                let c = column(schema, &all, k)?;
+                Ok(SortColumn { values: arrow::compute::take(c.as_ref(), &picks, None)?, options: None })
+            })
+            .collect::<Result<_, ArrowError>>()?;
+        let perm = lexsort_to_indices(&sort, None)?;
+        let sorted = arrow::compute::take(&picks, &perm, None)?;
+        return Ok((take_record_batch(&all, sorted.as_primitive::<arrow::datatypes::UInt32Type>())?, counts));
+    }
+    Ok((take_record_batch(&all, &picks)?, counts))
 }
 
 /// `batch` in `schema`'s columns: columns a newer version added are null in older files.
