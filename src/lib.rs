@@ -4,6 +4,8 @@
 //!
 //! Modules so far:
 //! - [`credentials`]: encrypted per-user token records and the token manager.
+//! - [`events`]: change events (envelopes, the outbox in the lake, Svix-signed webhooks and
+//!   manifest files).
 //! - [`storage`]: storage URLs (paths, file://, memory://, s3://, gs://, az://) to object stores.
 //! - [`schema`]: the 17 harmonized table schemas (`schemas/*.json`, compiled in).
 //! - [`harmonize`]: decoded Withings responses to one Arrow batch per resource, with the
@@ -24,6 +26,7 @@
 //!   pagination, typed records).
 
 pub mod credentials;
+pub mod events;
 pub mod harmonize;
 pub mod lake;
 pub mod lease;

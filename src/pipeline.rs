@@ -42,6 +42,9 @@ pub struct PipelineFile {
     /// What runs fetch and how they checkpoint.
     #[serde(default)]
     pub sync: SyncSection,
+    /// Change events: webhooks and manifest files (none without the section).
+    #[serde(default)]
+    pub events: Option<EventsSection>,
     #[serde(skip)]
     pub path: PathBuf,
 }
@@ -136,6 +139,84 @@ pub struct SyncSection {
     /// Local folder for staged batches (default: the system temporary folder).
     #[serde(default)]
     pub staging_dir: Option<PathBuf>,
+}
+
+/// `[events]`: where change events go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsSection {
+    /// The envelope's `team_id`.
+    #[serde(default = "default_team_id")]
+    pub team_id: String,
+    /// Samples per time-series event at most (larger changes are split).
+    #[serde(default = "default_max_samples")]
+    pub max_samples_per_event: usize,
+    /// Also send backfilled rows as `daily.data.*` events (by default a backfill sends only
+    /// `historical.data.<resource>.created`, as Vital does).
+    #[serde(default)]
+    pub history_as_daily: bool,
+    /// At the end of a run, wait up to this long for retries that fall due.
+    #[serde(default = "default_final_wait")]
+    pub final_wait_seconds: u64,
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSection>,
+    /// Manifest mode: the events as JSON-lines files, one per checkpoint.
+    #[serde(default)]
+    pub files: Option<FilesSection>,
+}
+
+/// `[[events.webhooks]]`: one endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    /// Names the endpoint's outbox folders: letters, digits, `-` and `_`.
+    pub name: String,
+    pub url: String,
+    /// The environment variable holding the signing secret (`whsec_...`).
+    pub secret_env: String,
+    /// Event types sent here: exact names and wildcards (`daily.data.*`); default all.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    #[serde(default)]
+    pub max_events_per_second: Option<f64>,
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_seconds: f64,
+    #[serde(default = "default_webhook_concurrency")]
+    pub concurrency: usize,
+    /// Pause after each failed attempt (default Vital's: 0, 5, 300, 1800, 7200, 18000,
+    /// 36000, 36000); when they run out the event is dead.
+    #[serde(default)]
+    pub retry_schedule_seconds: Option<Vec<f64>>,
+}
+
+/// `[events.files]`: manifest mode.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSection {
+    /// A folder inside the lake (`_events/files`), or a URL with the lake's options.
+    #[serde(default = "default_files_prefix")]
+    pub prefix: String,
+    #[serde(default)]
+    pub event_types: Vec<String>,
+}
+
+fn default_team_id() -> String {
+    "withings-lake".into()
+}
+fn default_max_samples() -> usize {
+    1000
+}
+fn default_final_wait() -> u64 {
+    10
+}
+fn default_webhook_timeout() -> f64 {
+    15.0
+}
+fn default_webhook_concurrency() -> usize {
+    4
+}
+fn default_files_prefix() -> String {
+    "_events/files".into()
 }
 
 impl Default for SyncSection {
@@ -314,6 +395,89 @@ impl PipelineFile {
             concurrency: self.source.concurrency,
             ..ClientConfig::default()
         })?)
+    }
+
+    /// The `[events]` settings with their sinks (secrets read from the environment), or
+    /// `None` without the section.
+    pub fn resolve_events(&self) -> Result<Option<crate::events::EventsConfig>, PipelineError> {
+        use crate::events::{EventsConfig, Filter, Sink, SinkKind, Webhook, default_retry_schedule};
+        let Some(e) = &self.events else { return Ok(None) };
+        let file = self.path.display().to_string();
+        let invalid = |reason: String| PipelineError::Invalid { file: file.clone(), reason };
+        if e.webhooks.is_empty() && e.files.is_none() {
+            return Err(invalid("[events] has no [[events.webhooks]] and no [events.files]: add one, or remove the section".into()));
+        }
+        if e.max_samples_per_event == 0 {
+            return Err(invalid("[events] max_samples_per_event must be at least 1".into()));
+        }
+        let mut sinks: Vec<Sink> = Vec::new();
+        for w in &e.webhooks {
+            let at = format!("[[events.webhooks]] '{}'", w.name);
+            if w.name.is_empty() || w.name == "files" || !w.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid(format!("{at}: name must be letters, digits, '-' or '_' (and not 'files')")));
+            }
+            if sinks.iter().any(|s| s.name == w.name) {
+                return Err(invalid(format!("{at}: two webhooks have this name")));
+            }
+            let url = url::Url::parse(&w.url).map_err(|err| invalid(format!("{at}: url is not valid: {err}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(invalid(format!("{at}: url must be http(s)")));
+            }
+            let secret = std::env::var(&w.secret_env)
+                .map_err(|_| invalid(format!("{at}: secret_env names {}, which is not set", w.secret_env)))?;
+            let key = crate::events::sign::key_of(&secret).map_err(|reason| invalid(format!("{at}: {reason} (from {})", w.secret_env)))?;
+            if w.timeout_seconds <= 0.0 || w.concurrency == 0 || w.max_events_per_second.is_some_and(|r| r <= 0.0) {
+                return Err(invalid(format!("{at}: timeout_seconds, concurrency and max_events_per_second must be positive")));
+            }
+            let schedule = match &w.retry_schedule_seconds {
+                None => default_retry_schedule(),
+                Some(v) if v.iter().any(|s| !s.is_finite() || *s < 0.0) => {
+                    return Err(invalid(format!("{at}: retry_schedule_seconds must be seconds >= 0")));
+                }
+                Some(v) => v.iter().map(|s| std::time::Duration::from_secs_f64(*s)).collect(),
+            };
+            sinks.push(Sink {
+                name: w.name.clone(),
+                filter: Filter(w.event_types.clone()),
+                kind: SinkKind::Webhook(Webhook {
+                    url: w.url.clone(),
+                    key,
+                    max_per_second: w.max_events_per_second,
+                    timeout: std::time::Duration::from_secs_f64(w.timeout_seconds),
+                    concurrency: w.concurrency,
+                }),
+                retry_schedule: schedule,
+            });
+        }
+        if let Some(f) = &e.files {
+            let location = if f.prefix.contains("://") {
+                let options = self.lake.as_ref().map(|l| l.options.clone()).unwrap_or_default();
+                crate::storage::open_with(&f.prefix, &options)
+            } else {
+                let lake = self.lake_url()?;
+                let options = self.lake.as_ref().map(|l| l.options.clone()).unwrap_or_default();
+                let joined = if lake.contains("://") {
+                    format!("{}/{}", lake.trim_end_matches('/'), f.prefix.trim_matches('/'))
+                } else {
+                    Path::new(&lake).join(f.prefix.trim_matches('/')).display().to_string()
+                };
+                crate::storage::open_with(&joined, &options)
+            }
+            .map_err(|err| invalid(format!("[events.files] prefix: {err}")))?;
+            sinks.push(Sink {
+                name: "files".into(),
+                filter: Filter(f.event_types.clone()),
+                kind: SinkKind::Files(location),
+                retry_schedule: default_retry_schedule(),
+            });
+        }
+        Ok(Some(EventsConfig {
+            team_id: e.team_id.clone(),
+            max_samples_per_event: e.max_samples_per_event,
+            history_as_daily: e.history_as_daily,
+            final_wait: std::time::Duration::from_secs(e.final_wait_seconds),
+            sinks,
+        }))
     }
 
     pub fn resolve_credentials(&self) -> Result<Arc<CredentialStore>, PipelineError> {

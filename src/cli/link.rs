@@ -35,6 +35,8 @@ pub async fn run(args: LinkArgs) -> anyhow::Result<()> {
     let pipeline = PipelineFile::load(&args.pipeline)?;
     let client = pipeline.resolve_client()?;
     let store = pipeline.resolve_credentials()?;
+    // Checked before anyone is sent to Withings: a bad [events] section fails now.
+    let events = pipeline.resolve_events()?;
     store.check_writable().await.context("the credentials store must be writable before linking")?;
 
     let mut listener = CallbackListener::bind(args.listen).await?;
@@ -56,5 +58,12 @@ pub async fn run(args: LinkArgs) -> anyhow::Result<()> {
     let (record, relinked) = request.complete(&client, &store, cb).await?;
     println!("linked user {} (Withings userid {}, scopes {})", record.user_id, record.withings_userid, record.scopes.join(","));
     tracing::info!(user_id = %record.user_id, withings_userid = %record.withings_userid, relinked, "user linked");
+    if let Some(cfg) = events {
+        let lake = withings_lake::lake::Lake::open_or_create(pipeline.resolve_lake_location()?, pipeline.shards()).await?;
+        match withings_lake::events::announce_link(&cfg, &lake, &record).await {
+            Ok(d) => tracing::info!(user_id = %record.user_id, delivered = d.delivered, pending = d.pending, dead = d.dead, "provider.connection.created enqueued"),
+            Err(e) => tracing::warn!(user_id = %record.user_id, error = %e, "the link is saved, but its provider.connection.created event could not be enqueued"),
+        }
+    }
     Ok(())
 }

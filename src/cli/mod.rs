@@ -3,6 +3,7 @@
 
 mod backfill;
 mod demo;
+mod events;
 mod forget;
 mod link;
 mod query;
@@ -84,6 +85,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// The whole pipeline on a loopback simulator: link, backfill, late data, query.
     Demo(demo::DemoArgs),
+    /// Change events: list the outbox, deliver it, redeliver dead or delivered events.
+    Events(events::EventsArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -101,6 +104,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Refresh(args) => refresh::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Events(args) => events::run(args).await,
     }
 }
 
@@ -136,6 +140,12 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<run::Partial>().is_some() {
             return EXIT_PARTIAL;
         }
+        if cause.downcast_ref::<events::Undelivered>().is_some() {
+            return EXIT_PARTIAL;
+        }
+        if cause.downcast_ref::<events::DeliveryBusy>().is_some() {
+            return EXIT_BUSY;
+        }
         if cause.downcast_ref::<Usage>().is_some() {
             return EXIT_CONFIG;
         }
@@ -169,6 +179,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         }
         if let Some(w) = cause.downcast_ref::<WithingsError>() {
             return of_class(w.class());
+        }
+        if let Some(e) = cause.downcast_ref::<withings_lake::events::EventsError>() {
+            return of_class(e.class());
         }
         if cause.downcast_ref::<withings_lake::state::StateError>().is_some() {
             return EXIT_FATAL;

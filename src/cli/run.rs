@@ -83,7 +83,7 @@ impl RunArgs {
         let credentials = pipeline.resolve_credentials()?;
         let location = pipeline.resolve_lake_location()?;
         let lake = Lake::open_or_create(location, pipeline.shards()).await?;
-        Ok(Engine::new(lake, client, credentials, pipeline.sync_config()?))
+        Ok(Engine::new(lake, client, credentials, pipeline.sync_config()?).with_events(pipeline.resolve_events()?))
     }
 }
 

@@ -8,6 +8,9 @@
 //! <lake>/_quarantine/month=YYYY-MM/part-<shard>.parquet        quarantine
 //! <lake>/_manifests/<run_id>-<checkpoint>.json
 //! <lake>/_state/leases/shard-<shard>.lock
+//! <lake>/_events/staged/shard-<shard>/<batch>/<n>-<table>.arrow   changes before their commit
+//! <lake>/_events/{pending,delivered,dead}/<sink>/<batch>[-<pass>].jsonl   the outbox
+//! <lake>/_events/delivery.lock                                     one deliverer at a time
 //! ```
 //!
 //! Shards are written with four digits (`part-0003`) so listings sort; checkpoints with six.
@@ -91,6 +94,42 @@ pub fn manifest(lake: &Location, run_id: &str, checkpoint: u32) -> Path {
     lake.key(&["_manifests", &format!("{run_id}-{checkpoint:06}.json")])
 }
 
+/// The folder of one checkpoint's captured changes, written before its partitions (the
+/// events of a commit that crashed half-way are recovered from it).
+pub fn staged_changes(lake: &Location, shard: u32, batch: &str) -> Path {
+    lake.key(&["_events", "staged", &format!("shard-{shard:04}"), batch])
+}
+
+/// The folder of every staged change of a shard.
+pub fn staged_changes_dir(lake: &Location, shard: u32) -> Path {
+    lake.key(&["_events", "staged", &format!("shard-{shard:04}")])
+}
+
+/// One captured change file of a checkpoint.
+pub fn staged_change_file(lake: &Location, shard: u32, batch: &str, n: usize, table: TableId) -> Path {
+    lake.key(&["_events", "staged", &format!("shard-{shard:04}"), batch, &format!("{n:06}-{}.arrow", table.sql_name())])
+}
+
+/// `_events/<status>/<sink>` (status: pending, delivered, dead).
+pub fn outbox_dir(lake: &Location, status: &str, sink: &str) -> Path {
+    lake.key(&["_events", status, sink])
+}
+
+/// `_events/<status>`.
+pub fn outbox_status_dir(lake: &Location, status: &str) -> Path {
+    lake.key(&["_events", status])
+}
+
+/// One batch file of the outbox.
+pub fn outbox_file(lake: &Location, status: &str, sink: &str, name: &str) -> Path {
+    lake.key(&["_events", status, sink, &format!("{name}.jsonl")])
+}
+
+/// The delivery lease: one process delivers the outbox at a time.
+pub fn delivery_lease(lake: &Location) -> Path {
+    lake.key(&["_events", "delivery.lock"])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +158,9 @@ mod tests {
         assert_eq!(parse_data_file(&lake, &manifest(&lake, "r", 1)), None);
         assert_eq!(manifest(&lake, "run-1", 2).as_ref(), "_manifests/run-1-000002.json");
         assert_eq!(lake_meta(&lake).as_ref(), "_lake.json");
+        assert_eq!(outbox_file(&lake, "pending", "hooks", "b-1").as_ref(), "_events/pending/hooks/b-1.jsonl");
+        let staged = staged_change_file(&lake, 2, "b-1", 3, Resource::Steps.into());
+        assert_eq!(staged.as_ref(), "_events/staged/shard-0002/b-1/000003-steps.arrow");
+        assert_eq!(parse_data_file(&lake, &staged), None);
     }
 }

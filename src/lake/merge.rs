@@ -84,19 +84,43 @@ fn time_micros(schema: &TableSchema, batch: &RecordBatch) -> Result<Vec<i64>, Ar
 /// A window replace of one unit: `[start, end)` in micros, and the unit's origin.
 type Span = (i64, i64, u32);
 
+/// The rows a merge created or changed, for change events: a key new to the partition is
+/// created; a stored key whose content changed is updated. Deleted rows are not listed.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    /// The new versions, in the table's schema.
+    pub rows: RecordBatch,
+    /// Per row: `false` created, `true` updated.
+    pub updated: Vec<bool>,
+}
+
 /// Applies `units` to `existing` (the stored rows, already in the table's current schema).
 /// Returns the new rows, sorted, and what changed.
+pub fn merge(
+    schema: &TableSchema,
+    existing: &RecordBatch,
+    units: &[(&RecordBatch, &Coverage)],
+) -> Result<(RecordBatch, Counts), ArrowError> {
+    merge_capturing(schema, existing, units, &[]).map(|(rows, counts, _)| (rows, counts))
+}
+
+/// [`merge`], also returning the rows created or updated by the units whose `capture` flag is
+/// set (a unit without a flag is not captured).
 ///
 /// One pass, whatever the number of units: every row (stored, then each unit's in order)
 /// survives when it is the last occurrence of its key and no later unit's coverage removes
 /// it. That is what applying the units one after the other gives, at the cost of one
 /// concatenation and one key encoding (a checkpoint can stage hundreds of units, one per
 /// user and day, into one partition).
-pub fn merge(
+pub fn merge_capturing(
     schema: &TableSchema,
     existing: &RecordBatch,
     units: &[(&RecordBatch, &Coverage)],
-) -> Result<(RecordBatch, Counts), ArrowError> {
+    capture: &[bool],
+) -> Result<(RecordBatch, Counts, Option<Changed>), ArrowError> {
+    let captured = |o: u32| o > 0 && capture.get(o as usize - 1).copied().unwrap_or(false);
+    let mut created: Vec<u32> = Vec::new();
+    let mut updated: Vec<u32> = Vec::new();
     let mut parts: Vec<&RecordBatch> = Vec::with_capacity(units.len() + 1);
     parts.push(existing);
     parts.extend(units.iter().map(|(b, _)| *b));
@@ -167,7 +191,12 @@ pub fn merge(
                 still_there += 1;
                 pairs.push((picks.len(), s));
             }
-            None => counts.inserted += 1,
+            None => {
+                counts.inserted += 1;
+                if captured(origin[j]) {
+                    created.push(j as u32);
+                }
+            }
         }
         picks.push(j as u32);
     }
@@ -183,10 +212,21 @@ pub fn merge(
                 picks[*p] = *s as u32; // same content: keep the stored version
             } else {
                 counts.updated += 1;
+                if captured(origin[picks[*p] as usize]) {
+                    updated.push(picks[*p]);
+                }
             }
         }
     }
     counts.rows_after = picks.len();
+    let changed = if created.is_empty() && updated.is_empty() {
+        None
+    } else {
+        let flags: Vec<bool> = std::iter::repeat_n(false, created.len()).chain(std::iter::repeat_n(true, updated.len())).collect();
+        created.extend(updated);
+        let rows = take_record_batch(&all, &arrow::array::UInt32Array::from(created))?;
+        Some(Changed { rows, updated: flags })
+    };
 
     // Sorted by (user_id, time, key): sort the picks by those columns, then one take.
     let mut order = vec!["user_id", schema.time_column.as_str()];
@@ -206,9 +246,9 @@ pub fn merge(
             .collect::<Result<_, ArrowError>>()?;
         let perm = lexsort_to_indices(&sort, None)?;
         let sorted = arrow::compute::take(&picks, &perm, None)?;
-        return Ok((take_record_batch(&all, sorted.as_primitive::<arrow::datatypes::UInt32Type>())?, counts));
+        return Ok((take_record_batch(&all, sorted.as_primitive::<arrow::datatypes::UInt32Type>())?, counts, changed));
     }
-    Ok((take_record_batch(&all, &picks)?, counts))
+    Ok((take_record_batch(&all, &picks)?, counts, changed))
 }
 
 /// `batch` in `schema`'s columns: columns a newer version added are null in older files.

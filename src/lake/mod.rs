@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 
 use crate::storage::Location;
 pub use keys::Partition;
-pub use merge::{Counts, Coverage};
+pub use merge::{Changed, Counts, Coverage};
 pub use tables::{Endpoint, TableId};
 
 /// Days from 0001-01-01 (chrono's day 1) to 1970-01-01 (Arrow's day 0), plus one.
@@ -359,22 +359,83 @@ impl Lake {
             }
         }
         let keys: Vec<(TableId, Partition)> = plan.keys().cloned().collect();
-        self.apply(lease, run_id, checkpoint, keys, |k| Ok(plan.remove(k).unwrap_or_default())).await
+        let load = |k: &(TableId, Partition)| Ok(plan.remove(k).unwrap_or_default().into_iter().map(|(b, c)| (b, c, false)).collect());
+        Ok(self.apply(lease, run_id, checkpoint, keys, None, load).await?.0)
     }
 
     /// Commits what `staging` holds (see [`staging::Staging`]): one partition's slices in
     /// memory at a time. The staging area is emptied once the manifest is written.
+    ///
+    /// Also returns the rows that slices staged with capture created or updated. With
+    /// `capture_batch`, each partition's captured rows are first written under
+    /// `_events/staged/shard-<i>/<capture_batch>/` (before the partition itself), so the
+    /// events of a commit that dies half-way can be recovered ([`Lake::staged_changes`]).
     pub async fn commit_staged(
         &self,
         lease: &ShardLease,
         run_id: &str,
         checkpoint: u32,
         staging: &mut staging::Staging,
-    ) -> Result<Manifest, LakeError> {
+        capture_batch: Option<&str>,
+    ) -> Result<(Manifest, Vec<(TableId, merge::Changed)>), LakeError> {
         let keys = staging.partitions();
-        let manifest = self.apply(lease, run_id, checkpoint, keys, |k| staging.load(k)).await?;
+        let out = self.apply(lease, run_id, checkpoint, keys, capture_batch, |k| staging.load(k)).await?;
         staging.clear();
-        Ok(manifest)
+        Ok(out)
+    }
+
+    /// The captured changes of `shard` whose events were not enqueued (a run died between
+    /// its commit and its outbox write): per batch, the changed rows of each table.
+    pub async fn staged_changes(&self, shard: u32) -> Result<Vec<(String, Vec<(TableId, merge::Changed)>)>, LakeError> {
+        use futures::TryStreamExt;
+        let dir = keys::staged_changes_dir(&self.location, shard);
+        let mut files: Vec<object_store::path::Path> =
+            self.location.store.list(Some(&dir)).map_ok(|m| m.location).try_collect().await.map_err(storage(&dir))?;
+        files.sort();
+        let mut out: Vec<(String, Vec<(TableId, merge::Changed)>)> = Vec::new();
+        for key in files {
+            let rel: Vec<String> = match key.prefix_match(&dir) {
+                Some(parts) => parts.map(|p| p.as_ref().to_string()).collect(),
+                None => continue,
+            };
+            let [batch, file] = &rel[..] else { continue };
+            let corrupt = |reason: String| LakeError::Corrupt { key: key.to_string(), reason };
+            let table = file
+                .strip_suffix(".arrow")
+                .and_then(|f| f.split_once('-'))
+                .and_then(|(_, t)| t.parse::<crate::schema::Resource>().ok())
+                .map(TableId::Resource)
+                .ok_or_else(|| corrupt("not a staged change file".into()))?;
+            let bytes = self.location.store.get(&key).await.map_err(storage(&key))?.bytes().await.map_err(storage(&key))?;
+            let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
+                .map_err(|e| corrupt(e.to_string()))?;
+            for b in reader {
+                let b = b.map_err(|e| corrupt(e.to_string()))?;
+                let changed = changed_from_ipc(table, &b).map_err(|e| corrupt(e.to_string()))?;
+                match out.last_mut() {
+                    Some((name, v)) if name == batch => v.push((table, changed)),
+                    _ => out.push((batch.clone(), vec![(table, changed)])),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the captured changes of one batch (once its events are in the outbox).
+    pub async fn clear_staged_changes(&self, shard: u32, batch: &str) -> Result<(), LakeError> {
+        use futures::{StreamExt, TryStreamExt};
+        let dir = keys::staged_changes(&self.location, shard, batch);
+        let files: Vec<object_store::path::Path> =
+            self.location.store.list(Some(&dir)).map_ok(|m| m.location).try_collect().await.map_err(storage(&dir))?;
+        let store = &self.location.store;
+        let mut deletes = futures::stream::iter(files).map(|k| async move { (store.delete(&k).await, k) }).buffer_unordered(16);
+        while let Some((r, k)) = deletes.next().await {
+            match r {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(storage(&k)(e)),
+            }
+        }
+        Ok(())
     }
 
     /// The commit loop: for each (table, partition), `load` gives the staged slices.
@@ -384,8 +445,9 @@ impl Lake {
         run_id: &str,
         checkpoint: u32,
         plan: Vec<(TableId, Partition)>,
-        mut load: impl FnMut(&(TableId, Partition)) -> Result<Vec<(RecordBatch, Coverage)>, LakeError>,
-    ) -> Result<Manifest, LakeError> {
+        capture_batch: Option<&str>,
+        mut load: impl FnMut(&(TableId, Partition)) -> Result<Vec<(RecordBatch, Coverage, bool)>, LakeError>,
+    ) -> Result<(Manifest, Vec<(TableId, merge::Changed)>), LakeError> {
         let shard = lease.shard;
         // A checkpoint commits once: find out before rewriting anything.
         let manifest_key = keys::manifest(&self.location, run_id, checkpoint);
@@ -409,24 +471,37 @@ impl Lake {
         };
         held(&mut renewed).await?;
         let mut changes = Vec::new();
+        let mut captured: Vec<(TableId, merge::Changed)> = Vec::new();
         let mut unchanged = 0;
         for key in plan {
             let staged = load(&key)?;
-            for (batch, _) in &staged {
+            for (batch, _, _) in &staged {
                 self.check_shard(shard, batch)?;
             }
             let (table, partition) = key;
             let schema = table.schema();
             let existing = self.read(table, &partition, shard).await?;
-            if existing.num_rows() == 0 && staged.iter().all(|(b, _)| b.num_rows() == 0) {
+            if existing.num_rows() == 0 && staged.iter().all(|(b, _, _)| b.num_rows() == 0) {
                 continue; // a window over a partition that has no rows and gets none
             }
-            let units: Vec<(&RecordBatch, &Coverage)> = staged.iter().map(|(b, c)| (b, c)).collect();
-            let (rows, counts) =
-                merge::merge(schema, &existing, &units).map_err(|e| LakeError::Arrow { table, reason: e.to_string() })?;
+            let units: Vec<(&RecordBatch, &Coverage)> = staged.iter().map(|(b, c, _)| (b, c)).collect();
+            let capture: Vec<bool> =
+                staged.iter().map(|(_, _, c)| *c && matches!(table, TableId::Resource(_))).collect();
+            let (rows, counts, changed) = merge::merge_capturing(schema, &existing, &units, &capture)
+                .map_err(|e| LakeError::Arrow { table, reason: e.to_string() })?;
             if !counts.changed() {
                 unchanged += 1;
                 continue;
+            }
+            if let (Some(changed), Some(batch)) = (&changed, capture_batch) {
+                // The intent first: a crash after the partition write still has its events.
+                let key = keys::staged_change_file(&self.location, shard, batch, captured.len(), table);
+                held(&mut renewed).await?;
+                let body = changed_to_ipc(table, changed)?;
+                self.location.store.put(&key, PutPayload::from(body)).await.map_err(storage(&key))?;
+            }
+            if let Some(changed) = changed {
+                captured.push((table, changed));
             }
             let key = keys::data_file(&self.location, table, &partition, shard);
             held(&mut renewed).await?;
@@ -467,13 +542,43 @@ impl Lake {
         let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         match self.location.store.put_opts(&key, PutPayload::from(body), opts).await {
-            Ok(_) => Ok(manifest),
+            Ok(_) => Ok((manifest, captured)),
             Err(object_store::Error::AlreadyExists { .. }) => {
                 Err(LakeError::ManifestExists { key: key.to_string(), run_id: run_id.to_string(), checkpoint })
             }
             Err(e) => Err(storage(&key)(e)),
         }
     }
+}
+
+/// Column of a staged change file that says created (false) or updated (true).
+const UPDATED_COLUMN: &str = "_withings_lake_updated";
+
+/// A partition's captured changes as one Arrow IPC file: the rows, plus whether each was
+/// created or updated.
+fn changed_to_ipc(table: TableId, changed: &merge::Changed) -> Result<Bytes, LakeError> {
+    let err = |e: arrow::error::ArrowError| LakeError::Arrow { table, reason: e.to_string() };
+    let mut fields: Vec<arrow::datatypes::FieldRef> = changed.rows.schema().fields().iter().cloned().collect();
+    fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(UPDATED_COLUMN, DataType::Boolean, false)));
+    let mut columns = changed.rows.columns().to_vec();
+    columns.push(std::sync::Arc::new(arrow::array::BooleanArray::from(changed.updated.clone())));
+    let batch = RecordBatch::try_new(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)), columns).map_err(err)?;
+    let mut buf = Vec::new();
+    let mut w = arrow::ipc::writer::FileWriter::try_new(&mut buf, &batch.schema()).map_err(err)?;
+    w.write(&batch).map_err(err)?;
+    w.finish().map_err(err)?;
+    drop(w);
+    Ok(Bytes::from(buf))
+}
+
+fn changed_from_ipc(table: TableId, batch: &RecordBatch) -> Result<merge::Changed, arrow::error::ArrowError> {
+    let n = batch.num_columns();
+    let flags = batch.column(n - 1).as_boolean_opt().ok_or_else(|| {
+        arrow::error::ArrowError::SchemaError(format!("the last column of a staged change file of {table} is not {UPDATED_COLUMN}"))
+    })?;
+    let updated: Vec<bool> = (0..flags.len()).map(|i| flags.value(i)).collect();
+    let rows = merge::conform(table.schema(), &batch.project(&(0..n - 1).collect::<Vec<_>>())?)?;
+    Ok(merge::Changed { rows, updated })
 }
 
 /// The (table, partition) pairs a unit touches (see [`split`]).

@@ -22,8 +22,8 @@ use super::{Coverage, LakeError, Partition, TableId, Unit, split};
 /// Where one staged slice is: spilled (file, batch index) or still in memory.
 #[derive(Debug)]
 enum Slice {
-    Spilled { path: PathBuf, index: usize, coverage: Coverage },
-    Held { batch: RecordBatch, coverage: Coverage },
+    Spilled { path: PathBuf, index: usize, coverage: Coverage, capture: bool },
+    Held { batch: RecordBatch, coverage: Coverage, capture: bool },
 }
 
 /// A run's staging folder and what it holds.
@@ -96,12 +96,18 @@ impl Staging {
 
     /// Stages a unit, cut by partition; spills when the memory buffer is full.
     pub fn stage(&mut self, unit: &Unit) -> Result<(), LakeError> {
+        self.stage_capturing(unit, false)
+    }
+
+    /// Stages a unit whose changes, when `capture` is set, the commit returns for change
+    /// events ([`super::Lake::commit_staged`]).
+    pub fn stage_capturing(&mut self, unit: &Unit, capture: bool) -> Result<(), LakeError> {
         for (partition, rows) in split(unit)? {
             self.held += rows.get_array_memory_size();
             self.slices
                 .entry((unit.table, partition))
                 .or_default()
-                .push(Slice::Held { batch: rows, coverage: unit.coverage.clone() });
+                .push(Slice::Held { batch: rows, coverage: unit.coverage.clone(), capture });
         }
         if self.held > Self::MEMORY {
             self.spill()?;
@@ -123,7 +129,7 @@ impl Staging {
             let mut writer: Option<FileWriter<File>> = None;
             let mut index = 0;
             for s in slices.iter_mut() {
-                let Slice::Held { batch, coverage } = s else { continue };
+                let Slice::Held { batch, coverage, capture } = s else { continue };
                 let w = match &mut writer {
                     Some(w) => w,
                     None => writer.insert(
@@ -136,7 +142,7 @@ impl Staging {
                     ),
                 };
                 w.write(batch).map_err(|e| io(&path, e))?;
-                *s = Slice::Spilled { path: path.clone(), index, coverage: coverage.clone() };
+                *s = Slice::Spilled { path: path.clone(), index, coverage: coverage.clone(), capture: *capture };
                 index += 1;
             }
             if let Some(mut w) = writer {
@@ -153,14 +159,14 @@ impl Staging {
         self.slices.keys().cloned().collect()
     }
 
-    /// The staged slices of one partition, in staging order.
-    pub(crate) fn load(&self, key: &(TableId, Partition)) -> Result<Vec<(RecordBatch, Coverage)>, LakeError> {
+    /// The staged slices of one partition, in staging order, with their capture flags.
+    pub(crate) fn load(&self, key: &(TableId, Partition)) -> Result<Vec<(RecordBatch, Coverage, bool)>, LakeError> {
         let mut out = Vec::new();
         let mut open: Option<(PathBuf, Vec<RecordBatch>)> = None;
         for s in self.slices.get(key).into_iter().flatten() {
             match s {
-                Slice::Held { batch, coverage } => out.push((batch.clone(), coverage.clone())),
-                Slice::Spilled { path, index, coverage } => {
+                Slice::Held { batch, coverage, capture } => out.push((batch.clone(), coverage.clone(), *capture)),
+                Slice::Spilled { path, index, coverage, capture } => {
                     if open.as_ref().is_none_or(|(p, _)| p != path) {
                         let file = File::open(path).map_err(|e| io(path, e))?;
                         let reader = FileReader::try_new(file, None).map_err(|e| io(path, e))?;
@@ -169,7 +175,7 @@ impl Staging {
                     }
                     let (_, batches) = open.as_ref().expect("opened above");
                     let batch = batches.get(*index).ok_or_else(|| io(path, format!("batch {index} is missing")))?;
-                    out.push((batch.clone(), coverage.clone()));
+                    out.push((batch.clone(), coverage.clone(), *capture));
                 }
             }
         }

@@ -35,6 +35,12 @@ pub(crate) enum Mark {
     Height(KnownHeight),
     /// The user's whole history was searched for a height (done once per user).
     HeightLookedUp,
+    /// The backfill of these resources is complete over `[start, end)` (epoch seconds): a
+    /// `historical.data.<resource>.created` event each. No state change.
+    Historical { resources: Vec<crate::schema::Resource>, start: i64, end: i64 },
+    /// The user's authorization is gone (they must link again): a
+    /// `provider.connection.error` event. No state change.
+    ConnectionError { error_type: &'static str, message: String },
 }
 
 /// Units of one user to stage, and what to record once they are committed.
@@ -44,6 +50,9 @@ pub(crate) struct Piece {
     pub units: Vec<Unit>,
     pub marks: Vec<Mark>,
     pub quarantined: u64,
+    /// Part of a backfill or of a family's first sync: its changes are announced by
+    /// `historical.data.*` events, not one `daily.data.*` per row.
+    pub historical: bool,
 }
 
 /// Why a user's part stopped.
@@ -76,6 +85,8 @@ pub(crate) struct UserJob {
     pub heights: Vec<(i64, f64)>,
     /// The endpoint of the request in flight (a failure is recorded against it).
     pub current: std::sync::Mutex<Option<Endpoint>>,
+    /// The run is a backfill: every piece is historical.
+    pub historical: bool,
 }
 
 fn modified_of(raw: &Value) -> Option<i64> {
@@ -144,7 +155,12 @@ impl UserJob {
     }
 
     fn piece(&self) -> Piece {
-        Piece { user_id: self.user_id.clone(), ..Piece::default() }
+        Piece { user_id: self.user_id.clone(), historical: self.historical, ..Piece::default() }
+    }
+
+    /// The resources of the run that `families` feed.
+    fn resources_fed_by(&self, families: &BTreeSet<Endpoint>) -> Vec<crate::schema::Resource> {
+        self.env.cfg.resources.iter().copied().filter(|r| plan::families_for(&[*r]).iter().any(|f| families.contains(f))).collect()
     }
 
     /// Adds the harmonized tables (the run's resources only) and the quarantine to `p`.
@@ -343,6 +359,7 @@ impl UserJob {
     async fn backfill(&mut self, r: DateRange) -> Result<(), Stop> {
         let need = |s: &Self, e: Endpoint| s.wants(e) && !s.covered(e, r);
         let (need_intraday, need_sleep) = (need(self, Endpoint::Getintradayactivity), need(self, Endpoint::SleepGet));
+        let fetched: BTreeSet<Endpoint> = Endpoint::ALL.into_iter().filter(|e| need(self, *e)).collect();
         let (start, end) = utc_window(r);
         let dates = Window::Dates { from: r.from, to: r.to };
         // A first cursor from a backfill: the newest `modified` seen, but never past the
@@ -438,6 +455,11 @@ impl UserJob {
                 p.marks.push(Mark::Success(e));
             }
         }
+        // The resources this call completed (a window already complete announces nothing).
+        let resources = self.resources_fed_by(&fetched);
+        if !resources.is_empty() {
+            p.marks.push(Mark::Historical { resources, start, end });
+        }
         if !p.marks.is_empty() {
             self.send(p).await?;
         }
@@ -476,6 +498,20 @@ impl UserJob {
         // Changed: modified after the cursor minus the overlap (a record of the cursor's own
         // second, or indexed late, counts), unless this very version was already handled; or
         // without a `modified` at all.
+        // A family seen for the first time (no cursor) brings the user's history: its pieces
+        // are historical, announced by one `historical.data.*` event per resource at the end.
+        let first: BTreeSet<Endpoint> = Endpoint::ALL
+            .into_iter()
+            .filter(|e| {
+                let listing = match e {
+                    Endpoint::Getintradayactivity => Endpoint::Getactivity,
+                    Endpoint::SleepGet => Endpoint::SleepGetsummary,
+                    e => *e,
+                };
+                selected(self, *e) && self.family_cursor(listing).is_none()
+            })
+            .collect();
+        let piece_of = |s: &Self, e: Endpoint| Piece { historical: first.contains(&e), ..s.piece() };
         let changed = |s: &Self, e: Endpoint, key: &str, m: Option<i64>| -> bool {
             let f = s.state.families.get(e.as_str());
             match (f.and_then(|f| f.cursor), m) {
@@ -485,7 +521,7 @@ impl UserJob {
         };
 
         if selected(self, Endpoint::Getmeas) {
-            let mut p = self.piece();
+            let mut p = piece_of(self, Endpoint::Getmeas);
             if relist_due(&self.env, &self.state) {
                 let (a, b) = (now - i64::from(self.env.cfg.relist_days) * 86_400, now + 86_400);
                 let list = self.getmeas(MeasQuery { startdate: Some(a), enddate: Some(b - 1), ..MeasQuery::default() }).await?;
@@ -503,7 +539,7 @@ impl UserJob {
 
         if selected(self, Endpoint::Getactivity) || do_intraday {
             let items = self.getactivity(Window::LastUpdate(since(self, Endpoint::Getactivity))).await?;
-            let mut p = self.piece();
+            let mut p = piece_of(self, Endpoint::Getactivity);
             self.land(&mut p, Endpoint::Getactivity, raw::getactivity(&self.ctx, &items));
             self.add(&mut p, harmonize::getactivity(&self.ctx, &items), Coverage::Upsert);
             let m = max_modified(items.iter().map(|i| &i.raw));
@@ -518,7 +554,8 @@ impl UserJob {
             self.send(p).await?;
             if do_intraday {
                 for (day, zone) in wearable_days(&changed, |_| true).into_iter().rev() {
-                    let p = self.intraday_day(day, zone.as_deref()).await?;
+                    let mut p = self.intraday_day(day, zone.as_deref()).await?;
+                    p.historical = first.contains(&Endpoint::Getintradayactivity);
                     self.send(p).await?;
                 }
             }
@@ -535,7 +572,7 @@ impl UserJob {
 
         if selected(self, Endpoint::Getworkouts) {
             let items = self.getworkouts(Window::LastUpdate(since(self, Endpoint::Getworkouts))).await?;
-            let mut p = self.piece();
+            let mut p = piece_of(self, Endpoint::Getworkouts);
             self.land(&mut p, Endpoint::Getworkouts, raw::by_id(&self.ctx, Endpoint::Getworkouts, &items));
             self.add(&mut p, harmonize::getworkouts(&self.ctx, &items), Coverage::Upsert);
             finish(&mut p, Endpoint::Getworkouts, max_modified(items.iter().map(|i| &i.raw)));
@@ -544,7 +581,7 @@ impl UserJob {
 
         if selected(self, Endpoint::SleepGetsummary) || do_sleep {
             let items = self.getsummary(Window::LastUpdate(since(self, Endpoint::SleepGetsummary))).await?;
-            let mut p = self.piece();
+            let mut p = piece_of(self, Endpoint::SleepGetsummary);
             self.land(&mut p, Endpoint::SleepGetsummary, raw::by_id(&self.ctx, Endpoint::SleepGetsummary, &items));
             self.add(&mut p, harmonize::sleep_getsummary(&self.ctx, &items), Coverage::Upsert);
             let m = max_modified(items.iter().map(|i| &i.raw));
@@ -560,7 +597,8 @@ impl UserJob {
             self.send(p).await?;
             if do_sleep {
                 for s in sessions.iter().rev().filter(|s| changed.contains(&s.withings_id)) {
-                    let p = self.sleep_session(s, &sessions).await?;
+                    let mut p = self.sleep_session(s, &sessions).await?;
+                    p.historical = first.contains(&Endpoint::SleepGet);
                     self.send(p).await?;
                 }
             }
@@ -570,6 +608,12 @@ impl UserJob {
             if do_sleep {
                 p.marks.push(Mark::Success(Endpoint::SleepGet));
             }
+            self.send(p).await?;
+        }
+        let resources = self.resources_fed_by(&first);
+        if !resources.is_empty() {
+            let mut p = self.piece();
+            p.marks.push(Mark::Historical { resources, start: initial, end: now });
             self.send(p).await?;
         }
         Ok(())

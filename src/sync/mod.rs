@@ -128,6 +128,8 @@ pub enum SyncError {
     Credentials(#[from] crate::credentials::CredentialsError),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Events(#[from] crate::events::EventsError),
 }
 
 impl SyncError {
@@ -136,6 +138,7 @@ impl SyncError {
             SyncError::Lake(e) => e.class(),
             SyncError::State(StateError::BadUserId(_)) | SyncError::Config(_) => ErrorClass::Config,
             SyncError::State(_) => ErrorClass::Transient,
+            SyncError::Events(e) => e.class(),
             SyncError::Credentials(e) => match e.class() {
                 ErrorClass::Auth => ErrorClass::Internal,
                 c => c,
@@ -202,6 +205,17 @@ pub struct Engine {
     pub tokens: Arc<TokenManager>,
     pub cfg: SyncConfig,
     pub progress: Arc<Progress>,
+    /// Change events (the pipeline's `[events]`); none without.
+    pub events: Option<crate::events::EventsConfig>,
+}
+
+/// A run's change events: where they go and the delivery running beside the run.
+struct RunEvents {
+    cfg: crate::events::EventsConfig,
+    outbox: crate::events::Outbox,
+    background: crate::events::deliver::Background,
+    /// Batches enqueued by this run (names them).
+    batches: AtomicU64,
 }
 
 fn run_id(mode: &Mode) -> String {
@@ -221,7 +235,14 @@ impl Engine {
             tokens,
             cfg,
             progress: Arc::new(Progress::default()),
+            events: None,
         }
+    }
+
+    /// Sends change events as `events` says (see [`crate::events`]).
+    pub fn with_events(mut self, events: Option<crate::events::EventsConfig>) -> Engine {
+        self.events = events;
+        self
     }
 
     /// Runs `spec`. `cancel` turning true stops new requests; what is staged is committed.
@@ -336,16 +357,32 @@ impl Engine {
             return Ok(());
         }
 
+        let events = match &self.events {
+            Some(cfg) => {
+                let outbox = crate::events::Outbox::new(self.lake.location.clone(), cfg.sinks.clone());
+                let deliverer = Arc::new(crate::events::Deliverer::new(outbox.clone())?);
+                let background = crate::events::deliver::Background::spawn(deliverer, cfg.final_wait);
+                report.events = Some(report::EventsReport::default());
+                Some(RunEvents { cfg: cfg.clone(), outbox, background, batches: AtomicU64::new(0) })
+            }
+            None => None,
+        };
         let before = self.client.accounting();
         let mut outcome = Ok(());
         let mut shards = per_shard.into_iter();
         for (shard, users) in shards.by_ref() {
-            if let Err(e) = self.run_shard(&env, spec, &id, shard, users, report).await {
+            if let Err(e) = self.run_shard(&env, spec, &id, shard, users, events.as_ref(), report).await {
                 outcome = Err(e);
                 break;
             }
             if *env.cancel.borrow() {
                 break;
+            }
+        }
+        if let Some(ev) = events {
+            let delivery = ev.background.finish().await;
+            if let Some(r) = report.events.as_mut() {
+                r.delivery = delivery;
             }
         }
         // Users of shards that never started did not finish.
@@ -364,12 +401,41 @@ impl Engine {
         run_id: &str,
         shard: u32,
         users: Vec<(String, String)>,
+        events: Option<&RunEvents>,
         report: &mut Report,
     ) -> Result<(), SyncError> {
         let lease = self.lake.lease_shard(shard, &crate::lease::process_holder(), spec.lease_wait).await?;
-        let result = self.fill_shard(env, spec, run_id, &lease, users, report).await;
+        let mut result = Ok(());
+        if let Some(ev) = events {
+            result = self.recover_events(ev, shard, report).await;
+        }
+        if result.is_ok() {
+            result = self.fill_shard(env, spec, run_id, &lease, users, events, report).await;
+        }
         lease.release().await;
         result
+    }
+
+    /// Enqueues the events of commits that died before their outbox write (their captured
+    /// changes are still under `_events/staged/`), under their own batch names (so the same
+    /// event ids).
+    async fn recover_events(&self, ev: &RunEvents, shard: u32, report: &mut Report) -> Result<(), SyncError> {
+        for (batch, changes) in self.lake.staged_changes(shard).await? {
+            let mut b = crate::events::Builder::new(&batch, Utc::now(), &ev.cfg.team_id, ev.cfg.max_samples_per_event);
+            b.daily(&changes).map_err(|e| crate::events::EventsError::Build(e.to_string()))?;
+            let events = b.finish();
+            ev.outbox.enqueue(&batch, &events).await?;
+            self.lake.clear_staged_changes(shard, &batch).await?;
+            tracing::warn!(shard, batch = %batch, events = events.len(), "enqueued the events of a commit that was interrupted");
+            if let Some(r) = report.events.as_mut() {
+                r.recovered += events.len() as u64;
+                for e in &events {
+                    *r.enqueued.entry(e.event_type.clone()).or_default() += 1;
+                }
+            }
+            ev.background.kick();
+        }
+        Ok(())
     }
 
     async fn fill_shard(
@@ -379,6 +445,7 @@ impl Engine {
         run_id: &str,
         lease: &ShardLease,
         users: Vec<(String, String)>,
+        events: Option<&RunEvents>,
         report: &mut Report,
     ) -> Result<(), SyncError> {
         use futures::StreamExt;
@@ -418,6 +485,7 @@ impl Engine {
         let ingested_at = Utc::now();
         let dispatcher = {
             let (env, mode, run_id) = (env.clone(), spec.mode.clone(), run_id.to_string());
+            let historical = matches!(spec.mode, Mode::Backfill { .. });
             tokio::spawn(async move {
                 let mut tasks = tokio::task::JoinSet::new();
                 let mut names: HashMap<tokio::task::Id, String> = HashMap::new();
@@ -448,6 +516,7 @@ impl Engine {
                         ctx,
                         heights,
                         current: Default::default(),
+                        historical,
                     };
                     let (tx, mode) = (tx.clone(), mode.clone());
                     let id = tasks
@@ -493,8 +562,9 @@ impl Engine {
                             continue; // drain: the run is ending
                         }
                         report.quarantined += p.quarantined;
+                        let capture = events.is_some_and(|ev| !p.historical || ev.cfg.history_as_daily);
                         for u in &p.units {
-                            if let Err(e) = staging.stage(u) {
+                            if let Err(e) = staging.stage_capturing(u, capture) {
                                 failed = Err(e.into());
                             }
                         }
@@ -502,7 +572,7 @@ impl Engine {
                             marks.push((p.user_id, p.marks));
                         }
                         if failed.is_ok() && staging.bytes() > self.cfg.checkpoint_max_staged_bytes {
-                            if let Err(e) = self.checkpoint(lease, run_id, &mut checkpoint, &mut staging, &mut marks, &mut states, report).await {
+                            if let Err(e) = self.checkpoint(lease, run_id, &mut checkpoint, &mut staging, &mut marks, &mut states, events, report).await {
                                 failed = Err(e);
                                 rx.close();
                             }
@@ -519,8 +589,20 @@ impl Engine {
                                 tracing::warn!(user_id = %user_id, error = %error, "user failed");
                                 report.users.failed += 1;
                                 report.failures.push(report::UserFailure { user_id: user_id.clone(), class: class_name(class).into(), error: error.clone() });
+                                let mut ms = Vec::new();
+                                if class == ErrorClass::Auth
+                                    && events.is_some()
+                                    && let Ok(Some(r)) = self.credentials.get(&user_id).await
+                                    && r.status != UserStatus::Active
+                                {
+                                    let message = r.status_reason.unwrap_or_else(|| r.status.as_str().to_string());
+                                    ms.push(Mark::ConnectionError { error_type: "token_refresh_failed", message });
+                                }
                                 if let Some(f) = family {
-                                    marks.push((user_id, vec![Mark::Error(f, error)]));
+                                    ms.push(Mark::Error(f, error));
+                                }
+                                if !ms.is_empty() {
+                                    marks.push((user_id, ms));
                                 }
                             }
                         }
@@ -528,7 +610,7 @@ impl Engine {
                     None => break,
                 },
                 _ = tokio::time::sleep_until(next_checkpoint), if failed.is_ok() => {
-                    if let Err(e) = self.checkpoint(lease, run_id, &mut checkpoint, &mut staging, &mut marks, &mut states, report).await {
+                    if let Err(e) = self.checkpoint(lease, run_id, &mut checkpoint, &mut staging, &mut marks, &mut states, events, report).await {
                         failed = Err(e);
                         rx.close();
                     }
@@ -544,7 +626,7 @@ impl Engine {
         }
         let _ = dispatcher.await;
         failed?;
-        self.checkpoint(lease, run_id, &mut checkpoint, &mut staging, &mut marks, &mut states, report).await?;
+        self.checkpoint(lease, run_id, &mut checkpoint, &mut staging, &mut marks, &mut states, events, report).await?;
         tracing::info!(shard, checkpoints = checkpoint, "shard done");
         Ok(())
     }
@@ -559,15 +641,58 @@ impl Engine {
         staging: &mut Staging,
         marks: &mut Vec<(String, Vec<Mark>)>,
         states: &mut HashMap<String, UserState>,
+        events: Option<&RunEvents>,
         report: &mut Report,
     ) -> Result<(), SyncError> {
+        let batch = events.map(|ev| {
+            let n = ev.batches.fetch_add(1, Ordering::Relaxed) + 1;
+            crate::events::batch_name(Utc::now(), &format!("{run_id}-s{:04}-{n:06}", lease.shard))
+        });
+        let mut changes = Vec::new();
         if !staging.is_empty() {
             *checkpoint += 1;
-            let manifest = self.lake.commit_staged(lease, run_id, *checkpoint, staging).await?;
+            let (manifest, changed) = self.lake.commit_staged(lease, run_id, *checkpoint, staging, batch.as_deref()).await?;
             let key = crate::lake::keys::manifest(&self.lake.location, run_id, *checkpoint).to_string();
             tracing::info!(checkpoint = *checkpoint, partitions = manifest.partitions.len(), manifest = %key, "checkpoint committed");
             report.add_manifest(key, &manifest);
             self.progress.checkpoints.fetch_add(1, Ordering::Relaxed);
+            changes = changed;
+        }
+        // Events after the commit and before the cursors: a crash in between re-fetches and
+        // finds nothing new, so the events must be in the outbox first.
+        if let (Some(ev), Some(batch)) = (events, &batch) {
+            let mut b = crate::events::Builder::new(batch, Utc::now(), &ev.cfg.team_id, ev.cfg.max_samples_per_event);
+            b.daily(&changes).map_err(|e| crate::events::EventsError::Build(e.to_string()))?;
+            for (user_id, ms) in marks.iter() {
+                for m in ms {
+                    match m {
+                        Mark::Historical { resources, start, end } => {
+                            let t = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap_or_default();
+                            for r in resources {
+                                b.historical(user_id, *r, t(*start), t(*end));
+                            }
+                        }
+                        Mark::ConnectionError { error_type, message } => b.connection_error(user_id, error_type, message),
+                        _ => {}
+                    }
+                }
+            }
+            let built = b.finish();
+            if !built.is_empty() {
+                ev.outbox.enqueue(batch, &built).await?;
+                if let Some(r) = report.events.as_mut() {
+                    for e in &built {
+                        *r.enqueued.entry(e.event_type.clone()).or_default() += 1;
+                    }
+                }
+                tracing::info!(batch = %batch, events = built.len(), "events enqueued");
+            }
+            if !changes.is_empty() {
+                self.lake.clear_staged_changes(lease.shard, batch).await?;
+            }
+            if !built.is_empty() {
+                ev.background.kick();
+            }
         }
         let mut touched: BTreeSet<String> = BTreeSet::new();
         let now = Utc::now();
@@ -625,6 +750,7 @@ fn apply(state: &mut UserState, m: Mark, now: DateTime<Utc>, overlap: i64) {
             }
         }
         Mark::HeightLookedUp => state.height_looked_up = true,
+        Mark::Historical { .. } | Mark::ConnectionError { .. } => {}
     }
 }
 

@@ -79,6 +79,20 @@ pub struct Report {
     /// `--dry-run`: what the run would cost.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Estimate>,
+    /// Change events (with an `[events]` section).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventsReport>,
+}
+
+/// What a run told downstream systems.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EventsReport {
+    /// Events written to the outbox, per event type.
+    pub enqueued: BTreeMap<String, u64>,
+    /// Events of commits that died before their outbox write, recovered by this run.
+    pub recovered: u64,
+    /// What delivery did during the run (more happens in later runs and `events deliver`).
+    pub delivery: crate::events::DeliverySummary,
 }
 
 impl Report {
@@ -102,6 +116,7 @@ impl Report {
             checkpoints: 0,
             manifests: Vec::new(),
             plan: None,
+            events: None,
         }
     }
 
@@ -199,6 +214,26 @@ impl Report {
         let _ = writeln!(s, "  {:<26} {:>9} {:>9} {:>9}", "table", "inserted", "updated", "deleted");
         for (t, c) in &self.rows {
             let _ = writeln!(s, "  {t:<26} {:>9} {:>9} {:>9}", c.inserted, c.updated, c.deleted);
+        }
+        if let Some(e) = &self.events {
+            let d = &e.delivery;
+            let _ = writeln!(
+                s,
+                "events: {} enqueued ({} recovered); {} delivered, {} failed attempts, {} dead, {} pending{}",
+                e.enqueued.values().sum::<u64>(),
+                e.recovered,
+                d.delivered,
+                d.failed_attempts,
+                d.dead,
+                d.pending,
+                if d.busy { " (another process was delivering)" } else { "" }
+            );
+            for (t, n) in &e.enqueued {
+                let _ = writeln!(s, "  {t:<40} {n:>8}");
+            }
+            for err in &d.errors {
+                let _ = writeln!(s, "  delivery error: {err}");
+            }
         }
         s
     }

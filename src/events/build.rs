@@ -1,0 +1,335 @@
+//! Events from what a commit changed, in Vital's shapes (`reference/vital-schemas.md` 3):
+//! - summaries (activity, sleep, body, workouts): one `daily.data.<resource>.created|updated`
+//!   per row, `data` the harmonized object (Vital's fields at their Vital paths, e.g.
+//!   `heart_rate.avg_bpm`, `source.type`; the lake's other columns beside them);
+//! - time series: per user, resource, source device and created/updated, `data` is
+//!   `{"data": [samples], "source": {...}, "user_id"}` with at most `max_samples_per_event`
+//!   samples each; a sample has `timestamp` (the start, for interval types), `start`/`end`,
+//!   `value` or `systolic`/`diastolic`, `unit`, `timezone_offset` and `type`;
+//! - `historical.data.<resource>.created`, `provider.connection.created|error`.
+//!
+//! The envelope is `{"event_type", "user_id", "client_user_id", "team_id", "data"}`; this
+//! program has one id per person (the application's), so `user_id` and `client_user_id` are
+//! both that id. Events of a batch come ordered by user, resource, then created before updated.
+
+use std::collections::BTreeMap;
+
+use arrow::array::RecordBatch;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+use super::Event;
+use crate::lake::{Changed, TableId};
+use crate::schema::{Kind, Resource};
+
+/// Columns of every table that are bookkeeping, not data: never in an event.
+const NOT_IN_EVENTS: [&str; 3] = ["endpoint", "ingested_at", "run_id"];
+/// Columns of every table that a time-series sample does not repeat (the event's `source` and
+/// `user_id` carry them).
+const GROUP_COLUMNS: [&str; 8] = [
+    "user_id",
+    "withings_user_id",
+    "time_zone",
+    "source_provider",
+    "source_type",
+    "source_device_id",
+    "source_device_model",
+    "source_device_model_id",
+];
+
+/// Builds the events of one batch; ids follow from the batch name and the event's position,
+/// so rebuilding a batch (recovery) gives the same ids.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    pub team_id: String,
+    pub max_samples_per_event: usize,
+    batch: String,
+    at: DateTime<Utc>,
+    events: Vec<Event>,
+}
+
+fn set_path(obj: &mut Map<String, Value>, path: &str, v: Value) {
+    match path.split_once('.') {
+        None => {
+            obj.insert(path.to_string(), v);
+        }
+        Some((head, rest)) => {
+            let child = obj.entry(head.to_string()).or_insert_with(|| Value::Object(Map::new()));
+            if !child.is_object() {
+                *child = Value::Object(Map::new());
+            }
+            set_path(child.as_object_mut().expect("an object"), rest, v);
+        }
+    }
+}
+
+/// The rows of a batch as JSON objects keyed by column name (timestamps as RFC 3339 text,
+/// dates as `YYYY-MM-DD`, nulls kept).
+fn json_rows(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>, arrow::error::ArrowError> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, arrow::json::writer::JsonArray>(&mut buf);
+        w.write(batch)?;
+        w.finish()?;
+    }
+    if buf.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&buf).map_err(|e| arrow::error::ArrowError::JsonError(e.to_string()))
+}
+
+fn source_of(row: &Map<String, Value>) -> Value {
+    let get = |c: &str| row.get(c).cloned().unwrap_or(Value::Null);
+    json!({
+        "provider": get("source_provider"),
+        "type": get("source_type"),
+        "device_id": get("source_device_id"),
+        "device_model": get("source_device_model"),
+    })
+}
+
+impl Builder {
+    pub fn new(batch: &str, at: DateTime<Utc>, team_id: &str, max_samples_per_event: usize) -> Builder {
+        Builder {
+            team_id: team_id.to_string(),
+            max_samples_per_event: max_samples_per_event.max(1),
+            batch: batch.to_string(),
+            at,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    pub fn finish(self) -> Vec<Event> {
+        self.events
+    }
+
+    fn push(&mut self, event_type: String, user_id: &str, data: Value) {
+        use sha2::Digest;
+        let seq = self.events.len();
+        let digest = sha2::Sha256::digest(format!("{}:{seq}", self.batch).as_bytes());
+        let id = format!("msg_{}", &hex::encode(digest)[..27]);
+        let envelope = json!({
+            "event_type": event_type,
+            "user_id": user_id,
+            "client_user_id": user_id,
+            "team_id": self.team_id,
+            "data": data,
+        });
+        self.events.push(Event {
+            id,
+            event_type,
+            user_id: user_id.to_string(),
+            created_at: self.at,
+            body: serde_json::to_string(&envelope).expect("an envelope serializes"),
+        });
+    }
+
+    /// `daily.data.<resource>.created|updated` for the captured changes of a commit.
+    pub fn daily(&mut self, changes: &[(TableId, Changed)]) -> Result<(), arrow::error::ArrowError> {
+        // (user, resource, updated) -> summaries; (user, resource, updated, source) -> samples.
+        type Key = (String, usize, bool);
+        let mut summaries: BTreeMap<Key, Vec<Value>> = BTreeMap::new();
+        let mut series: BTreeMap<(String, usize, bool, String), (Value, Vec<Value>)> = BTreeMap::new();
+        for (table, changed) in changes {
+            let TableId::Resource(resource) = table else { continue };
+            let order = Resource::ALL.iter().position(|r| r == resource).unwrap_or(usize::MAX);
+            let schema = resource.schema();
+            let rows = json_rows(&changed.rows)?;
+            for (row, updated) in rows.into_iter().zip(&changed.updated) {
+                let user = row.get("user_id").and_then(Value::as_str).unwrap_or_default().to_string();
+                match schema.kind {
+                    Kind::Summary => {
+                        let mut o = Map::new();
+                        for c in &schema.columns {
+                            if NOT_IN_EVENTS.contains(&c.name.as_str()) {
+                                continue;
+                            }
+                            let v = row.get(&c.name).cloned().unwrap_or(Value::Null);
+                            match &c.vital {
+                                Some(path) => set_path(&mut o, path, v),
+                                None => {
+                                    o.entry(c.name.clone()).or_insert(v);
+                                }
+                            }
+                        }
+                        summaries.entry((user, order, *updated)).or_default().push(Value::Object(o));
+                    }
+                    Kind::Timeseries => {
+                        let source = source_of(&row);
+                        let mut sample = Map::new();
+                        for c in &schema.columns {
+                            let name = c.name.as_str();
+                            if NOT_IN_EVENTS.contains(&name) || GROUP_COLUMNS.contains(&name) {
+                                continue;
+                            }
+                            let v = row.get(name).cloned().unwrap_or(Value::Null);
+                            match &c.vital {
+                                Some(path) => set_path(&mut sample, path, v),
+                                None => {
+                                    sample.entry(name.to_string()).or_insert(v);
+                                }
+                            }
+                        }
+                        if !sample.contains_key("timestamp")
+                            && let Some(start) = sample.get("start").cloned()
+                        {
+                            sample.insert("timestamp".into(), start);
+                        }
+                        let kind = sample.get("metric").cloned().unwrap_or(Value::Null);
+                        sample.entry("type".to_string()).or_insert(kind);
+                        sample.entry("timezone_offset".to_string()).or_insert(Value::Null);
+                        let group = source.to_string();
+                        series
+                            .entry((user, order, *updated, group))
+                            .or_insert_with(|| (source, Vec::new()))
+                            .1
+                            .push(Value::Object(sample));
+                    }
+                    Kind::Landing => {}
+                }
+            }
+        }
+        // Merge both maps in (user, resource, created-before-updated) order.
+        let mut keys: Vec<Key> = summaries.keys().cloned().collect();
+        keys.extend(series.keys().map(|(u, o, up, _)| (u.clone(), *o, *up)));
+        keys.sort();
+        keys.dedup();
+        for (user, order, updated) in keys {
+            let resource = Resource::ALL[order];
+            let event_type = format!("daily.data.{}.{}", resource.as_str(), if updated { "updated" } else { "created" });
+            if let Some(objects) = summaries.remove(&(user.clone(), order, updated)) {
+                for o in objects {
+                    self.push(event_type.clone(), &user, o);
+                }
+            }
+            let groups: Vec<(String, usize, bool, String)> =
+                series.keys().filter(|(u, o, up, _)| *u == user && *o == order && *up == updated).cloned().collect();
+            for g in groups {
+                let (source, mut samples) = series.remove(&g).expect("listed above");
+                samples.sort_by(|a, b| {
+                    let t = |v: &Value| v.get("timestamp").and_then(Value::as_str).unwrap_or_default().to_string();
+                    t(a).cmp(&t(b))
+                });
+                for chunk in samples.chunks(self.max_samples_per_event) {
+                    let data = json!({ "data": chunk, "source": source, "user_id": user });
+                    self.push(event_type.clone(), &user, data);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `historical.data.<resource>.created`: the backfill of that (user, resource) is done
+    /// over `[start, end]`.
+    pub fn historical(&mut self, user_id: &str, resource: Resource, start: DateTime<Utc>, end: DateTime<Utc>) {
+        let data = json!({
+            "user_id": user_id,
+            "start_date": start.to_rfc3339(),
+            "end_date": end.to_rfc3339(),
+            "is_final": true,
+            "provider": "withings",
+        });
+        self.push(format!("historical.data.{}.created", resource.as_str()), user_id, data);
+    }
+
+    /// `provider.connection.created`, with each resource available or not under the granted
+    /// scopes.
+    pub fn connection_created(&mut self, user_id: &str, withings_userid: &str, scopes: &[String]) {
+        let mut availability = Map::new();
+        for r in Resource::ALL {
+            let needed = scopes_for(r);
+            let ok = needed.iter().all(|s| scopes.iter().any(|g| g == s));
+            let mut v = json!({ "status": if ok { "available" } else { "unavailable" } });
+            if !ok {
+                let denied: Vec<&str> = needed.iter().copied().filter(|s| !scopes.iter().any(|g| g == s)).collect();
+                v["scope_requirements"] = json!({
+                    "user_granted": { "required": [], "optional": [] },
+                    "user_denied": { "required": denied, "optional": [] },
+                });
+            }
+            availability.insert(r.as_str().to_string(), v);
+        }
+        let data = json!({
+            "user_id": user_id,
+            "provider": provider(),
+            "source": provider(),
+            "external_user_id": withings_userid,
+            "resource_availability": availability,
+        });
+        self.push("provider.connection.created".into(), user_id, data);
+    }
+
+    /// `provider.connection.error` (`error_type`: `token_refresh_failed`, ...).
+    pub fn connection_error(&mut self, user_id: &str, error_type: &str, message: &str) {
+        let data = json!({
+            "user_id": user_id,
+            "provider": provider(),
+            "message": message,
+            "error_type": error_type,
+            "error_details": Value::Null,
+        });
+        self.push("provider.connection.error".into(), user_id, data);
+    }
+}
+
+fn provider() -> Value {
+    json!({ "name": "Withings", "slug": "withings", "logo": Value::Null })
+}
+
+/// The Withings scopes a resource's endpoints need.
+fn scopes_for(r: Resource) -> Vec<&'static str> {
+    use crate::lake::Endpoint;
+    let mut v: Vec<&'static str> = crate::sync::plan::families_for(&[r])
+        .into_iter()
+        .map(|e| match e {
+            Endpoint::Getmeas => "user.metrics",
+            Endpoint::Getactivity | Endpoint::Getintradayactivity | Endpoint::Getworkouts => "user.activity",
+            Endpoint::SleepGetsummary | Endpoint::SleepGet => "user.sleepevents",
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_the_batch_and_position() {
+        let at = Utc::now();
+        let mut a = Builder::new("b-1", at, "team", 10);
+        a.connection_error("u1", "token_refresh_failed", "refused");
+        a.connection_error("u1", "token_refresh_failed", "refused");
+        let mut b = Builder::new("b-1", at, "team", 10);
+        b.connection_error("u1", "token_refresh_failed", "refused");
+        let (a, b) = (a.finish(), b.finish());
+        assert_eq!(a[0].id, b[0].id);
+        assert_ne!(a[0].id, a[1].id);
+        assert!(a[0].id.starts_with("msg_") && a[0].id.len() == 31);
+        let env: Value = serde_json::from_str(&a[0].body).unwrap();
+        assert_eq!(env["event_type"], "provider.connection.error");
+        assert_eq!(env["data"]["error_type"], "token_refresh_failed");
+        assert_eq!(env["team_id"], "team");
+    }
+
+    #[test]
+    fn connection_created_names_unavailable_resources() {
+        let mut b = Builder::new("b", Utc::now(), "t", 10);
+        b.connection_created("u1", "123", &["user.metrics".into(), "user.activity".into()]);
+        let env: Value = serde_json::from_str(&b.finish()[0].body).unwrap();
+        let avail = &env["data"]["resource_availability"];
+        assert_eq!(avail["weight"]["status"], "available");
+        assert_eq!(avail["steps"]["status"], "available");
+        assert_eq!(avail["sleep"]["status"], "unavailable");
+        assert_eq!(avail["sleep"]["scope_requirements"]["user_denied"]["required"][0], "user.sleepevents");
+        assert_eq!(env["data"]["external_user_id"], "123");
+    }
+}

@@ -1,0 +1,251 @@
+//! Change events: what a commit changed, told to downstream systems (DESIGN.md "Events";
+//! the envelopes follow Vital's, `reference/vital-schemas.md` sections 3 and 4).
+//!
+//! The path of an event, and why nothing is lost:
+//! 1. a checkpoint's merge captures the rows it created or updated ([`crate::lake::Changed`]);
+//!    each partition's captured rows are written under `_events/staged/` *before* the
+//!    partition itself, so a commit that dies half-way still has its changes;
+//! 2. after the manifest, the changes become events ([`build`]): `daily.data.<resource>.
+//!    created|updated`, plus `historical.data.<resource>.created` for backfills that
+//!    completed and `provider.connection.*` for links and lost authorizations;
+//! 3. the events are written to the outbox, one batch file per sink (`_events/pending/<sink>/
+//!    <batch>.jsonl`, filtered per sink), and only then are the staged changes deleted and the
+//!    users' cursors advanced; the next run of the shard enqueues any staged changes left by a
+//!    run that died;
+//! 4. delivery ([`deliver`]) sends each pending event (webhooks: Svix-compatible signatures,
+//!    retries on a schedule, `Retry-After` honoured; files: one JSON-lines file per batch), and
+//!    settles each batch: delivered records to `delivered/`, exhausted or refused ones to
+//!    `dead/`, the rest back to `pending/` with their next attempt time.
+//!
+//! Delivery is at least once: an event's id (`webhook-id`) is fixed when it is enqueued and
+//! stays the same across retries and redeliveries, so receivers deduplicate on it. Events of
+//! one (user, event type family) are delivered in order: while one waits for a retry, the later
+//! ones of the same user and resource wait too (a `.created` is never overtaken by the
+//! `.updated` of the same row).
+
+pub mod build;
+pub mod deliver;
+pub mod outbox;
+pub mod sign;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+use crate::storage::Location;
+
+pub use build::Builder;
+pub use deliver::{DeliverOptions, Deliverer, DeliverySummary};
+pub use outbox::{Outbox, Record, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("event outbox at '{key}': {source}")]
+    Storage { key: String, source: object_store::Error },
+    #[error("event outbox file '{key}' is not valid: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("events sink '{sink}': {reason}")]
+    Sink { sink: String, reason: String },
+    #[error("building events: {0}")]
+    Build(String),
+    #[error("event {id}: not found in the outbox (delivered or dead)")]
+    UnknownEvent { id: String },
+    #[error(transparent)]
+    Lake(#[from] crate::lake::LakeError),
+}
+
+impl EventsError {
+    pub fn class(&self) -> crate::withings::ErrorClass {
+        use crate::withings::ErrorClass;
+        match self {
+            EventsError::Storage { .. } => ErrorClass::Transient,
+            EventsError::Corrupt { .. } => ErrorClass::Data,
+            EventsError::Build(_) => ErrorClass::Internal,
+            EventsError::Sink { .. } | EventsError::UnknownEvent { .. } => ErrorClass::Config,
+            EventsError::Lake(e) => e.class(),
+        }
+    }
+}
+
+pub(crate) fn storage(key: &object_store::path::Path) -> impl FnOnce(object_store::Error) -> EventsError + '_ {
+    move |source| EventsError::Storage { key: key.to_string(), source }
+}
+
+/// One event: its envelope exactly as signed and sent, and what identifies it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// `msg_...`: fixed at enqueue, the `webhook-id` of every attempt.
+    pub id: String,
+    pub event_type: String,
+    pub user_id: String,
+    pub created_at: DateTime<Utc>,
+    /// The envelope `{"event_type", "user_id", "client_user_id", "team_id", "data"}` as JSON.
+    pub body: String,
+}
+
+impl Event {
+    /// Events with the same key are delivered in order: the user, and the event type without
+    /// its `.created` / `.updated` suffix.
+    pub fn ordering_key(&self) -> String {
+        let family = self
+            .event_type
+            .strip_suffix(".created")
+            .or_else(|| self.event_type.strip_suffix(".updated"))
+            .unwrap_or(&self.event_type);
+        format!("{}/{family}", self.user_id)
+    }
+}
+
+/// Event types a sink takes: exact names and `*` wildcards (`daily.data.*`,
+/// `*.created`, `*`). Empty takes everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter(pub Vec<String>);
+
+impl Filter {
+    pub fn matches(&self, event_type: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|p| glob(p, event_type))
+    }
+}
+
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// A webhook endpoint.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub url: String,
+    /// The HMAC key: the `whsec_` secret, base64-decoded.
+    pub key: Secret,
+    pub max_per_second: Option<f64>,
+    pub timeout: Duration,
+    /// Deliveries in flight at once (different users or resources; one key is in order).
+    pub concurrency: usize,
+}
+
+/// Where a sink sends events.
+#[derive(Debug, Clone)]
+pub enum SinkKind {
+    Webhook(Webhook),
+    /// Manifest mode: one JSON-lines file per batch under this location.
+    Files(Location),
+}
+
+/// One destination of events, with its filter and retry schedule.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    /// Names its outbox folders (`_events/pending/<name>/`).
+    pub name: String,
+    pub filter: Filter,
+    pub kind: SinkKind,
+    /// The pause after each failed attempt; when they run out the event is dead.
+    pub retry_schedule: Vec<Duration>,
+}
+
+/// Vital's (Svix's) schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+pub fn default_retry_schedule() -> Vec<Duration> {
+    [0u64, 5, 300, 1800, 7200, 18_000, 36_000, 36_000].into_iter().map(Duration::from_secs).collect()
+}
+
+/// The resolved `[events]` settings of a pipeline.
+#[derive(Debug, Clone)]
+pub struct EventsConfig {
+    /// The envelope's `team_id`.
+    pub team_id: String,
+    /// Samples per time-series event at most.
+    pub max_samples_per_event: usize,
+    /// Also send backfilled rows as `daily.data` events (Vital sends only
+    /// `historical.data.<resource>.created` for a backfill; ETL consumers may want the rows).
+    pub history_as_daily: bool,
+    /// At the end of a run, wait this long at most for retries that fall due (the first
+    /// retries of Vital's schedule come after 0 and 5 s).
+    pub final_wait: Duration,
+    pub sinks: Vec<Sink>,
+}
+
+impl Default for EventsConfig {
+    fn default() -> EventsConfig {
+        EventsConfig {
+            team_id: "withings-lake".into(),
+            max_samples_per_event: 1000,
+            history_as_daily: false,
+            final_wait: Duration::from_secs(10),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+/// A batch name: sortable by creation time, unique per run, shard and sequence.
+pub fn batch_name(at: DateTime<Utc>, origin: &str) -> String {
+    format!("{}-{origin}", at.format("%Y%m%dT%H%M%S%3fZ"))
+}
+
+/// Announces a linked user (`provider.connection.created`): enqueued in the lake's outbox,
+/// then delivered (waiting up to `final_wait` for quick retries). The link itself is done
+/// whatever happens here; an event that is not delivered stays pending.
+pub async fn announce_link(
+    cfg: &EventsConfig,
+    lake: &crate::lake::Lake,
+    user: &crate::credentials::UserRecord,
+) -> Result<DeliverySummary, EventsError> {
+    use sha2::Digest;
+    let now = Utc::now();
+    let tag = hex::encode(&sha2::Sha256::digest(user.user_id.as_bytes())[..6]);
+    let batch = batch_name(now, &format!("link-{tag}"));
+    let mut b = Builder::new(&batch, now, &cfg.team_id, cfg.max_samples_per_event);
+    b.connection_created(&user.user_id, &user.withings_userid, &user.scopes);
+    let outbox = Outbox::new(lake.location.clone(), cfg.sinks.clone());
+    outbox.enqueue(&batch, &b.finish()).await?;
+    Deliverer::new(outbox)?.deliver(DeliverOptions { wait: cfg.final_wait }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_take_exact_names_and_wildcards() {
+        let f = Filter(vec!["daily.data.*".into(), "provider.connection.created".into()]);
+        assert!(f.matches("daily.data.steps.created"));
+        assert!(f.matches("provider.connection.created"));
+        assert!(!f.matches("provider.connection.error"));
+        assert!(!f.matches("historical.data.steps.created"));
+        assert!(Filter(vec![]).matches("anything"));
+        assert!(Filter(vec!["*".into()]).matches("historical.data.sleep.created"));
+        let mid = Filter(vec!["*.weight.*".into()]);
+        assert!(mid.matches("daily.data.weight.updated"));
+        assert!(!mid.matches("daily.data.steps.updated"));
+        assert!(Filter(vec!["*.created".into()]).matches("daily.data.steps.created"));
+        assert!(!Filter(vec!["*.created".into()]).matches("daily.data.steps.updated"));
+    }
+
+    #[test]
+    fn created_and_updated_of_one_resource_share_an_ordering_key() {
+        let e = |t: &str| Event {
+            id: "msg_1".into(),
+            event_type: t.into(),
+            user_id: "u1".into(),
+            created_at: Utc::now(),
+            body: "{}".into(),
+        };
+        assert_eq!(e("daily.data.steps.created").ordering_key(), e("daily.data.steps.updated").ordering_key());
+        assert_ne!(e("daily.data.steps.created").ordering_key(), e("daily.data.weight.created").ordering_key());
+    }
+}
