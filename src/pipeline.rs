@@ -405,7 +405,9 @@ impl PipelineFile {
         let file = self.path.display().to_string();
         let invalid = |reason: String| PipelineError::Invalid { file: file.clone(), reason };
         if e.webhooks.is_empty() && e.files.is_none() {
-            return Err(invalid("[events] has no [[events.webhooks]] and no [events.files]: add one, or remove the section".into()));
+            return Err(invalid(
+                "[events] has no [[events.webhooks]] and no [events.files]: add one, or remove the section".into(),
+            ));
         }
         if e.max_samples_per_event == 0 {
             return Err(invalid("[events] max_samples_per_event must be at least 1".into()));
@@ -413,7 +415,10 @@ impl PipelineFile {
         let mut sinks: Vec<Sink> = Vec::new();
         for w in &e.webhooks {
             let at = format!("[[events.webhooks]] '{}'", w.name);
-            if w.name.is_empty() || w.name == "files" || !w.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if w.name.is_empty()
+                || w.name == "files"
+                || !w.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(invalid(format!("{at}: name must be letters, digits, '-' or '_' (and not 'files')")));
             }
             if sinks.iter().any(|s| s.name == w.name) {
@@ -425,7 +430,8 @@ impl PipelineFile {
             }
             let secret = std::env::var(&w.secret_env)
                 .map_err(|_| invalid(format!("{at}: secret_env names {}, which is not set", w.secret_env)))?;
-            let key = crate::events::sign::key_of(&secret).map_err(|reason| invalid(format!("{at}: {reason} (from {})", w.secret_env)))?;
+            let key = crate::events::sign::key_of(&secret)
+                .map_err(|reason| invalid(format!("{at}: {reason} (from {})", w.secret_env)))?;
             if w.timeout_seconds <= 0.0 || w.concurrency == 0 || w.max_events_per_second.is_some_and(|r| r <= 0.0) {
                 return Err(invalid(format!("{at}: timeout_seconds, concurrency and max_events_per_second must be positive")));
             }

@@ -111,7 +111,11 @@ async fn open(pipeline: &std::path::Path, need_sinks: bool) -> anyhow::Result<(O
     let p = PipelineFile::load(pipeline)?;
     let cfg = p.resolve_events()?;
     if need_sinks && cfg.is_none() {
-        return Err(Usage(format!("pipeline file {}: no [events] section, so there is nowhere to deliver to", pipeline.display())).into());
+        return Err(Usage(format!(
+            "pipeline file {}: no [events] section, so there is nowhere to deliver to",
+            pipeline.display()
+        ))
+        .into());
     }
     let lake = Lake::open(p.resolve_lake_location()?).await?;
     let sinks = cfg.map(|c| c.sinks).unwrap_or_default();
@@ -124,7 +128,9 @@ fn finish(s: &DeliverySummary) -> anyhow::Result<()> {
         return Err(DeliveryBusy.into());
     }
     if s.dead > 0 || s.pending > 0 {
-        return Err(Undelivered(format!("{} events went dead and {} are still pending (see `events list`)", s.dead, s.pending)).into());
+        return Err(
+            Undelivered(format!("{} events went dead and {} are still pending (see `events list`)", s.dead, s.pending)).into()
+        );
     }
     Ok(())
 }
@@ -162,8 +168,8 @@ async fn list(a: ListArgs) -> anyhow::Result<()> {
         }
         Format::Table => {
             println!(
-                "{:<9} {:<31} {:<12} {:<36} {:<16} {:>8} {:>6}  {}",
-                "status", "id", "sink", "event_type", "user_id", "attempts", "http", "next attempt / delivered / error"
+                "{:<9} {:<31} {:<12} {:<36} {:<16} {:>8} {:>6}  next attempt / delivered / error",
+                "status", "id", "sink", "event_type", "user_id", "attempts", "http"
             );
             for (s, r) in &rows {
                 let when = match s {

@@ -61,8 +61,12 @@ pub async fn run(args: LinkArgs) -> anyhow::Result<()> {
     if let Some(cfg) = events {
         let lake = withings_lake::lake::Lake::open_or_create(pipeline.resolve_lake_location()?, pipeline.shards()).await?;
         match withings_lake::events::announce_link(&cfg, &lake, &record).await {
-            Ok(d) => tracing::info!(user_id = %record.user_id, delivered = d.delivered, pending = d.pending, dead = d.dead, "provider.connection.created enqueued"),
-            Err(e) => tracing::warn!(user_id = %record.user_id, error = %e, "the link is saved, but its provider.connection.created event could not be enqueued"),
+            Ok(d) => {
+                tracing::info!(user_id = %record.user_id, delivered = d.delivered, pending = d.pending, dead = d.dead, "provider.connection.created enqueued")
+            }
+            Err(e) => {
+                tracing::warn!(user_id = %record.user_id, error = %e, "the link is saved, but its provider.connection.created event could not be enqueued")
+            }
         }
     }
     Ok(())

@@ -37,6 +37,9 @@ const GROUP_COLUMNS: [&str; 8] = [
     "source_device_model_id",
 ];
 
+/// (user, resource position, updated, source as JSON text): one time-series event group.
+type SeriesKey = (String, usize, bool, String);
+
 /// Builds the events of one batch; ids follow from the batch name and the event's position,
 /// so rebuilding a batch (recovery) gives the same ids.
 #[derive(Debug, Clone)]
@@ -68,9 +71,8 @@ fn set_path(obj: &mut Map<String, Value>, path: &str, v: Value) {
 fn json_rows(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>, arrow::error::ArrowError> {
     let mut buf = Vec::new();
     {
-        let mut w = arrow::json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow::json::writer::JsonArray>(&mut buf);
+        let mut w =
+            arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow::json::writer::JsonArray>(&mut buf);
         w.write(batch)?;
         w.finish()?;
     }
@@ -135,7 +137,7 @@ impl Builder {
         // (user, resource, updated) -> summaries; (user, resource, updated, source) -> samples.
         type Key = (String, usize, bool);
         let mut summaries: BTreeMap<Key, Vec<Value>> = BTreeMap::new();
-        let mut series: BTreeMap<(String, usize, bool, String), (Value, Vec<Value>)> = BTreeMap::new();
+        let mut series: BTreeMap<SeriesKey, (Value, Vec<Value>)> = BTreeMap::new();
         for (table, changed) in changes {
             let TableId::Resource(resource) = table else { continue };
             let order = Resource::ALL.iter().position(|r| r == resource).unwrap_or(usize::MAX);
@@ -208,7 +210,7 @@ impl Builder {
                     self.push(event_type.clone(), &user, o);
                 }
             }
-            let groups: Vec<(String, usize, bool, String)> =
+            let groups: Vec<SeriesKey> =
                 series.keys().filter(|(u, o, up, _)| *u == user && *o == order && *up == updated).cloned().collect();
             for g in groups {
                 let (source, mut samples) = series.remove(&g).expect("listed above");

@@ -64,6 +64,10 @@ impl DeliverySummary {
     }
 }
 
+/// One ordering key's attempts: the key, each attempt's outcome, and whether it stopped to
+/// wait for a retry.
+type GroupResult = (String, Vec<(usize, Outcome)>, bool);
+
 /// The outcome of one attempt.
 #[derive(Debug, Clone)]
 enum Outcome {
@@ -83,9 +87,10 @@ pub struct Deliverer {
 const LEASE_TTL: Duration = Duration::from_secs(120);
 
 fn is_loopback(url: &str) -> bool {
-    url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).is_some_and(|h| {
-        h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) || h == "[::1]"
-    })
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .is_some_and(|h| h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) || h == "[::1]")
 }
 
 /// `Retry-After`: seconds, or an HTTP date.
@@ -243,7 +248,7 @@ impl Deliverer {
         let client = &self.clients[&sink.name];
         let pacer = &self.pacers[&sink.name];
         let snapshot = &records;
-        let results: Vec<(String, Vec<(usize, Outcome)>, bool)> = futures::stream::iter(groups)
+        let results: Vec<GroupResult> = futures::stream::iter(groups)
             .map(|(key, idx)| async move {
                 let mut out = Vec::new();
                 let mut stopped = false;
@@ -342,12 +347,12 @@ async fn post(client: &reqwest::Client, hook: &Webhook, r: &Record) -> Outcome {
                 Outcome::Retry { status: code, error: format!("the endpoint answered {status}"), after }
             }
         }
-        Err(e) if e.is_timeout() => Outcome::Retry {
-            status: None,
-            error: format!("no answer within {} s", hook.timeout.as_secs_f64()),
-            after: None,
-        },
-        Err(e) => Outcome::Retry { status: None, error: format!("could not reach the endpoint: {}", e.without_url()), after: None },
+        Err(e) if e.is_timeout() => {
+            Outcome::Retry { status: None, error: format!("no answer within {} s", hook.timeout.as_secs_f64()), after: None }
+        }
+        Err(e) => {
+            Outcome::Retry { status: None, error: format!("could not reach the endpoint: {}", e.without_url()), after: None }
+        }
     }
 }
 
@@ -428,8 +433,7 @@ impl Background {
         let n = notify.clone();
         let handle = tokio::spawn(async move {
             let mut total = DeliverySummary::default();
-            let run = async |wait: Duration, total: &mut DeliverySummary| match deliverer.deliver(DeliverOptions { wait }).await
-            {
+            let run = async |wait: Duration, total: &mut DeliverySummary| match deliverer.deliver(DeliverOptions { wait }).await {
                 Ok(s) => total.add(&s),
                 Err(e) => {
                     tracing::warn!(error = %e, "event delivery failed; the events stay pending");
@@ -458,6 +462,8 @@ impl Background {
     /// The last pass, then what every pass did.
     pub async fn finish(self) -> DeliverySummary {
         let _ = self.stop.send(true);
-        self.handle.await.unwrap_or_else(|e| DeliverySummary { errors: vec![format!("event delivery task: {e}")], ..Default::default() })
+        self.handle
+            .await
+            .unwrap_or_else(|e| DeliverySummary { errors: vec![format!("event delivery task: {e}")], ..Default::default() })
     }
 }

@@ -175,8 +175,7 @@ impl Outbox {
     async fn sink_names(&self, status: Status) -> Result<Vec<String>, EventsError> {
         let dir = keys::outbox_status_dir(&self.lake, status.as_str());
         let listed = self.lake.store.list_with_delimiter(Some(&dir)).await.map_err(storage(&dir))?;
-        let mut names: Vec<String> =
-            listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
+        let mut names: Vec<String> = listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
         for s in &self.sinks {
             if !names.contains(&s.name) {
                 names.push(s.name.clone());
@@ -238,11 +237,8 @@ impl Outbox {
         for status in [Status::Dead, Status::Delivered] {
             for sink in self.sink_names(status).await? {
                 for b in self.batches(status, &sink).await? {
-                    let (take, keep): (Vec<Record>, Vec<Record>) = b
-                        .records
-                        .iter()
-                        .cloned()
-                        .partition(|r| ids.contains(&r.id) || (all_dead && status == Status::Dead));
+                    let (take, keep): (Vec<Record>, Vec<Record>) =
+                        b.records.iter().cloned().partition(|r| ids.contains(&r.id) || (all_dead && status == Status::Dead));
                     if take.is_empty() {
                         continue;
                     }

@@ -53,11 +53,20 @@ mod tests {
     fn matches_the_svix_test_vector() {
         let key = key_of("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
         let body = br#"{"email":"test@example.com","username":"test_user"}"#;
-        assert_eq!(sign(&key, "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, body), "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
+        assert_eq!(
+            sign(&key, "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, body),
+            "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
+        );
         // Any byte of the body, the id or the timestamp changes it.
-        assert_ne!(sign(&key, "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367554, body), sign(&key, "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, body));
+        assert_ne!(
+            sign(&key, "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367554, body),
+            sign(&key, "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, body)
+        );
         let h = headers(&key, "msg_1", 5, b"{}");
-        assert_eq!(h.iter().filter(|(n, _)| n.ends_with("-signature")).map(|(_, v)| v).collect::<std::collections::BTreeSet<_>>().len(), 1);
+        assert_eq!(
+            h.iter().filter(|(n, _)| n.ends_with("-signature")).map(|(_, v)| v).collect::<std::collections::BTreeSet<_>>().len(),
+            1
+        );
     }
 
     #[test]
@@ -66,6 +75,9 @@ mod tests {
         assert!(!e.contains("not base64!"), "{e}");
         assert!(key_of("whsec_").is_err());
         // The prefix is optional.
-        assert_eq!(key_of("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap(), key_of("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap());
+        assert_eq!(
+            key_of("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap(),
+            key_of("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap()
+        );
     }
 }

@@ -222,7 +222,8 @@ pub fn merge_capturing(
     let changed = if created.is_empty() && updated.is_empty() {
         None
     } else {
-        let flags: Vec<bool> = std::iter::repeat_n(false, created.len()).chain(std::iter::repeat_n(true, updated.len())).collect();
+        let flags: Vec<bool> =
+            std::iter::repeat_n(false, created.len()).chain(std::iter::repeat_n(true, updated.len())).collect();
         created.extend(updated);
         let rows = take_record_batch(&all, &arrow::array::UInt32Array::from(created))?;
         Some(Changed { rows, updated: flags })

@@ -359,7 +359,8 @@ impl Lake {
             }
         }
         let keys: Vec<(TableId, Partition)> = plan.keys().cloned().collect();
-        let load = |k: &(TableId, Partition)| Ok(plan.remove(k).unwrap_or_default().into_iter().map(|(b, c)| (b, c, false)).collect());
+        let load =
+            |k: &(TableId, Partition)| Ok(plan.remove(k).unwrap_or_default().into_iter().map(|(b, c)| (b, c, false)).collect());
         Ok(self.apply(lease, run_id, checkpoint, keys, None, load).await?.0)
     }
 
@@ -407,8 +408,8 @@ impl Lake {
                 .map(TableId::Resource)
                 .ok_or_else(|| corrupt("not a staged change file".into()))?;
             let bytes = self.location.store.get(&key).await.map_err(storage(&key))?.bytes().await.map_err(storage(&key))?;
-            let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None)
-                .map_err(|e| corrupt(e.to_string()))?;
+            let reader =
+                arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| corrupt(e.to_string()))?;
             for b in reader {
                 let b = b.map_err(|e| corrupt(e.to_string()))?;
                 let changed = changed_from_ipc(table, &b).map_err(|e| corrupt(e.to_string()))?;
@@ -485,8 +486,7 @@ impl Lake {
                 continue; // a window over a partition that has no rows and gets none
             }
             let units: Vec<(&RecordBatch, &Coverage)> = staged.iter().map(|(b, c, _)| (b, c)).collect();
-            let capture: Vec<bool> =
-                staged.iter().map(|(_, _, c)| *c && matches!(table, TableId::Resource(_))).collect();
+            let capture: Vec<bool> = staged.iter().map(|(_, _, c)| *c && matches!(table, TableId::Resource(_))).collect();
             let (rows, counts, changed) = merge::merge_capturing(schema, &existing, &units, &capture)
                 .map_err(|e| LakeError::Arrow { table, reason: e.to_string() })?;
             if !counts.changed() {
@@ -574,7 +574,9 @@ fn changed_to_ipc(table: TableId, changed: &merge::Changed) -> Result<Bytes, Lak
 fn changed_from_ipc(table: TableId, batch: &RecordBatch) -> Result<merge::Changed, arrow::error::ArrowError> {
     let n = batch.num_columns();
     let flags = batch.column(n - 1).as_boolean_opt().ok_or_else(|| {
-        arrow::error::ArrowError::SchemaError(format!("the last column of a staged change file of {table} is not {UPDATED_COLUMN}"))
+        arrow::error::ArrowError::SchemaError(format!(
+            "the last column of a staged change file of {table} is not {UPDATED_COLUMN}"
+        ))
     })?;
     let updated: Vec<bool> = (0..flags.len()).map(|i| flags.value(i)).collect();
     let rows = merge::conform(table.schema(), &batch.project(&(0..n - 1).collect::<Vec<_>>())?)?;

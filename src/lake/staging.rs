@@ -104,10 +104,11 @@ impl Staging {
     pub fn stage_capturing(&mut self, unit: &Unit, capture: bool) -> Result<(), LakeError> {
         for (partition, rows) in split(unit)? {
             self.held += rows.get_array_memory_size();
-            self.slices
-                .entry((unit.table, partition))
-                .or_default()
-                .push(Slice::Held { batch: rows, coverage: unit.coverage.clone(), capture });
+            self.slices.entry((unit.table, partition)).or_default().push(Slice::Held {
+                batch: rows,
+                coverage: unit.coverage.clone(),
+                capture,
+            });
         }
         if self.held > Self::MEMORY {
             self.spill()?;

@@ -37,10 +37,17 @@ pub(crate) enum Mark {
     HeightLookedUp,
     /// The backfill of these resources is complete over `[start, end)` (epoch seconds): a
     /// `historical.data.<resource>.created` event each. No state change.
-    Historical { resources: Vec<crate::schema::Resource>, start: i64, end: i64 },
+    Historical {
+        resources: Vec<crate::schema::Resource>,
+        start: i64,
+        end: i64,
+    },
     /// The user's authorization is gone (they must link again): a
     /// `provider.connection.error` event. No state change.
-    ConnectionError { error_type: &'static str, message: String },
+    ConnectionError {
+        error_type: &'static str,
+        message: String,
+    },
 }
 
 /// Units of one user to stage, and what to record once they are committed.
@@ -160,7 +167,13 @@ impl UserJob {
 
     /// The resources of the run that `families` feed.
     fn resources_fed_by(&self, families: &BTreeSet<Endpoint>) -> Vec<crate::schema::Resource> {
-        self.env.cfg.resources.iter().copied().filter(|r| plan::families_for(&[*r]).iter().any(|f| families.contains(f))).collect()
+        self.env
+            .cfg
+            .resources
+            .iter()
+            .copied()
+            .filter(|r| plan::families_for(&[*r]).iter().any(|f| families.contains(f)))
+            .collect()
     }
 
     /// Adds the harmonized tables (the run's resources only) and the quarantine to `p`.
@@ -498,7 +511,7 @@ impl UserJob {
         // Changed: modified after the cursor minus the overlap (a record of the cursor's own
         // second, or indexed late, counts), unless this very version was already handled; or
         // without a `modified` at all.
-        // A family seen for the first time (no cursor) brings the user's history: its pieces
+        // A family seen for the first time brings the user's history: its pieces
         // are historical, announced by one `historical.data.*` event per resource at the end.
         let first: BTreeSet<Endpoint> = Endpoint::ALL
             .into_iter()
@@ -508,7 +521,8 @@ impl UserJob {
                     Endpoint::SleepGet => Endpoint::SleepGetsummary,
                     e => *e,
                 };
-                selected(self, *e) && self.family_cursor(listing).is_none()
+                // Never synced: a family that a backfill or a sync finished has a success.
+                selected(self, *e) && self.state.families.get(listing.as_str()).is_none_or(|f| f.last_success.is_none())
             })
             .collect();
         let piece_of = |s: &Self, e: Endpoint| Piece { historical: first.contains(&e), ..s.piece() };

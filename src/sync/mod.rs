@@ -394,6 +394,7 @@ impl Engine {
         outcome
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_shard(
         &self,
         env: &Arc<Env>,
@@ -438,6 +439,7 @@ impl Engine {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn fill_shard(
         &self,
         env: &Arc<Env>,

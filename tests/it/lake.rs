@@ -558,7 +558,8 @@ async fn lake_staged_commit_equals_a_direct_one_and_cleans_up() {
     assert!(staging.bytes() > 0 && !staging.is_empty());
     assert_eq!(std::fs::read_dir(staging.dir()).unwrap().count(), files, "small units wait in memory");
     let lease = staged.lease_shard(0, "w", Duration::ZERO).await.unwrap();
-    let got = staged.commit_staged(&lease, "run-s", 1, &mut staging).await.unwrap();
+    let (got, changes) = staged.commit_staged(&lease, "run-s", 1, &mut staging, None).await.unwrap();
+    assert!(changes.is_empty(), "nothing was staged for capture");
     let summary = |m: &withings_lake::lake::Manifest| {
         m.partitions.iter().map(|p| (p.table.clone(), p.partition.clone(), p.counts)).collect::<Vec<_>>()
     };

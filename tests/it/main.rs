@@ -22,6 +22,11 @@
 //! - `harmonize_real`: every recorded Withings file harmonized, invariants computed from the raw JSON.
 //! - `sync`: backfill, incremental, resume after SIGKILL, SIGTERM, shards, exit codes, status and
 //!   the demo, against the simulator over real HTTP.
+//! - `events`: change events from real runs against the simulator: historical then daily
+//!   events, no change no event, chunking, filters, signatures verified by svix (PyPI),
+//!   connection events, recovery of a commit's events, a kill between outbox and delivery.
+//! - `events_delivery`: the outbox and webhook delivery against a loopback receiver that
+//!   fails, hangs, answers 410 or 429 with Retry-After; ordering and redelivery.
 //! - `harmonize_props`: property tests on random well-typed responses (schema, no panic, conservation).
 
 mod airflow;
@@ -32,6 +37,8 @@ mod cli_users;
 mod client;
 mod common;
 mod credentials;
+mod events;
+mod events_delivery;
 mod harmonize_golden;
 mod harmonize_props;
 mod harmonize_real;

@@ -25,7 +25,7 @@ use crate::common::{self, NOW, Sim};
 
 const SECRET_VAR: &str = "WL_TEST_CLIENT_SECRET";
 
-fn client(sim: &Sim, rpm: u32) -> WithingsClient {
+pub(crate) fn client(sim: &Sim, rpm: u32) -> WithingsClient {
     WithingsClient::new(ClientConfig {
         base_url: sim.base.clone(),
         client_id: "demo-client".into(),
@@ -39,13 +39,13 @@ fn client(sim: &Sim, rpm: u32) -> WithingsClient {
 
 /// Links simulator users `0..n` as `user-<i>` through the OAuth flow (the redirect goes to a
 /// loopback callback).
-async fn link(sim: &Sim, creds: &Path, n: usize) -> Arc<CredentialStore> {
+pub(crate) async fn link(sim: &Sim, creds: &Path, n: usize) -> Arc<CredentialStore> {
     link_with(sim, &client(sim, 0), creds, n).await
 }
 
 /// `link` over `c` (a test of the budget links with the client that then syncs: the token
 /// requests count toward the same 60-second window).
-async fn link_with(sim: &Sim, c: &WithingsClient, creds: &Path, n: usize) -> Arc<CredentialStore> {
+pub(crate) async fn link_with(sim: &Sim, c: &WithingsClient, creds: &Path, n: usize) -> Arc<CredentialStore> {
     let cipher = Cipher::load(&creds.with_extension("key")).unwrap();
     let store = Arc::new(CredentialStore::open(&creds.display().to_string(), cipher).unwrap());
     let mut listener = withings_lake::link::CallbackListener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
@@ -67,11 +67,11 @@ async fn link_with(sim: &Sim, c: &WithingsClient, creds: &Path, n: usize) -> Arc
     store
 }
 
-async fn lake_at(dir: &Path, shards: u32) -> Lake {
+pub(crate) async fn lake_at(dir: &Path, shards: u32) -> Lake {
     Lake::open_or_create(withings_lake::storage::open(&dir.display().to_string()).unwrap(), shards).await.unwrap()
 }
 
-fn spec(mode: Mode, now: i64) -> RunSpec {
+pub(crate) fn spec(mode: Mode, now: i64) -> RunSpec {
     RunSpec {
         mode,
         users: Users::All,
@@ -82,18 +82,18 @@ fn spec(mode: Mode, now: i64) -> RunSpec {
     }
 }
 
-async fn run(engine: &Engine, spec: &RunSpec) -> Report {
+pub(crate) async fn run(engine: &Engine, spec: &RunSpec) -> Report {
     let (_tx, rx) = tokio::sync::watch::channel(false);
     engine.run(spec, rx).await.unwrap()
 }
 
-fn d(days_before_now: i64) -> NaiveDate {
+pub(crate) fn d(days_before_now: i64) -> NaiveDate {
     DateTime::from_timestamp(NOW - days_before_now * 86_400, 0).unwrap().date_naive()
 }
 
 /// Every row of a table across its partitions (shard 0), without the bookkeeping columns,
 /// one line per row: equal strings mean equal tables.
-async fn table_lines(lake: &Lake, table: TableId, shard: u32) -> Vec<String> {
+pub(crate) async fn table_lines(lake: &Lake, table: TableId, shard: u32) -> Vec<String> {
     let mut out = Vec::new();
     for p in lake.partitions(table, shard).await.unwrap() {
         let b = lake.read(table, &p, shard).await.unwrap();
@@ -110,7 +110,7 @@ async fn table_lines(lake: &Lake, table: TableId, shard: u32) -> Vec<String> {
     out
 }
 
-async fn all_rows(lake: &Lake, r: Resource) -> RecordBatch {
+pub(crate) async fn all_rows(lake: &Lake, r: Resource) -> RecordBatch {
     let schema = r.schema().arrow();
     let mut batches = Vec::new();
     for shard in 0..lake.meta.shards {
@@ -397,21 +397,21 @@ async fn dry_run_plans_without_a_request_and_a_rate_limited_backfill_never_trips
 
 // ---- the binary: exit codes, resume after a kill, status, the demo ----
 
-fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_withings-lake"));
     c.env(SECRET_VAR, "demo-secret").env_remove("WITHINGS_LAKE_KEY").args(["--log-format", "json"]);
     c
 }
 
-async fn exec(args: Vec<String>) -> Output {
+pub(crate) async fn exec(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || bin().args(&args).output().unwrap()).await.unwrap()
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-fn pipeline(dir: &Path, sim: &Sim, extra: &str) -> PathBuf {
+pub(crate) fn pipeline(dir: &Path, sim: &Sim, extra: &str) -> PathBuf {
     let path = dir.join("pipeline.toml");
     std::fs::write(
         &path,
@@ -424,7 +424,7 @@ fn pipeline(dir: &Path, sim: &Sim, extra: &str) -> PathBuf {
     path
 }
 
-fn report_of(o: &Output) -> Value {
+pub(crate) fn report_of(o: &Output) -> Value {
     let line = String::from_utf8_lossy(&o.stdout).lines().last().map(str::to_string).unwrap_or_default();
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("no JSON report ({e}): {}", text(o)))
 }

@@ -1,0 +1,446 @@
+//! Change events from real runs against the simulator over real HTTP, delivered to a loopback
+//! receiver started here: a backfill announces history only, a sync announces each change
+//! once (the samples add up to the rows the commit inserted and updated), an idle run
+//! announces nothing, the signatures pass the Svix library (PyPI), connection events, the
+//! events of a commit that died before its outbox write are recovered, and a run killed
+//! between its outbox write and delivery loses nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use withings_lake::events::{EventsConfig, Filter, Sink, SinkKind, Webhook, default_retry_schedule, sign};
+use withings_lake::lake::{Coverage, TableId, Unit};
+use withings_lake::schema::Resource;
+use withings_lake::sync::{Engine, Mode, SyncConfig};
+
+use crate::common::{self, NOW};
+use crate::sync::{bin, client, d, exec, lake_at, link, pipeline, report_of, run, spec, text};
+
+const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+const SECRET_ENV: &str = "WL_TEST_WEBHOOK_SECRET";
+
+/// One request the receiver got: its headers and raw body.
+#[derive(Debug, Clone)]
+struct Got {
+    headers: BTreeMap<String, String>,
+    body: String,
+    /// The status answered (0: it hung).
+    answered: u16,
+}
+
+impl Got {
+    fn envelope(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+    fn event_type(&self) -> String {
+        self.envelope()["event_type"].as_str().unwrap().to_string()
+    }
+    fn id(&self) -> &str {
+        &self.headers["webhook-id"]
+    }
+}
+
+/// What the receiver's handler shares: the requests, and the status to answer.
+type Shared = (Arc<Mutex<Vec<Got>>>, Arc<AtomicU16>);
+
+/// A loopback webhook receiver: records every request, answers `status` (0 = hang for a
+/// minute).
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<Got>>>,
+    status: Arc<AtomicU16>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+        let status = Arc::new(AtomicU16::new(200));
+        let state = (got.clone(), status.clone());
+        async fn hook(State((got, status)): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+            let s = status.load(Ordering::SeqCst);
+            let headers = headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect();
+            got.lock().unwrap().push(Got { headers, body: String::from_utf8(body.to_vec()).unwrap(), answered: s });
+            if s == 0 {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                return StatusCode::SERVICE_UNAVAILABLE;
+            }
+            StatusCode::from_u16(s).unwrap()
+        }
+        let app = axum::Router::new().route("/hook", axum::routing::post(hook)).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { url, got, status }
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Distinct events received and accepted (a retry repeats an id), in order.
+    fn events(&self) -> Vec<Got> {
+        let mut seen = BTreeSet::new();
+        self.got().into_iter().filter(|g| g.answered == 200 && seen.insert(g.id().to_string())).collect()
+    }
+}
+
+fn events_config(url: &str, max_samples: usize) -> EventsConfig {
+    EventsConfig {
+        team_id: "team-test".into(),
+        max_samples_per_event: max_samples,
+        history_as_daily: false,
+        final_wait: Duration::from_secs(5),
+        sinks: vec![Sink {
+            name: "hook".into(),
+            filter: Filter::default(),
+            kind: SinkKind::Webhook(Webhook {
+                url: url.to_string(),
+                key: sign::key_of(SECRET).unwrap(),
+                max_per_second: None,
+                timeout: Duration::from_secs(5),
+                concurrency: 4,
+            }),
+            retry_schedule: default_retry_schedule(),
+        }],
+    }
+}
+
+/// Whether python3 can import svix (PyPI); with `CI=true` it must.
+fn svix_available() -> bool {
+    let probe = std::process::Command::new("python3").args(["-c", "import svix"]).output();
+    if probe.as_ref().is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "CI=true but python3 cannot import svix");
+    eprintln!("skipping the svix check: python3 cannot import svix (pip install svix)");
+    false
+}
+
+/// Verifies every request with the Svix library, once with the `svix-*` headers only and once
+/// with the `webhook-*` headers only, and checks that a changed body is refused. Returns the
+/// number verified.
+fn svix_verify(dir: &Path, got: &[Got]) -> usize {
+    let requests: Vec<Value> = got.iter().map(|g| json!({"headers": g.headers, "body": g.body})).collect();
+    let file = dir.join("requests.json");
+    std::fs::write(&file, serde_json::to_vec(&requests).unwrap()).unwrap();
+    let script = r#"
+import json, sys
+from svix.webhooks import Webhook, WebhookVerificationError
+wh = Webhook(sys.argv[1])
+n = 0
+for r in json.load(open(sys.argv[2])):
+    for prefix in ("svix-", "webhook-"):
+        h = {k: v for k, v in r["headers"].items() if k.startswith(prefix)}
+        assert len(h) == 3, h
+        wh.verify(r["body"], h)  # raises unless the signature and timestamp are right
+    try:
+        wh.verify(r["body"] + " ", {k: v for k, v in r["headers"].items() if k.startswith("svix-")})
+        raise SystemExit("a changed body was accepted")
+    except WebhookVerificationError:
+        pass
+    n += 1
+print(n)
+"#;
+    let out = std::process::Command::new("python3").args(["-c", script, SECRET]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "svix refused a delivery: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+fn samples(g: &Got) -> usize {
+    g.envelope()["data"]["data"].as_array().map(Vec::len).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_announces_history_a_sync_each_change_once_and_an_idle_run_nothing() {
+    let sim = common::start(2, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let store = link(&sim, &dir.path().join("creds"), 2).await;
+    let lake = lake_at(&dir.path().join("lake"), 1).await;
+    let engine = Engine::new(lake.clone(), client(&sim, 0), store.clone(), SyncConfig::default())
+        .with_events(Some(events_config(&receiver.url, 100)));
+
+    // A backfill: one historical.data.<resource>.created per user and resource, no rows.
+    let (from, to) = (d(34), d(0));
+    let backfill = run(&engine, &spec(Mode::Backfill { from, to }, NOW)).await;
+    let ev = backfill.events.as_ref().expect("an events report");
+    assert!(ev.enqueued.keys().all(|t| t.starts_with("historical.data.")), "{}", backfill.to_text());
+    assert_eq!(ev.enqueued.values().sum::<u64>(), 2 * 17, "{}", backfill.to_text());
+    assert_eq!(ev.delivery.delivered, 34, "{}", backfill.to_text());
+    let history = receiver.events();
+    assert_eq!(history.len(), 34);
+    for g in &history {
+        let e = g.envelope();
+        assert_eq!(e["team_id"], "team-test");
+        assert_eq!(e["user_id"], e["client_user_id"]);
+        assert_eq!(e["data"]["provider"], "withings");
+        assert_eq!(e["data"]["user_id"], e["user_id"]);
+        let (s, end) = (e["data"]["start_date"].as_str().unwrap(), e["data"]["end_date"].as_str().unwrap());
+        assert!(s.starts_with(&(from - chrono::Days::new(1)).to_string()) || s.starts_with(&from.to_string()), "{s}");
+        assert!(end > s && end[..10] >= *to.to_string(), "{s} .. {end} for {from} .. {to}");
+    }
+    let per_type: BTreeSet<String> = history.iter().map(Got::event_type).collect();
+    assert_eq!(per_type.len(), 17, "one per resource: {per_type:?}");
+
+    // +8 h: late data. Each change is announced once, as created or updated.
+    sim.advance(8 * 3600).await;
+    let later = NOW + 8 * 3600;
+    let sync = run(&engine, &spec(Mode::Incremental, later)).await;
+    let ev = sync.events.as_ref().unwrap();
+    assert!(ev.enqueued.keys().all(|t| t.starts_with("daily.data.")), "{}", sync.to_text());
+    assert_eq!(ev.delivery.dead + ev.delivery.pending, 0, "{}", sync.to_text());
+    let daily: Vec<Got> = receiver.events().into_iter().skip(history.len()).collect();
+    assert_eq!(daily.len() as u64, ev.enqueued.values().sum::<u64>());
+    // Per resource: the samples (or summaries) of created and updated events are exactly the
+    // rows the commits inserted and updated.
+    let mut announced: BTreeMap<(String, &str), u64> = BTreeMap::new();
+    for g in &daily {
+        let t = g.event_type();
+        let parts: Vec<&str> = t.split('.').collect();
+        let resource = parts[2].parse::<Resource>().unwrap();
+        let n = match resource.schema().kind {
+            withings_lake::schema::Kind::Summary => 1,
+            _ => samples(g) as u64,
+        };
+        let kind = if t.ends_with(".created") { "inserted" } else { "updated" };
+        *announced.entry((resource.as_str().to_string(), kind)).or_default() += n;
+        assert!(samples(g) <= 100, "chunked to 100 samples: {t} has {}", samples(g));
+    }
+    for r in Resource::ALL {
+        let rows = sync.rows.get(r.as_str()).cloned().unwrap_or_default();
+        let got = |k| announced.get(&(r.as_str().to_string(), k)).copied().unwrap_or(0);
+        assert_eq!(got("inserted"), rows.inserted, "{r}: created samples vs rows inserted");
+        assert_eq!(got("updated"), rows.updated, "{r}: updated samples vs rows updated");
+    }
+    assert!(sync.rows["steps"].inserted > 100, "enough steps to need several chunks: {}", sync.to_text());
+    assert!(daily.iter().filter(|g| g.event_type() == "daily.data.steps.created").count() >= 2);
+    // A time-series event in Vital's sample shape.
+    let steps = daily.iter().find(|g| g.event_type() == "daily.data.steps.created").unwrap().envelope();
+    assert_eq!(steps["data"]["source"]["provider"], "withings");
+    assert_eq!(steps["data"]["user_id"], steps["user_id"]);
+    let s = &steps["data"]["data"][0];
+    for k in ["timestamp", "start", "end", "value", "unit", "timezone_offset", "type"] {
+        assert!(s.get(k).is_some(), "sample without {k}: {s}");
+    }
+    assert_eq!(s["timestamp"], s["start"]);
+    let times: Vec<&str> = steps["data"]["data"].as_array().unwrap().iter().map(|s| s["timestamp"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "samples in time order");
+    // A summary carries the harmonized object at Vital's paths.
+    if let Some(a) = daily.iter().find(|g| g.event_type().starts_with("daily.data.activity.")) {
+        let a = a.envelope();
+        assert!(a["data"]["id"].is_string() && a["data"]["calendar_date"].is_string(), "{a}");
+        assert_eq!(a["data"]["source"]["provider"], "withings");
+        assert!(a["data"].get("heart_rate").is_some_and(Value::is_object), "{a}");
+    }
+    // Within one user and resource, a created never comes after an updated of the same run.
+    let mut seen_updated: BTreeSet<(String, String)> = BTreeSet::new();
+    for g in &daily {
+        let t = g.event_type();
+        let key = (g.envelope()["user_id"].as_str().unwrap().to_string(), t.rsplit_once('.').unwrap().0.to_string());
+        if t.ends_with(".updated") {
+            seen_updated.insert(key);
+        } else {
+            assert!(!seen_updated.contains(&key), "{t} after an updated of the same resource");
+        }
+    }
+
+    // No change, no event.
+    let before = receiver.got().len();
+    let idle = run(&engine, &spec(Mode::Incremental, later)).await;
+    assert_eq!(idle.rows_changed(), 0, "{}", idle.to_text());
+    assert!(idle.events.as_ref().unwrap().enqueued.is_empty(), "{}", idle.to_text());
+    assert_eq!(receiver.got().len(), before);
+    let pending = std::fs::read_dir(dir.path().join("lake/_events/pending/hook")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(pending, 0, "everything was delivered");
+    assert!(lake.staged_changes(0).await.unwrap().is_empty(), "staged changes are cleared once enqueued");
+
+    // The Svix library accepts every delivery, under either header family.
+    if svix_available() {
+        let got = receiver.got();
+        assert_eq!(svix_verify(dir.path(), &got), got.len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_of_a_commit_that_died_before_its_outbox_write_are_recovered() {
+    let sim = common::start(1, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let store = link(&sim, &dir.path().join("creds"), 1).await;
+    let lake = lake_at(&dir.path().join("lake"), 1).await;
+    let engine = Engine::new(lake.clone(), client(&sim, 0), store.clone(), SyncConfig::default())
+        .with_events(Some(events_config(&receiver.url, 1000)));
+    run(&engine, &spec(Mode::Backfill { from: d(3), to: d(0) }, NOW)).await;
+    let announced = receiver.got().len();
+
+    // A run commits changed weights and dies before writing its outbox: its captured changes
+    // stay under _events/staged/.
+    let weight = crate::sync::all_rows(&lake, Resource::Weight).await;
+    assert!(weight.num_rows() >= 2);
+    let changed = weight.slice(0, 2);
+    let idx = changed.schema().index_of("value").unwrap();
+    let values =
+        arrow::compute::kernels::numeric::add(changed.column(idx), &arrow::array::Float64Array::new_scalar(0.5)).unwrap();
+    let mut cols = changed.columns().to_vec();
+    cols[idx] = values;
+    let changed = arrow::array::RecordBatch::try_new(changed.schema(), cols).unwrap();
+    let staging_root = tempfile::tempdir().unwrap();
+    let mut staging = withings_lake::lake::staging::Staging::new(Some(staging_root.path()), "crashed").unwrap();
+    staging
+        .stage_capturing(&Unit { table: TableId::Resource(Resource::Weight), batch: changed, coverage: Coverage::Upsert }, true)
+        .unwrap();
+    let lease = lake.lease_shard(0, "crashed-run", Duration::ZERO).await.unwrap();
+    let batch = "20240615T120000000Z-crashed-run-s0000-000001";
+    let (manifest, changes) = lake.commit_staged(&lease, "crashed-run", 1, &mut staging, Some(batch)).await.unwrap();
+    assert_eq!(manifest.partitions.iter().map(|p| p.counts.updated).sum::<usize>(), 2);
+    assert_eq!(changes.len(), 1);
+    assert_eq!(lake.staged_changes(0).await.unwrap().len(), 1, "the intent is in the lake");
+    lease.release().await;
+
+    // The next run of the shard enqueues and delivers them: two weight updates.
+    let next = run(&engine, &spec(Mode::Incremental, NOW)).await;
+    let ev = next.events.as_ref().unwrap();
+    assert!(ev.recovered >= 1, "{}", next.to_text());
+    assert!(lake.staged_changes(0).await.unwrap().is_empty(), "recovered intents are cleared");
+    // Recovered under the batch's own name: the ids are those a rebuild of the batch gives.
+    let mut b = withings_lake::events::Builder::new(batch, chrono::Utc::now(), "team-test", 1000);
+    b.daily(&changes).unwrap();
+    let ids: BTreeSet<String> = b.finish().into_iter().map(|e| e.id).collect();
+    assert_eq!(ev.recovered, ids.len() as u64, "{}", next.to_text());
+    let got: Vec<Got> = receiver.events().into_iter().skip(announced).filter(|g| ids.contains(g.id())).collect();
+    assert_eq!(got.len(), ids.len(), "every recovered event is delivered");
+    assert!(got.iter().all(|g| g.event_type() == "daily.data.weight.updated"));
+    let values: Vec<f64> = got
+        .iter()
+        .flat_map(|g| {
+            g.envelope()["data"]["data"].as_array().unwrap().iter().map(|s| s["value"].as_f64().unwrap()).collect::<Vec<_>>()
+        })
+        .collect();
+    let stored = weight.column_by_name("value").unwrap().as_any().downcast_ref::<arrow::array::Float64Array>().unwrap();
+    let mut expected: Vec<f64> = (0..2).map(|i| stored.value(i) + 0.5).collect();
+    let mut values = values;
+    values.sort_by(f64::total_cmp);
+    expected.sort_by(f64::total_cmp);
+    assert_eq!(values, expected, "the recovered events carry the committed values");
+}
+
+/// The pipeline's [events] section for the binary tests.
+fn events_section(url: &str, timeout_s: f64) -> String {
+    format!(
+        "[events]\nmax_samples_per_event = 500\nfinal_wait_seconds = 1\n\n[[events.webhooks]]\nname = \"hook\"\nurl = \"{url}\"\nsecret_env = \"{SECRET_ENV}\"\ntimeout_seconds = {timeout_s}\nretry_schedule_seconds = [0, 1, 1]\n\n[events.files]\nprefix = \"_events/files\"\nevent_types = [\"provider.connection.*\", \"historical.data.*\"]\n"
+    )
+}
+
+fn lines_in(dir: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    files.sort();
+    for f in files {
+        for l in std::fs::read_to_string(&f).unwrap().lines() {
+            out.push(serde_json::from_str(l).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_between_outbox_and_delivery_loses_nothing_and_a_lost_authorization_is_announced() {
+    let sim = common::start(2, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    receiver.status.store(0, Ordering::SeqCst); // hang: the run's delivery cannot finish
+    let p = pipeline(dir.path(), &sim, &events_section(&receiver.url, 30.0)).display().to_string();
+    let store = link(&sim, &dir.path().join("creds"), 2).await;
+    let now = chrono::DateTime::from_timestamp(NOW, 0).unwrap().to_rfc3339();
+    let args = |cmd: &str, extra: &[&str]| {
+        let mut v: Vec<String> = [cmd, "--pipeline", &p].iter().map(|s| s.to_string()).collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+
+    // The backfill's events reach the outbox; the receiver hangs; the process is killed.
+    let mut child = bin()
+        .env(SECRET_ENV, SECRET)
+        .args(args("backfill", &["--from", &d(3).to_string(), "--to", &d(0).to_string(), "--now", &now]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pending_dir = dir.path().join("lake/_events/pending/hook");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if std::fs::read_dir(&pending_dir).map(|d| d.count()).unwrap_or(0) > 0 && !receiver.got().is_empty() {
+            break; // written, and one attempt in flight
+        }
+        assert!(std::time::Instant::now() < deadline, "the outbox was never written");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pending: Vec<Value> = lines_in(&pending_dir);
+    assert_eq!(pending.len(), 2 * 17, "every historical event is in the outbox");
+
+    // `events list` shows them pending; `events deliver` (the killed process's delivery lease
+    // is taken over) delivers every one, with the ids written before the kill.
+    let list = ["events", "list", "--pipeline", &p, "--status", "pending", "--format", "json"];
+    let list = exec(list.iter().map(|s| s.to_string()).collect()).await;
+    assert_eq!(list.status.code(), Some(0), "{}", text(&list));
+    let listed: Value = serde_json::from_slice(&list.stdout).unwrap();
+    let per_sink =
+        |sink: &str| listed.as_array().unwrap().iter().filter(|r| r["sink"] == sink && r["status"] == "pending").count();
+    assert_eq!((per_sink("hook"), per_sink("files")), (34, 34), "the webhook's and the files' copies");
+    receiver.status.store(200, Ordering::SeqCst);
+    let deliver = tokio::task::spawn_blocking({
+        let p = p.clone();
+        move || {
+            bin().env(SECRET_ENV, SECRET).args(["events", "deliver", "--pipeline", &p, "--wait-seconds", "5"]).output().unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(deliver.status.code(), Some(0), "{}", text(&deliver));
+    let ids: BTreeSet<String> = pending.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let delivered: BTreeSet<String> =
+        receiver.got().iter().filter(|g| g.headers.contains_key("webhook-id")).map(|g| g.id().to_string()).collect();
+    assert!(ids.is_subset(&delivered), "{} of {} delivered", ids.intersection(&delivered).count(), ids.len());
+    assert_eq!(lines_in(&pending_dir).len(), 0);
+    // Manifest mode wrote the historical events as files (their filter), one per batch.
+    let files = lines_in(&dir.path().join("lake/_events/files"));
+    assert_eq!(files.len(), 34, "{files:?}");
+    assert!(
+        files.iter().all(|l| l["event"]["event_type"].as_str().unwrap().starts_with("historical.data.") && l["id"].is_string())
+    );
+
+    // A user revokes the authorization: the sync announces provider.connection.error.
+    let user1 = store.get("user-1").await.unwrap().unwrap();
+    client(&sim, 0).revoke_user(&user1.withings_userid).await.unwrap();
+    let out = tokio::task::spawn_blocking({
+        let a = args("sync", &["--report", "json", "--now", &now]);
+        move || bin().env(SECRET_ENV, SECRET).args(&a).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = report_of(&out);
+    assert_eq!(report["events"]["enqueued"]["provider.connection.error"], 1, "{report}");
+    let errors: Vec<Got> = receiver.events().into_iter().filter(|g| g.event_type() == "provider.connection.error").collect();
+    assert_eq!(errors.len(), 1);
+    let e = errors[0].envelope();
+    assert_eq!(e["user_id"], "user-1");
+    assert_eq!(e["data"]["error_type"], "token_refresh_failed");
+    assert!(lines_in(&dir.path().join("lake/_events/files")).iter().any(|l| l["event_type"] == "provider.connection.error"));
+    for secret in [SECRET, "demo-secret", user1.refresh_token.expose(), user1.access_token.expose()] {
+        assert!(!text(&out).contains(secret) && !text(&deliver).contains(secret), "a secret reached the output");
+        assert!(!receiver.got().iter().any(|g| g.body.contains(secret)), "a secret reached an event");
+    }
+}
