@@ -97,6 +97,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     // The real OAuth flow: authorize URL with a CSRF state, the simulator's consent redirects
     // to our loopback callback, the code is exchanged and the user stored encrypted.
+    // Change events in manifest mode: JSON-lines files in the lake, one per checkpoint.
+    let location = withings_lake::storage::open(&lake_dir.display().to_string())?;
+    let lake = Lake::open_or_create(location, 1).await?;
+    let events_dir = lake_dir.join("_events").join("files");
+    let events = withings_lake::events::EventsConfig {
+        sinks: vec![withings_lake::events::Sink {
+            name: "files".into(),
+            filter: withings_lake::events::Filter::default(),
+            kind: withings_lake::events::SinkKind::Files(withings_lake::storage::open(&events_dir.display().to_string())?),
+            retry_schedule: withings_lake::events::default_retry_schedule(),
+        }],
+        ..withings_lake::events::EventsConfig::default()
+    };
+
     let mut listener = CallbackListener::bind("127.0.0.1:0".parse().expect("loopback address")).await?;
     let browser = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build()?;
     for i in 0..args.users {
@@ -116,14 +130,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         let cb = listener.next(Duration::from_secs(10)).await.context("no callback from the authorize page")?;
         let (record, _) = request.complete(&client, &store, cb).await?;
+        withings_lake::events::announce_link(&events, &lake, &record).await?;
         println!("linked {} (Withings userid {})", record.user_id, record.withings_userid);
     }
     drop(listener);
 
-    let location = withings_lake::storage::open(&lake_dir.display().to_string())?;
-    let lake = Lake::open_or_create(location, 1).await?;
     let cfg = SyncConfig { users_in_parallel: 8, checkpoint_interval: Duration::from_secs(60), ..SyncConfig::default() };
-    let engine = Engine::new(lake.clone(), client, store, cfg);
+    let engine = Engine::new(lake.clone(), client, store, cfg).with_events(Some(events));
     let spec = |mode: Mode, now: i64| RunSpec {
         mode,
         users: Users::All,
@@ -158,6 +171,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let batches = query::sql(&ctx, sql).await?;
     println!("\n{sql}\n{}", arrow::util::pretty::pretty_format_batches(&batches)?);
     let requests = backfill.requests.total_sent + sync.requests.total_sent;
+    let files = std::fs::read_dir(&events_dir).map(|d| d.count()).unwrap_or(0);
+    println!("\nchange events (manifest mode): {files} JSON-lines files in {}", events_dir.display());
     println!(
         "\ndone in {:.1} s: {} requests ({:.1} minutes of Withings' 120 requests/minute budget). Lake: {}\n\
          try: withings-lake query --lake {} \"SELECT * FROM weight LIMIT 5\"",
@@ -191,5 +206,24 @@ fn summary(title: &str, r: &Report) {
 
     for (t, c) in rows {
         println!("  {t:<18} +{:<8} ~{:<8} -{}", c.inserted, c.updated, c.deleted);
+    }
+    if let Some(e) = &r.events {
+        let mut kinds: std::collections::BTreeMap<&str, u64> = Default::default();
+        for (t, n) in &e.enqueued {
+            let kind = if t.starts_with("historical.") {
+                "historical.data.*"
+            } else if t.ends_with(".updated") {
+                "daily.data.*.updated"
+            } else {
+                "daily.data.*.created"
+            };
+            *kinds.entry(kind).or_default() += n;
+        }
+        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        println!(
+            "  events: {} ({} delivered)",
+            if kinds.is_empty() { "none".into() } else { kinds.join(", ") },
+            e.delivery.delivered
+        );
     }
 }

@@ -160,7 +160,7 @@ impl Deliverer {
                 // Sleep in slices so the lease stays renewed.
                 while tokio::time::Instant::now() < at {
                     tokio::time::sleep_until(at.min(tokio::time::Instant::now() + LEASE_TTL / 4)).await;
-                    let _ = lease.renew().await;
+                    held(&lease).await?;
                 }
             }
             Ok::<(), EventsError>(())
@@ -176,12 +176,14 @@ impl Deliverer {
     async fn pass(&self, lease: &crate::lease::Lease) -> Result<(DeliverySummary, Option<DateTime<Utc>>), EventsError> {
         let mut summary = DeliverySummary::default();
         let mut next_due: Option<DateTime<Utc>> = None;
-        let pass_name = super::batch_name(Utc::now(), "pass");
-        let pass_name = pass_name.split('-').next().unwrap_or_default().to_string();
+        // Names the delivered/dead files of this pass: unique even for passes of one millisecond.
+        let mut tag = [0u8; 3];
+        let _ = getrandom::fill(&mut tag);
+        let pass_name = format!("{}{}", Utc::now().format("%Y%m%dT%H%M%S%3fZ"), hex::encode(tag));
         for sink in &self.outbox.sinks {
             let mut blocked: HashSet<String> = HashSet::new();
             for batch in self.outbox.batches(Status::Pending, &sink.name).await? {
-                let _ = lease.renew().await;
+                held(lease).await?;
                 let (records, dead_at, due) = match &sink.kind {
                     SinkKind::Webhook(h) => self.webhook_batch(sink, h, &batch, &mut blocked, &mut summary).await,
                     SinkKind::Files(location) => files_batch(sink, location, &batch, &mut summary).await,
@@ -263,7 +265,10 @@ impl Deliverer {
                         tokio::time::sleep_until(at).await;
                     }
                     let outcome = post(client, hook, &snapshot[i]).await;
-                    let retry = matches!(outcome, Outcome::Retry { .. });
+                    // A failure that will be retried holds back the rest of the key; one that
+                    // exhausted the schedule (it goes dead) does not.
+                    let retry = matches!(outcome, Outcome::Retry { .. })
+                        && sink.retry_schedule.get(snapshot[i].attempts as usize).is_some();
                     out.push((i, outcome));
                     if retry {
                         stopped = true;
@@ -320,6 +325,15 @@ impl Deliverer {
             }
         }
         (records, dead, next_due)
+    }
+}
+
+/// Renews the delivery lease; a deliverer that lost it (it expired and another took it) stops
+/// before sending more. A storage error on the renewal is passed over (the lease has time).
+async fn held(lease: &crate::lease::Lease) -> Result<(), EventsError> {
+    match lease.renew().await {
+        Ok(true) | Err(_) => Ok(()),
+        Ok(false) => Err(EventsError::LeaseLost),
     }
 }
 

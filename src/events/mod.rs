@@ -48,6 +48,8 @@ pub enum EventsError {
     Corrupt { key: String, reason: String },
     #[error("events sink '{sink}': {reason}")]
     Sink { sink: String, reason: String },
+    #[error("the delivery lease (_events/delivery.lock) was lost to another process; it delivers the rest")]
+    LeaseLost,
     #[error("building events: {0}")]
     Build(String),
     #[error("event {id}: not found in the outbox (delivered or dead)")]
@@ -61,6 +63,7 @@ impl EventsError {
         use crate::withings::ErrorClass;
         match self {
             EventsError::Storage { .. } => ErrorClass::Transient,
+            EventsError::LeaseLost => ErrorClass::Busy,
             EventsError::Corrupt { .. } => ErrorClass::Data,
             EventsError::Build(_) => ErrorClass::Internal,
             EventsError::Sink { .. } | EventsError::UnknownEvent { .. } => ErrorClass::Config,

@@ -444,3 +444,52 @@ async fn a_run_killed_between_outbox_and_delivery_loses_nothing_and_a_lost_autho
         assert!(!receiver.got().iter().any(|g| g.body.contains(secret)), "a secret reached an event");
     }
 }
+
+#[tokio::test]
+async fn bad_events_settings_are_configuration_errors_that_name_the_webhook_not_the_secret() {
+    let sim = common::start(1, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let run_with = |extra: String, secret: Option<&'static str>| {
+        let p = pipeline(dir.path(), &sim, &extra).display().to_string();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut c = bin();
+                if let Some(s) = secret {
+                    c.env(SECRET_ENV, s);
+                }
+                c.args(["sync", "--pipeline", &p]).output().unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let hook = |body: &str| {
+        format!(
+            "[events]\n\n[[events.webhooks]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret_env = \"{SECRET_ENV}\"\n{body}\n"
+        )
+    };
+    // The secret's variable is not set.
+    let out = run_with(hook(""), None).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains(SECRET_ENV) && text(&out).contains("crm"), "{}", text(&out));
+    // A secret that is not whsec_ + base64: named by its variable, never repeated.
+    let out = run_with(hook(""), Some("whsec_!!not-base64 hunter2")).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains(SECRET_ENV) && !text(&out).contains("hunter2"), "{}", text(&out));
+    // An unknown key, and a zero concurrency.
+    let out = run_with(hook("retries = 3"), Some(SECRET)).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("retries"), "{}", text(&out));
+    let out = run_with(hook("concurrency = 0"), Some(SECRET)).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // [events] with nowhere to send.
+    let out = run_with("[events]\nteam_id = \"t\"\n".into(), Some(SECRET)).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("[events]"), "{}", text(&out));
+    // `events deliver` without an [events] section has nowhere to deliver to.
+    let p = pipeline(dir.path(), &sim, "").display().to_string();
+    let out = exec(vec!["sync".into(), "--pipeline".into(), p.clone()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = exec(vec!["events".into(), "deliver".into(), "--pipeline".into(), p]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}

