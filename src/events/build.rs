@@ -142,7 +142,11 @@ impl Builder {
             let TableId::Resource(resource) = table else { continue };
             let order = Resource::ALL.iter().position(|r| r == resource).unwrap_or(usize::MAX);
             let schema = resource.schema();
-            let rows = json_rows(&changed.rows)?;
+            // Only the columns an event carries are converted.
+            let keep: Vec<usize> = (0..changed.rows.num_columns())
+                .filter(|i| !NOT_IN_EVENTS.contains(&changed.rows.schema().field(*i).name().as_str()))
+                .collect();
+            let rows = json_rows(&changed.rows.project(&keep)?)?;
             for (row, updated) in rows.into_iter().zip(&changed.updated) {
                 let user = row.get("user_id").and_then(Value::as_str).unwrap_or_default().to_string();
                 match schema.kind {
@@ -186,7 +190,10 @@ impl Builder {
                         let kind = sample.get("metric").cloned().unwrap_or(Value::Null);
                         sample.entry("type".to_string()).or_insert(kind);
                         sample.entry("timezone_offset".to_string()).or_insert(Value::Null);
-                        let group = source.to_string();
+                        let text = |c: &str| row.get(c).and_then(Value::as_str).unwrap_or_default();
+                        let group =
+                            [text("source_provider"), text("source_type"), text("source_device_id"), text("source_device_model")]
+                                .join("\u{1f}");
                         series
                             .entry((user, order, *updated, group))
                             .or_insert_with(|| (source, Vec::new()))
@@ -214,10 +221,8 @@ impl Builder {
                 series.keys().filter(|(u, o, up, _)| *u == user && *o == order && *up == updated).cloned().collect();
             for g in groups {
                 let (source, mut samples) = series.remove(&g).expect("listed above");
-                samples.sort_by(|a, b| {
-                    let t = |v: &Value| v.get("timestamp").and_then(Value::as_str).unwrap_or_default().to_string();
-                    t(a).cmp(&t(b))
-                });
+                let t = |v: &Value| v.get("timestamp").and_then(Value::as_str).unwrap_or_default().to_string();
+                samples.sort_by_cached_key(t);
                 for chunk in samples.chunks(self.max_samples_per_event) {
                     let data = json!({ "data": chunk, "source": source, "user_id": user });
                     self.push(event_type.clone(), &user, data);
