@@ -158,11 +158,32 @@ impl Builder {
                             }
                             let v = row.get(&c.name).cloned().unwrap_or(Value::Null);
                             match &c.vital {
+                                // Several columns on one Vital field make an array, in schema
+                                // order (workouts' `hr_zones`).
+                                Some(path) if schema.columns.iter().filter(|o| o.vital.as_ref() == Some(path)).count() > 1 => {
+                                    let slot = o.entry(path.clone()).or_insert_with(|| Value::Array(Vec::new()));
+                                    if let Value::Array(a) = slot {
+                                        a.push(v);
+                                    }
+                                }
                                 Some(path) => set_path(&mut o, path, v),
                                 None => {
                                     o.entry(c.name.clone()).or_insert(v);
                                 }
                             }
+                        }
+                        // Vital's summaries carry `date` (the calendar date at midnight UTC)
+                        // and `created_at`; the lake has `calendar_date` and `updated_at`.
+                        if !o.contains_key("date")
+                            && let Some(day) = o.get("calendar_date").and_then(Value::as_str)
+                        {
+                            let date = format!("{day}T00:00:00+00:00");
+                            o.insert("date".into(), Value::from(date));
+                        }
+                        if o.get("created_at").is_none_or(Value::is_null)
+                            && let Some(u) = o.get("updated_at").cloned()
+                        {
+                            o.insert("created_at".into(), u);
                         }
                         summaries.entry((user, order, *updated)).or_default().push(Value::Object(o));
                     }

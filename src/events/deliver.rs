@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -33,6 +34,9 @@ pub struct DeliverOptions {
     /// After a pass, wait for retries that fall due within this long of the start, and pass
     /// again; zero makes one pass.
     pub wait: Duration,
+    /// Start no attempt after this long (the end of a run must not wait on a backlog or a
+    /// hanging endpoint); none: until the pass is done.
+    pub budget: Option<Duration>,
 }
 
 /// What deliveries did.
@@ -66,7 +70,7 @@ impl DeliverySummary {
 
 /// One ordering key's attempts: the key, each attempt's outcome, and whether it stopped to
 /// wait for a retry.
-type GroupResult = (String, Vec<(usize, Outcome)>, bool);
+type GroupResult = (String, Vec<(usize, Outcome)>, GroupEnd);
 
 /// The outcome of one attempt.
 #[derive(Debug, Clone)]
@@ -74,6 +78,8 @@ enum Outcome {
     Delivered { status: Option<u16> },
     Retry { status: Option<u16>, error: String, after: Option<Duration> },
     Final { status: Option<u16>, error: String },
+    /// Not sent: an earlier event of its key went dead.
+    Orphaned,
 }
 
 /// Sends the outbox.
@@ -146,10 +152,12 @@ impl Deliverer {
             }
             Err(crate::lease::LeaseError::Storage { key, source }) => return Err(EventsError::Storage { key, source }),
         };
-        let deadline = tokio::time::Instant::now() + opts.wait;
+        let started = tokio::time::Instant::now();
+        let deadline = started + opts.wait;
+        let budget = opts.budget.map(|b| started + b);
         let result = async {
             loop {
-                let (pass, next_due) = self.pass(&lease).await?;
+                let (pass, next_due) = self.pass(&lease, budget).await?;
                 summary.add(&pass);
                 let Some(due) = next_due else { break };
                 let wait = (due - Utc::now()).to_std().unwrap_or_default();
@@ -172,20 +180,28 @@ impl Deliverer {
     }
 
     /// One pass over every sink. Returns what it did and when the earliest waiting event
-    /// falls due.
-    async fn pass(&self, lease: &crate::lease::Lease) -> Result<(DeliverySummary, Option<DateTime<Utc>>), EventsError> {
+    /// falls due. With `budget`, no attempt starts after it (the rest stay pending).
+    async fn pass(
+        &self,
+        lease: &crate::lease::Lease,
+        budget: Option<tokio::time::Instant>,
+    ) -> Result<(DeliverySummary, Option<DateTime<Utc>>), EventsError> {
         let mut summary = DeliverySummary::default();
         let mut next_due: Option<DateTime<Utc>> = None;
         // Names the delivered/dead files of this pass: unique even for passes of one millisecond.
         let mut tag = [0u8; 3];
         let _ = getrandom::fill(&mut tag);
         let pass_name = format!("{}{}", Utc::now().format("%Y%m%dT%H%M%S%3fZ"), hex::encode(tag));
+        let guard = LeaseGuard { lease, renewed: Mutex::new(tokio::time::Instant::now()), lost: AtomicBool::new(false) };
         for sink in &self.outbox.sinks {
-            let mut blocked: HashSet<String> = HashSet::new();
+            let mut keys = Keys { budget, ..Keys::default() };
             for batch in self.outbox.batches(Status::Pending, &sink.name).await? {
-                held(lease).await?;
+                guard.renew().await;
+                if guard.lost.load(Ordering::SeqCst) {
+                    return Err(EventsError::LeaseLost);
+                }
                 let (records, dead_at, due) = match &sink.kind {
-                    SinkKind::Webhook(h) => self.webhook_batch(sink, h, &batch, &mut blocked, &mut summary).await,
+                    SinkKind::Webhook(h) => self.webhook_batch(sink, h, &batch, &mut keys, &guard, &mut summary).await,
                     SinkKind::Files(location) => files_batch(sink, location, &batch, &mut summary).await,
                 };
                 if let Some(d) = due {
@@ -208,7 +224,14 @@ impl Deliverer {
                     tracing::warn!(sink = %sink.name, event_id = %r.id, event_type = %r.event_type, user_id = %r.user_id,
                         attempts = r.attempts, error = r.last_error.as_deref().unwrap_or(""), "event is dead");
                 }
+                let files_failed = matches!(sink.kind, SinkKind::Files(_)) && !remaining.is_empty();
                 self.outbox.settle(&sink.name, &batch, &pass_name, &delivered, &dead, &remaining).await?;
+                if guard.lost.load(Ordering::SeqCst) {
+                    return Err(EventsError::LeaseLost);
+                }
+                if files_failed {
+                    break; // later files wait for this one: consumers read them in order
+                }
             }
         }
         Ok((summary, next_due))
@@ -221,7 +244,8 @@ impl Deliverer {
         sink: &Sink,
         hook: &Webhook,
         batch: &BatchFile,
-        blocked: &mut HashSet<String>,
+        keys: &mut Keys,
+        guard: &LeaseGuard<'_>,
         summary: &mut DeliverySummary,
     ) -> Settled {
         let now = Utc::now();
@@ -231,13 +255,21 @@ impl Deliverer {
         // Groups of due records, one per ordering key, in order.
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         let mut group_of: HashMap<String, usize> = HashMap::new();
-        for (i, r) in records.iter().enumerate() {
+        let orphan = |r: &mut Record| {
+            r.last_error = Some(ORPHANED.to_string());
+        };
+        for (i, r) in records.iter_mut().enumerate() {
             let key = r.event().ordering_key();
-            if blocked.contains(&key) {
+            if keys.dead.contains(&key) {
+                orphan(r);
+                dead.insert(i);
+                continue;
+            }
+            if keys.blocked.contains(&key) {
                 continue;
             }
             if r.next_attempt_at > now {
-                blocked.insert(key);
+                keys.blocked.insert(key);
                 next_due = Some(next_due.map_or(r.next_attempt_at, |n| n.min(r.next_attempt_at)));
                 continue;
             }
@@ -250,11 +282,16 @@ impl Deliverer {
         let client = &self.clients[&sink.name];
         let pacer = &self.pacers[&sink.name];
         let snapshot = &records;
+        let budget = keys.budget;
         let results: Vec<GroupResult> = futures::stream::iter(groups)
             .map(|(key, idx)| async move {
                 let mut out = Vec::new();
-                let mut stopped = false;
-                for i in idx {
+                let mut end = GroupEnd::Done;
+                for (n, &i) in idx.iter().enumerate() {
+                    if budget.is_some_and(|b| tokio::time::Instant::now() >= b) || guard.lost.load(Ordering::SeqCst) {
+                        end = GroupEnd::Waiting; // out of time: the rest stay pending, in order
+                        break;
+                    }
                     if let Some(rate) = hook.max_per_second.filter(|r| *r > 0.0) {
                         let at = {
                             let mut next = pacer.lock().await;
@@ -264,33 +301,53 @@ impl Deliverer {
                         };
                         tokio::time::sleep_until(at).await;
                     }
+                    guard.renew().await;
                     let outcome = post(client, hook, &snapshot[i]).await;
-                    // A failure that will be retried holds back the rest of the key; one that
-                    // exhausted the schedule (it goes dead) does not.
-                    let retry = matches!(outcome, Outcome::Retry { .. })
-                        && sink.retry_schedule.get(snapshot[i].attempts as usize).is_some();
+                    let exhausted = sink.retry_schedule.get(snapshot[i].attempts as usize).is_none();
+                    let stop = match &outcome {
+                        Outcome::Delivered { .. } => None,
+                        Outcome::Retry { .. } if !exhausted => Some(GroupEnd::Waiting),
+                        Outcome::Retry { .. } | Outcome::Final { .. } | Outcome::Orphaned => Some(GroupEnd::Dead),
+                    };
                     out.push((i, outcome));
-                    if retry {
-                        stopped = true;
-                        break; // the rest of this key waits for it
+                    if let Some(e) = stop {
+                        if e == GroupEnd::Dead {
+                            // The later events of this key go dead with it, unsent: redelivered
+                            // together they keep their order.
+                            out.extend(idx[n + 1..].iter().map(|j| (*j, Outcome::Orphaned)));
+                        }
+                        end = e;
+                        break;
                     }
                 }
-                (key, out, stopped)
+                (key, out, end)
             })
             .buffer_unordered(hook.concurrency.max(1))
             .collect()
             .await;
         let attempted_at = Utc::now();
-        for (key, outcomes, stopped) in results {
-            if stopped {
-                blocked.insert(key);
+        for (key, outcomes, end) in results {
+            match end {
+                GroupEnd::Waiting => {
+                    keys.blocked.insert(key);
+                }
+                GroupEnd::Dead => {
+                    keys.dead.insert(key);
+                }
+                GroupEnd::Done => {}
             }
             for (i, o) in outcomes {
                 let r = &mut records[i];
+                if matches!(o, Outcome::Orphaned) {
+                    orphan(r);
+                    dead.insert(i);
+                    continue;
+                }
                 r.attempts += 1;
                 r.last_attempt_at = Some(attempted_at);
                 summary.attempts += 1;
                 match o {
+                    Outcome::Orphaned => unreachable!("handled above"),
                     Outcome::Delivered { status } => {
                         r.last_status = status;
                         r.last_error = None;
@@ -325,6 +382,51 @@ impl Deliverer {
             }
         }
         (records, dead, next_due)
+    }
+}
+
+/// Why an event went dead unsent.
+const ORPHANED: &str = "not sent: an earlier event of this user and resource went dead (redeliver them together)";
+
+/// How a group of one ordering key ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GroupEnd {
+    /// Every event was answered (delivered, or dead for its own reason).
+    Done,
+    /// One waits for a retry (or the budget ran out): the key's later events wait too.
+    Waiting,
+    /// One went dead: the key's later events go dead with it.
+    Dead,
+}
+
+/// A pass's view of the ordering keys of one sink.
+#[derive(Debug, Default)]
+struct Keys {
+    /// Keys with an event waiting: their later events wait.
+    blocked: HashSet<String>,
+    /// Keys with an event gone dead in this pass: their later events go dead unsent.
+    dead: HashSet<String>,
+    budget: Option<tokio::time::Instant>,
+}
+
+/// The delivery lease during a pass: renewed every quarter of its lifetime, from any task.
+struct LeaseGuard<'a> {
+    lease: &'a crate::lease::Lease,
+    renewed: Mutex<tokio::time::Instant>,
+    lost: AtomicBool,
+}
+
+impl LeaseGuard<'_> {
+    async fn renew(&self) {
+        let mut at = self.renewed.lock().await;
+        if at.elapsed() < LEASE_TTL / 4 {
+            return;
+        }
+        match self.lease.renew().await {
+            Ok(true) => *at = tokio::time::Instant::now(),
+            Ok(false) => self.lost.store(true, Ordering::SeqCst),
+            Err(e) => tracing::warn!(error = %e, "renewing the delivery lease failed; will try again"),
+        }
     }
 }
 
@@ -447,7 +549,10 @@ impl Background {
         let n = notify.clone();
         let handle = tokio::spawn(async move {
             let mut total = DeliverySummary::default();
-            let run = async |wait: Duration, total: &mut DeliverySummary| match deliverer.deliver(DeliverOptions { wait }).await {
+            let run = async |wait: Duration, budget: Duration, total: &mut DeliverySummary| match deliverer
+                .deliver(DeliverOptions { wait, budget: Some(budget) })
+                .await
+            {
                 Ok(s) => total.add(&s),
                 Err(e) => {
                     tracing::warn!(error = %e, "event delivery failed; the events stay pending");
@@ -456,9 +561,11 @@ impl Background {
             };
             loop {
                 tokio::select! {
-                    _ = n.notified() => run(Duration::ZERO, &mut total).await,
+                    // A pass after a checkpoint: at most 30 s of attempts (more are left for the
+                    // next one), so the end of a run never waits long on a backlog.
+                    _ = n.notified() => run(Duration::ZERO, Duration::from_secs(30), &mut total).await,
                     _ = stopped.changed() => {
-                        run(final_wait, &mut total).await;
+                        run(final_wait, final_wait, &mut total).await;
                         break;
                     }
                 }

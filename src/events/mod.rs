@@ -216,7 +216,7 @@ pub async fn announce_link(
     b.connection_created(&user.user_id, &user.withings_userid, &user.scopes);
     let outbox = Outbox::new(lake.location.clone(), cfg.sinks.clone());
     outbox.enqueue(&batch, &b.finish()).await?;
-    Deliverer::new(outbox)?.deliver(DeliverOptions { wait: cfg.final_wait }).await
+    Deliverer::new(outbox)?.deliver(DeliverOptions { wait: cfg.final_wait, budget: Some(cfg.final_wait) }).await
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use super::{Event, EventsError, Sink, storage};
@@ -119,9 +119,9 @@ impl Outbox {
         Outbox { lake, sinks }
     }
 
-    /// Writes `events` as batch `name` of every sink whose filter takes some of them.
-    /// Idempotent: writing the same batch again replaces it with the same content. Returns
-    /// how many records were written (events times the sinks that take them).
+    /// Writes `events` as batch `name` of every sink whose filter takes some of them, once: a
+    /// sink that already has that batch pending keeps it. Returns how many records were
+    /// written (events times the sinks that take them).
     pub async fn enqueue(&self, name: &str, events: &[Event]) -> Result<usize, EventsError> {
         let mut written = 0;
         for sink in &self.sinks {
@@ -131,7 +131,18 @@ impl Outbox {
                 continue;
             }
             let key = keys::outbox_file(&self.lake, Status::Pending.as_str(), &sink.name, name);
-            self.lake.store.put(&key, PutPayload::from(to_jsonl(&records))).await.map_err(storage(&key))?;
+            // Create-only: a batch is enqueued once. A second enqueue of the same name (the
+            // recovery of a run that died after its enqueue) must not replace a batch that
+            // holds more events or delivery history.
+            let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+            match self.lake.store.put_opts(&key, PutPayload::from(to_jsonl(&records)), opts).await {
+                Ok(_) => {}
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    tracing::info!(sink = %sink.name, batch = name, "batch already in the outbox; kept as it is");
+                    continue;
+                }
+                Err(e) => return Err(storage(&key)(e)),
+            }
             written += records.len();
             tracing::debug!(sink = %sink.name, batch = name, events = records.len(), "events enqueued");
         }
@@ -183,6 +194,21 @@ impl Outbox {
         }
         names.sort();
         Ok(names)
+    }
+
+    /// Whether `sink` already has batch `name` anywhere (pending, or settled by a pass).
+    pub async fn has_batch(&self, sink: &str, name: &str) -> Result<bool, EventsError> {
+        for status in Status::ALL {
+            let dir = keys::outbox_dir(&self.lake, status.as_str(), sink);
+            let files: Vec<object_store::path::Path> =
+                self.lake.store.list(Some(&dir)).map_ok(|m| m.location).try_collect().await.map_err(storage(&dir))?;
+            let pending = format!("{name}.jsonl");
+            let settled = format!("{name}-");
+            if files.iter().any(|k| k.filename().is_some_and(|f| f == pending || f.starts_with(&settled))) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Every record with `status`, oldest batch first.

@@ -425,6 +425,16 @@ impl Engine {
             let mut b = crate::events::Builder::new(&batch, Utc::now(), &ev.cfg.team_id, ev.cfg.max_samples_per_event);
             b.daily(&changes).map_err(|e| crate::events::EventsError::Build(e.to_string()))?;
             let events = b.finish();
+            // A run that died after its enqueue left the intent behind: its batch (with its
+            // historical and connection events) is already in the outbox.
+            let mut known = false;
+            for sink in &ev.outbox.sinks {
+                known |= ev.outbox.has_batch(&sink.name, &batch).await?;
+            }
+            if known {
+                self.lake.clear_staged_changes(shard, &batch).await?;
+                continue;
+            }
             ev.outbox.enqueue(&batch, &events).await?;
             self.lake.clear_staged_changes(shard, &batch).await?;
             tracing::warn!(shard, batch = %batch, events = events.len(), "enqueued the events of a commit that was interrupted");

@@ -206,7 +206,7 @@ fn event(id: &str, event_type: &str, user: &str) -> Event {
 }
 
 async fn deliver(outbox: &Outbox, wait: Duration) -> DeliverySummary {
-    Deliverer::new(outbox.clone()).unwrap().deliver(DeliverOptions { wait }).await.unwrap()
+    Deliverer::new(outbox.clone()).unwrap().deliver(DeliverOptions { wait, budget: None }).await.unwrap()
 }
 
 async fn list(outbox: &Outbox, status: Status) -> Vec<Record> {
@@ -464,25 +464,39 @@ async fn updated_never_overtakes_created_across_batches() {
 /// is due at once: a delivery with time left to wait sends it, rather than leaving it pending
 /// until the next delivery call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_event_does_not_hold_back_the_later_events_of_its_key() {
-    let rx = Receiver::start(|h| Reply::status(if h.event_type().ends_with(".created") { 500 } else { 200 })).await;
+async fn a_dead_event_takes_the_later_events_of_its_key_with_it_and_they_redeliver_in_order() {
+    let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = fixed.clone();
+    let rx = Receiver::start(move |h| {
+        let ok = f.load(std::sync::atomic::Ordering::SeqCst) || !h.event_type().ends_with(".created");
+        Reply::status(if ok { 200 } else { 500 })
+    })
+    .await;
     let (_dir, location) = lake();
     let outbox = Outbox::new(location, vec![hook(&rx.url, Duration::from_secs(5), ms(&[10]))]);
     let created = event("msg_c", "daily.data.steps.created", "u1");
     let updated = event("msg_u", "daily.data.steps.updated", "u1");
+    let other = event("msg_o", "daily.data.steps.updated", "u2");
     outbox.enqueue("20260101T000000000Z-a", &[created.clone(), updated.clone()]).await.unwrap();
+    outbox.enqueue("20260101T000000001Z-b", std::slice::from_ref(&other)).await.unwrap();
 
+    // The .created runs out of retries: the .updated of the same row goes dead with it,
+    // unsent (a receiver never sees an update of a row it never got); other keys go on.
     let summary = deliver(&outbox, Duration::from_secs(3)).await;
-    assert_eq!(ids(&list(&outbox, Status::Dead).await), BTreeSet::from([created.id.clone()]));
-    assert_eq!(
-        (summary.dead, summary.delivered, summary.pending),
-        (1, 1, 0),
-        "the .updated was left pending although it was due and 3 s of waiting were allowed: {summary:?}, pending {:?}",
-        list(&outbox, Status::Pending).await
-    );
-    assert_eq!(ids(&list(&outbox, Status::Delivered).await), BTreeSet::from([updated.id.clone()]));
-    let answered = rx.answers().iter().filter(|a| a.id == created.id).map(|a| a.at).max().unwrap();
-    assert!(rx.hits_of(&updated.id)[0].at >= answered, "order kept: the .updated after the .created's last answer");
+    assert_eq!(ids(&list(&outbox, Status::Dead).await), BTreeSet::from([created.id.clone(), updated.id.clone()]), "{summary:?}");
+    assert!(rx.hits_of(&updated.id).is_empty(), "the .updated was never sent");
+    assert_eq!(ids(&list(&outbox, Status::Delivered).await), BTreeSet::from([other.id.clone()]));
+    let orphan = list(&outbox, Status::Dead).await.into_iter().find(|r| r.id == updated.id).unwrap();
+    assert_eq!(orphan.attempts, 0);
+    assert!(orphan.last_error.as_deref().unwrap_or("").contains("earlier event"), "{orphan:?}");
+
+    // Redelivered together, they arrive in order.
+    fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    outbox.redeliver(&[], true, Utc::now()).await.unwrap();
+    let summary = deliver(&outbox, Duration::from_secs(3)).await;
+    assert_eq!((summary.delivered, summary.dead, summary.pending), (2, 0, 0), "{summary:?}");
+    let answered = rx.answers().iter().filter(|a| a.id == created.id && a.status == 200).map(|a| a.at).max().unwrap();
+    assert!(rx.hits_of(&updated.id)[0].at >= answered, "order kept: the .updated after the .created's 200");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -661,7 +675,7 @@ async fn max_per_second_paces_the_requests() {
 
     let deliverer = Deliverer::new(outbox.clone()).unwrap();
     let started = Instant::now();
-    let summary = deliverer.deliver(DeliverOptions { wait: Duration::ZERO }).await.unwrap();
+    let summary = deliverer.deliver(DeliverOptions { wait: Duration::ZERO, budget: None }).await.unwrap();
     let elapsed = started.elapsed();
     assert_eq!(summary.delivered, 5, "{summary:?}");
     assert!(elapsed >= Duration::from_millis(390), "5 events at 10/s took {elapsed:?}");
@@ -679,7 +693,8 @@ async fn one_deliverer_at_a_time_and_a_dead_ones_lease_is_taken_over() {
     Outbox::new(location.clone(), sinks.clone()).enqueue("20260101T000000000Z-a", std::slice::from_ref(&e)).await.unwrap();
 
     let first = Deliverer::new(Outbox::new(location, sinks.clone())).unwrap();
-    let running = tokio::spawn(async move { first.deliver(DeliverOptions { wait: Duration::ZERO }).await.unwrap() });
+    let running =
+        tokio::spawn(async move { first.deliver(DeliverOptions { wait: Duration::ZERO, budget: None }).await.unwrap() });
     rx.wait_for(1).await;
     // The event is still in pending/ while the first deliverer waits for the answer.
     let second = Outbox::new(reopen(&dir), sinks.clone());
