@@ -89,6 +89,13 @@ pub struct UserState {
     /// The whole history was searched for a height once (none found, or `height` holds it).
     #[serde(default)]
     pub height_looked_up: bool,
+    /// Resources whose `historical.data.<resource>.created` event is in the outbox.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub historical_announced: std::collections::BTreeSet<String>,
+    /// The credentials record version (`updated_at`) whose loss of authorization was
+    /// announced (`provider.connection.error`), so it is announced once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reauth_announced: Option<i64>,
 }
 
 /// A height measure as Withings sent it: `value * 10^unit` metres at `at` (epoch seconds).

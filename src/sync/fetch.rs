@@ -36,17 +36,19 @@ pub(crate) enum Mark {
     /// The user's whole history was searched for a height (done once per user).
     HeightLookedUp,
     /// The backfill of these resources is complete over `[start, end)` (epoch seconds): a
-    /// `historical.data.<resource>.created` event each. No state change.
+    /// `historical.data.<resource>.created` event each, recorded in the state as announced.
     Historical {
         resources: Vec<crate::schema::Resource>,
         start: i64,
         end: i64,
     },
     /// The user's authorization is gone (they must link again): a
-    /// `provider.connection.error` event. No state change.
+    /// `provider.connection.error` event; the state records which credentials record
+    /// version was announced.
     ConnectionError {
         error_type: &'static str,
         message: String,
+        record_version: i64,
     },
 }
 
@@ -468,8 +470,17 @@ impl UserJob {
                 p.marks.push(Mark::Success(e));
             }
         }
-        // The resources this call completed (a window already complete announces nothing).
-        let resources = self.resources_fed_by(&fetched);
+        // The resources this call completed, and those whose completion was never announced
+        // (a backfill that failed part-way announces nothing; its re-run announces all).
+        let fed = self.resources_fed_by(&fetched);
+        let resources: Vec<crate::schema::Resource> = self
+            .env
+            .cfg
+            .resources
+            .iter()
+            .copied()
+            .filter(|r| fed.contains(r) || !self.state.historical_announced.contains(r.as_str()))
+            .collect();
         if !resources.is_empty() {
             p.marks.push(Mark::Historical { resources, start, end });
         }
@@ -624,7 +635,23 @@ impl UserJob {
             }
             self.send(p).await?;
         }
-        let resources = self.resources_fed_by(&first);
+        // The resources whose first sync this was, and those never announced whose families
+        // have all succeeded by now (a first sync that failed part-way announces nothing).
+        let fed = self.resources_fed_by(&first);
+        let resources: Vec<crate::schema::Resource> = self
+            .env
+            .cfg
+            .resources
+            .iter()
+            .copied()
+            .filter(|r| {
+                fed.contains(r)
+                    || (!self.state.historical_announced.contains(r.as_str())
+                        && plan::families_for(&[*r]).iter().filter(|f| self.wants(**f)).all(|f| {
+                            selected(self, *f) || self.state.families.get(f.as_str()).is_some_and(|s| s.last_success.is_some())
+                        }))
+            })
+            .collect();
         if !resources.is_empty() {
             let mut p = self.piece();
             p.marks.push(Mark::Historical { resources, start: initial, end: now });

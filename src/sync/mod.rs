@@ -209,6 +209,14 @@ pub struct Engine {
     pub events: Option<crate::events::EventsConfig>,
 }
 
+/// A user who must link again, whose loss of authorization may still need announcing.
+struct Reauth {
+    user_id: String,
+    message: String,
+    /// The credentials record's `updated_at`.
+    version: i64,
+}
+
 /// A run's change events: where they go and the delivery running beside the run.
 struct RunEvents {
     cfg: crate::events::EventsConfig,
@@ -290,6 +298,9 @@ impl Engine {
             }
         };
         let mut per_shard: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
+        // Users who must link again, per shard: their loss of authorization is announced once
+        // (`provider.connection.error`), from state, so a crash never loses it.
+        let mut reauth: BTreeMap<u32, Vec<Reauth>> = BTreeMap::new();
         for user_id in wanted {
             let shard = shard_of(&user_id, shards);
             if spec.shard.is_some_and(|(i, _)| i != shard) {
@@ -307,6 +318,11 @@ impl Engine {
                 }
                 Some(r) if r.status != UserStatus::Active => {
                     report.users.needs_reauth.push(user_id.clone());
+                    if self.events.is_some() && !spec.dry_run {
+                        let message = r.status_reason.clone().unwrap_or_else(|| r.status.as_str().to_string());
+                        reauth.entry(shard).or_default().push(Reauth { user_id: user_id.clone(), message, version: r.updated_at });
+                        per_shard.entry(shard).or_default();
+                    }
                     // A user named on the command line who cannot be synced is a failure; in
                     // an every-user run they are listed, not failed again each run.
                     if matches!(spec.users, Users::Only(_)) {
@@ -371,7 +387,8 @@ impl Engine {
         let mut outcome = Ok(());
         let mut shards = per_shard.into_iter();
         for (shard, users) in shards.by_ref() {
-            if let Err(e) = self.run_shard(&env, spec, &id, shard, users, events.as_ref(), report).await {
+            let owed = reauth.remove(&shard).unwrap_or_default();
+            if let Err(e) = self.run_shard(&env, spec, &id, shard, users, owed, events.as_ref(), report).await {
                 outcome = Err(e);
                 break;
             }
@@ -402,6 +419,7 @@ impl Engine {
         run_id: &str,
         shard: u32,
         users: Vec<(String, String)>,
+        reauth: Vec<Reauth>,
         events: Option<&RunEvents>,
         report: &mut Report,
     ) -> Result<(), SyncError> {
@@ -411,7 +429,7 @@ impl Engine {
             result = self.recover_events(ev, shard, report).await;
         }
         if result.is_ok() {
-            result = self.fill_shard(env, spec, run_id, &lease, users, events, report).await;
+            result = self.fill_shard(env, spec, run_id, &lease, users, reauth, events, report).await;
         }
         lease.release().await;
         result
@@ -457,6 +475,7 @@ impl Engine {
         run_id: &str,
         lease: &ShardLease,
         users: Vec<(String, String)>,
+        reauth: Vec<Reauth>,
         events: Option<&RunEvents>,
         report: &mut Report,
     ) -> Result<(), SyncError> {
@@ -490,6 +509,17 @@ impl Engine {
             };
             states.insert(user_id.clone(), state.clone());
             jobs.push((user_id, withings_user_id, state));
+        }
+
+        // Losses of authorization not yet announced (their states are loaded so the mark that
+        // records the announcement updates them, not a blank state).
+        let mut marks: Vec<(String, Vec<Mark>)> = Vec::new();
+        for r in reauth {
+            let state = self.state.get(&r.user_id).await?.unwrap_or_else(|| UserState { user_id: r.user_id.clone(), ..UserState::default() });
+            if state.reauth_announced != Some(r.version) {
+                marks.push((r.user_id.clone(), vec![Mark::ConnectionError { error_type: "token_refresh_failed", message: r.message, record_version: r.version }]));
+            }
+            states.insert(r.user_id, state);
         }
 
         let (tx, mut rx) = mpsc::channel::<Msg>(64);
@@ -560,7 +590,6 @@ impl Engine {
         };
 
         let mut staging = Staging::new(self.cfg.staging_dir.as_deref(), &format!("{run_id}-{shard}"))?;
-        let mut marks: Vec<(String, Vec<Mark>)> = Vec::new();
         let mut checkpoint = 0u32;
         let mut next_checkpoint = tokio::time::Instant::now() + self.cfg.checkpoint_interval;
         let mut heartbeat = tokio::time::interval(SHARD_LEASE_TTL / 4);
@@ -608,7 +637,7 @@ impl Engine {
                                     && r.status != UserStatus::Active
                                 {
                                     let message = r.status_reason.unwrap_or_else(|| r.status.as_str().to_string());
-                                    ms.push(Mark::ConnectionError { error_type: "token_refresh_failed", message });
+                                    ms.push(Mark::ConnectionError { error_type: "token_refresh_failed", message, record_version: r.updated_at });
                                 }
                                 if let Some(f) = family {
                                     ms.push(Mark::Error(f, error));
@@ -684,7 +713,7 @@ impl Engine {
                                 b.historical(user_id, *r, t(*start), t(*end));
                             }
                         }
-                        Mark::ConnectionError { error_type, message } => b.connection_error(user_id, error_type, message),
+                        Mark::ConnectionError { error_type, message, .. } => b.connection_error(user_id, error_type, message),
                         _ => {}
                     }
                 }
@@ -762,7 +791,8 @@ fn apply(state: &mut UserState, m: Mark, now: DateTime<Utc>, overlap: i64) {
             }
         }
         Mark::HeightLookedUp => state.height_looked_up = true,
-        Mark::Historical { .. } | Mark::ConnectionError { .. } => {}
+        Mark::Historical { resources, .. } => state.historical_announced.extend(resources.iter().map(|r| r.as_str().to_string())),
+        Mark::ConnectionError { record_version, .. } => state.reauth_announced = Some(record_version),
     }
 }
 

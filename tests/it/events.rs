@@ -493,3 +493,67 @@ async fn bad_events_settings_are_configuration_errors_that_name_the_webhook_not_
     let out = exec(vec!["events".into(), "deliver".into(), "--pipeline".into(), p]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_that_failed_part_way_announces_every_resource_when_it_completes_and_each_once() {
+    let sim = common::start(1, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let store = link(&sim, &dir.path().join("creds"), 1).await;
+    let lake = lake_at(&dir.path().join("lake"), 1).await;
+    let engine = Engine::new(lake.clone(), client(&sim, 0), store.clone(), SyncConfig::default())
+        .with_events(Some(events_config(&receiver.url, 1000)));
+    let window = Mode::Backfill { from: d(5), to: d(0) };
+
+    // getmeas and getactivity commit, then getworkouts fails: nothing is complete yet.
+    sim.admin_post("/_sim/faults", json!({"kind": "status_2554", "count": 1000, "endpoint": "getworkouts"})).await;
+    let failed = run(&engine, &spec(window.clone(), NOW)).await;
+    assert_eq!(failed.users.failed, 1, "{}", failed.to_text());
+    assert!(failed.rows.get("weight").is_some_and(|r| r.inserted > 0), "{}", failed.to_text());
+    assert!(receiver.events().is_empty(), "no resource is complete");
+
+    // The re-run fetches what is missing and announces all 17 resources (weight too, whose
+    // rows came in the failed run), once each.
+    sim.admin_post("/_sim/faults", json!({"clear": true})).await;
+    let ok = run(&engine, &spec(window.clone(), NOW)).await;
+    assert_eq!(ok.users.ok, 1, "{}", ok.to_text());
+    let types: BTreeSet<String> = receiver.events().iter().map(Got::event_type).collect();
+    assert_eq!(types.len(), 17, "{types:?}");
+    assert!(types.contains("historical.data.weight.created"));
+    // Done and announced: the same window again, and a sync, announce nothing more.
+    let again = run(&engine, &spec(window, NOW)).await;
+    assert!(again.events.unwrap().enqueued.is_empty());
+    let sync = run(&engine, &spec(Mode::Incremental, NOW)).await;
+    assert!(!sync.events.unwrap().enqueued.keys().any(|t| t.starts_with("historical.")));
+    assert_eq!(receiver.events().iter().filter(|g| g.event_type().starts_with("historical.")).count(), 17);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_authorization_is_announced_once_even_when_the_run_that_found_it_died() {
+    let sim = common::start(2, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let store = link(&sim, &dir.path().join("creds"), 2).await;
+    let lake = lake_at(&dir.path().join("lake"), 1).await;
+    let engine = Engine::new(lake.clone(), client(&sim, 0), store.clone(), SyncConfig::default())
+        .with_events(Some(events_config(&receiver.url, 1000)));
+    run(&engine, &spec(Mode::Incremental, NOW)).await;
+    // The run that discovered the loss died before announcing it: the credentials record
+    // says needs_reauth, nothing was sent.
+    let mut user1 = store.get("user-1").await.unwrap().unwrap();
+    user1.status = withings_lake::credentials::UserStatus::NeedsReauth;
+    user1.status_reason = Some("Withings refused the refresh token".into());
+    user1.updated_at += 1;
+    store.put(&user1).await.unwrap();
+    let before = receiver.events().len();
+    let next = run(&engine, &spec(Mode::Incremental, NOW)).await;
+    assert_eq!(next.users.needs_reauth, vec!["user-1".to_string()], "{}", next.to_text());
+    let errors: Vec<Got> =
+        receiver.events().into_iter().skip(before).filter(|g| g.event_type() == "provider.connection.error").collect();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].envelope()["data"]["message"], "Withings refused the refresh token");
+    // Once: the next runs do not repeat it.
+    run(&engine, &spec(Mode::Incremental, NOW)).await;
+    let all: usize = receiver.events().iter().filter(|g| g.event_type() == "provider.connection.error").count();
+    assert_eq!(all, 1);
+}
