@@ -65,7 +65,13 @@ pub async fn run(args: LinkArgs) -> anyhow::Result<()> {
                 tracing::info!(user_id = %record.user_id, delivered = d.delivered, pending = d.pending, dead = d.dead, "provider.connection.created enqueued")
             }
             Err(e) => {
-                tracing::warn!(user_id = %record.user_id, error = %e, "the link is saved, but its provider.connection.created event could not be enqueued")
+                // The link is saved; the event is not in the outbox: exit 1 so a scheduler or
+                // an operator sees it (`link` again re-announces).
+                return Err(super::events::Undelivered(format!(
+                    "user {} is linked, but its provider.connection.created event could not be enqueued: {e}",
+                    record.user_id
+                ))
+                .into());
             }
         }
     }
