@@ -557,3 +557,48 @@ async fn a_lost_authorization_is_announced_once_even_when_the_run_that_found_it_
     let all: usize = receiver.events().iter().filter(|g| g.event_type() == "provider.connection.error").count();
     assert_eq!(all, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linking_an_account_announces_provider_connection_created() {
+    use std::io::BufRead;
+    let sim = common::start(1, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let p = pipeline(dir.path(), &sim, &events_section(&receiver.url, 5.0)).display().to_string();
+    let mut child = bin()
+        .env(SECRET_ENV, SECRET)
+        .args(["link", "--pipeline", &p, "--user-id", "alice"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (url, mut stdout) = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        (line, stdout)
+    })
+    .await
+    .unwrap();
+    assert!(reqwest::get(url.trim()).await.unwrap().status().is_success());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = receiver.events();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let e = got[0].envelope();
+    assert_eq!(e["event_type"], "provider.connection.created");
+    assert_eq!(e["user_id"], "alice");
+    assert_eq!(e["data"]["provider"]["slug"], "withings");
+    assert!(e["data"]["external_user_id"].is_string());
+    assert_eq!(e["data"]["resource_availability"]["weight"]["status"], "available");
+    // The files sink takes provider.connection.* too.
+    let files = lines_in(&dir.path().join("lake/_events/files"));
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["id"].as_str(), Some(got[0].id()), "one event, one id, whatever the sink");
+}
