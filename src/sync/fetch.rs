@@ -167,15 +167,17 @@ impl UserJob {
         Piece { user_id: self.user_id.clone(), historical: self.historical, ..Piece::default() }
     }
 
-    /// The resources of the run that `families` feed.
-    fn resources_fed_by(&self, families: &BTreeSet<Endpoint>) -> Vec<crate::schema::Resource> {
-        self.env
-            .cfg
-            .resources
-            .iter()
-            .copied()
-            .filter(|r| plan::families_for(&[*r]).iter().any(|f| families.contains(f)))
-            .collect()
+    /// The resources whose `historical.data` event is due at the end of a successful part:
+    /// those `families` (fetched for the first time, or for a new window) feed, and those
+    /// never announced that are `complete` (a part that failed half-way announced nothing).
+    fn historical_due(
+        &self,
+        families: &BTreeSet<Endpoint>,
+        complete: impl Fn(crate::schema::Resource) -> bool,
+    ) -> Vec<crate::schema::Resource> {
+        let fed = |r: crate::schema::Resource| plan::families_for(&[r]).iter().any(|f| families.contains(f));
+        let owed = |r: crate::schema::Resource| !self.state.historical_announced.contains(r.as_str()) && complete(r);
+        self.env.cfg.resources.iter().copied().filter(|r| fed(*r) || owed(*r)).collect()
     }
 
     /// Adds the harmonized tables (the run's resources only) and the quarantine to `p`.
@@ -472,15 +474,7 @@ impl UserJob {
         }
         // The resources this call completed, and those whose completion was never announced
         // (a backfill that failed part-way announces nothing; its re-run announces all).
-        let fed = self.resources_fed_by(&fetched);
-        let resources: Vec<crate::schema::Resource> = self
-            .env
-            .cfg
-            .resources
-            .iter()
-            .copied()
-            .filter(|r| fed.contains(r) || !self.state.historical_announced.contains(r.as_str()))
-            .collect();
+        let resources = self.historical_due(&fetched, |_| true);
         if !resources.is_empty() {
             p.marks.push(Mark::Historical { resources, start, end });
         }
@@ -637,21 +631,11 @@ impl UserJob {
         }
         // The resources whose first sync this was, and those never announced whose families
         // have all succeeded by now (a first sync that failed part-way announces nothing).
-        let fed = self.resources_fed_by(&first);
-        let resources: Vec<crate::schema::Resource> = self
-            .env
-            .cfg
-            .resources
-            .iter()
-            .copied()
-            .filter(|r| {
-                fed.contains(r)
-                    || (!self.state.historical_announced.contains(r.as_str())
-                        && plan::families_for(&[*r]).iter().filter(|f| self.wants(**f)).all(|f| {
-                            selected(self, *f) || self.state.families.get(f.as_str()).is_some_and(|s| s.last_success.is_some())
-                        }))
+        let resources = self.historical_due(&first, |r| {
+            plan::families_for(&[r]).iter().filter(|f| self.wants(**f)).all(|f| {
+                selected(self, *f) || self.state.families.get(f.as_str()).is_some_and(|s| s.last_success.is_some())
             })
-            .collect();
+        });
         if !resources.is_empty() {
             let mut p = self.piece();
             p.marks.push(Mark::Historical { resources, start: initial, end: now });

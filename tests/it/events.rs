@@ -92,6 +92,28 @@ impl Receiver {
     }
 }
 
+/// A simulator with `users` linked, a local lake, a receiver, and an engine whose events go
+/// to the receiver (at most `max_samples` per event).
+struct World {
+    sim: common::Sim,
+    dir: tempfile::TempDir,
+    receiver: Receiver,
+    store: Arc<withings_lake::credentials::CredentialStore>,
+    lake: withings_lake::lake::Lake,
+    engine: Engine,
+}
+
+async fn world(users: usize, max_samples: usize) -> World {
+    let sim = common::start(users, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let store = link(&sim, &dir.path().join("creds"), users).await;
+    let lake = lake_at(&dir.path().join("lake"), 1).await;
+    let engine = Engine::new(lake.clone(), client(&sim, 0), store.clone(), SyncConfig::default())
+        .with_events(Some(events_config(&receiver.url, max_samples)));
+    World { sim, dir, receiver, store, lake, engine }
+}
+
 fn events_config(url: &str, max_samples: usize) -> EventsConfig {
     EventsConfig {
         team_id: "team-test".into(),
@@ -160,13 +182,7 @@ fn samples(g: &Got) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_announces_history_a_sync_each_change_once_and_an_idle_run_nothing() {
-    let sim = common::start(2, 0).await;
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start().await;
-    let store = link(&sim, &dir.path().join("creds"), 2).await;
-    let lake = lake_at(&dir.path().join("lake"), 1).await;
-    let engine = Engine::new(lake.clone(), client(&sim, 0), store.clone(), SyncConfig::default())
-        .with_events(Some(events_config(&receiver.url, 100)));
+    let World { sim, dir, receiver, store: _store, lake, engine } = world(2, 100).await;
 
     // A backfill: one historical.data.<resource>.created per user and resource, no rows.
     let (from, to) = (d(34), d(0));
@@ -271,13 +287,7 @@ async fn a_backfill_announces_history_a_sync_each_change_once_and_an_idle_run_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_events_of_a_commit_that_died_before_its_outbox_write_are_recovered() {
-    let sim = common::start(1, 0).await;
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start().await;
-    let store = link(&sim, &dir.path().join("creds"), 1).await;
-    let lake = lake_at(&dir.path().join("lake"), 1).await;
-    let engine = Engine::new(lake.clone(), client(&sim, 0), store.clone(), SyncConfig::default())
-        .with_events(Some(events_config(&receiver.url, 1000)));
+    let World { sim: _sim, dir: _dir, receiver, store: _store, lake, engine } = world(1, 1000).await;
     run(&engine, &spec(Mode::Backfill { from: d(3), to: d(0) }, NOW)).await;
     let announced = receiver.got().len();
 
@@ -496,13 +506,7 @@ async fn bad_events_settings_are_configuration_errors_that_name_the_webhook_not_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_that_failed_part_way_announces_every_resource_when_it_completes_and_each_once() {
-    let sim = common::start(1, 0).await;
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start().await;
-    let store = link(&sim, &dir.path().join("creds"), 1).await;
-    let lake = lake_at(&dir.path().join("lake"), 1).await;
-    let engine = Engine::new(lake.clone(), client(&sim, 0), store.clone(), SyncConfig::default())
-        .with_events(Some(events_config(&receiver.url, 1000)));
+    let World { sim, dir: _dir, receiver, store: _store, lake: _lake, engine } = world(1, 1000).await;
     let window = Mode::Backfill { from: d(5), to: d(0) };
 
     // getmeas and getactivity commit, then getworkouts fails: nothing is complete yet.
@@ -530,13 +534,7 @@ async fn a_backfill_that_failed_part_way_announces_every_resource_when_it_comple
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_authorization_is_announced_once_even_when_the_run_that_found_it_died() {
-    let sim = common::start(2, 0).await;
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start().await;
-    let store = link(&sim, &dir.path().join("creds"), 2).await;
-    let lake = lake_at(&dir.path().join("lake"), 1).await;
-    let engine = Engine::new(lake.clone(), client(&sim, 0), store.clone(), SyncConfig::default())
-        .with_events(Some(events_config(&receiver.url, 1000)));
+    let World { sim: _sim, dir: _dir, receiver, store, lake: _lake, engine } = world(2, 1000).await;
     run(&engine, &spec(Mode::Incremental, NOW)).await;
     // The run that discovered the loss died before announcing it: the credentials record
     // says needs_reauth, nothing was sent.
