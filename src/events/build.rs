@@ -14,7 +14,8 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
@@ -66,30 +67,30 @@ fn set_path(obj: &mut Map<String, Value>, path: &str, v: Value) {
     }
 }
 
-/// The rows of a batch as JSON objects keyed by column name (timestamps as RFC 3339 text,
-/// dates as `YYYY-MM-DD`, nulls kept).
-fn json_rows(batch: &RecordBatch) -> Result<Vec<Map<String, Value>>, arrow::error::ArrowError> {
-    let mut buf = Vec::new();
-    {
-        let mut w =
-            arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow::json::writer::JsonArray>(&mut buf);
-        w.write(batch)?;
-        w.finish()?;
+/// One value of a lake column as JSON: timestamps as RFC 3339 (`+00:00`), dates as
+/// `YYYY-MM-DD`, NaN as null.
+fn value_at(c: &ArrayRef, i: usize) -> Value {
+    if c.is_null(i) {
+        return Value::Null;
     }
-    if buf.is_empty() {
-        return Ok(Vec::new());
+    match c.data_type() {
+        DataType::Utf8 => Value::from(c.as_string::<i32>().value(i)),
+        DataType::Int32 => Value::from(c.as_primitive::<Int32Type>().value(i)),
+        DataType::Int64 => Value::from(c.as_primitive::<Int64Type>().value(i)),
+        DataType::Float64 => {
+            serde_json::Number::from_f64(c.as_primitive::<Float64Type>().value(i)).map_or(Value::Null, Value::Number)
+        }
+        DataType::Boolean => Value::from(c.as_boolean().value(i)),
+        DataType::Date32 => {
+            let d = c.as_primitive::<Date32Type>().value(i);
+            chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163).map_or(Value::Null, |d| Value::from(d.to_string()))
+        }
+        DataType::Timestamp(_, _) => {
+            let us = c.as_primitive::<TimestampMicrosecondType>().value(i);
+            DateTime::<Utc>::from_timestamp_micros(us).map_or(Value::Null, |t| Value::from(t.to_rfc3339()))
+        }
+        t => Value::from(format!("<{t}>")),
     }
-    serde_json::from_slice(&buf).map_err(|e| arrow::error::ArrowError::JsonError(e.to_string()))
-}
-
-fn source_of(row: &Map<String, Value>) -> Value {
-    let get = |c: &str| row.get(c).cloned().unwrap_or(Value::Null);
-    json!({
-        "provider": get("source_provider"),
-        "type": get("source_type"),
-        "device_id": get("source_device_id"),
-        "device_model": get("source_device_model"),
-    })
 }
 
 impl Builder {
@@ -142,34 +143,45 @@ impl Builder {
             let TableId::Resource(resource) = table else { continue };
             let order = Resource::ALL.iter().position(|r| r == resource).unwrap_or(usize::MAX);
             let schema = resource.schema();
-            // Only the columns an event carries are converted.
-            let keep: Vec<usize> = (0..changed.rows.num_columns())
-                .filter(|i| !NOT_IN_EVENTS.contains(&changed.rows.schema().field(*i).name().as_str()))
-                .collect();
-            let rows = json_rows(&changed.rows.project(&keep)?)?;
-            for (row, updated) in rows.into_iter().zip(&changed.updated) {
-                let user = row.get("user_id").and_then(Value::as_str).unwrap_or_default().to_string();
-                match schema.kind {
-                    Kind::Summary => {
+            let rows = &changed.rows;
+            let col = |name: &str| -> Result<&ArrayRef, arrow::error::ArrowError> {
+                rows.column_by_name(name)
+                    .ok_or_else(|| arrow::error::ArrowError::SchemaError(format!("{resource} has no column {name}")))
+            };
+            let users = col("user_id")?.as_string::<i32>();
+            let source_cols: Vec<&ArrayRef> = ["source_provider", "source_type", "source_device_id", "source_device_model"]
+                .iter()
+                .map(|c| col(c))
+                .collect::<Result<_, _>>()?;
+            fn text(c: &ArrayRef, i: usize) -> &str {
+                if c.is_null(i) { "" } else { c.as_string::<i32>().value(i) }
+            }
+            match schema.kind {
+                Kind::Summary => {
+                    // (column, Vital path; several columns on one path make an array, in
+                    // schema order: workouts' `hr_zones`).
+                    let plan: Vec<(&ArrayRef, &str, bool)> = schema
+                        .columns
+                        .iter()
+                        .filter(|c| !NOT_IN_EVENTS.contains(&c.name.as_str()))
+                        .map(|c| {
+                            let path = c.vital.as_deref().unwrap_or(c.name.as_str());
+                            let shared = c.vital.is_some() && schema.columns.iter().filter(|o| o.vital == c.vital).count() > 1;
+                            Ok((col(&c.name)?, path, shared))
+                        })
+                        .collect::<Result<_, arrow::error::ArrowError>>()?;
+                    for (i, updated) in changed.updated.iter().enumerate() {
                         let mut o = Map::new();
-                        for c in &schema.columns {
-                            if NOT_IN_EVENTS.contains(&c.name.as_str()) {
-                                continue;
-                            }
-                            let v = row.get(&c.name).cloned().unwrap_or(Value::Null);
-                            match &c.vital {
-                                // Several columns on one Vital field make an array, in schema
-                                // order (workouts' `hr_zones`).
-                                Some(path) if schema.columns.iter().filter(|o| o.vital.as_ref() == Some(path)).count() > 1 => {
-                                    let slot = o.entry(path.clone()).or_insert_with(|| Value::Array(Vec::new()));
-                                    if let Value::Array(a) = slot {
-                                        a.push(v);
-                                    }
+                        for (c, path, shared) in &plan {
+                            let v = value_at(c, i);
+                            if *shared {
+                                if let Value::Array(a) = o.entry(path.to_string()).or_insert_with(|| Value::Array(Vec::new())) {
+                                    a.push(v);
                                 }
-                                Some(path) => set_path(&mut o, path, v),
-                                None => {
-                                    o.entry(c.name.clone()).or_insert(v);
-                                }
+                            } else if path.contains('.') {
+                                set_path(&mut o, path, v);
+                            } else {
+                                o.entry(path.to_string()).or_insert(v);
                             }
                         }
                         // Vital's summaries carry `date` (the calendar date at midnight UTC)
@@ -185,44 +197,42 @@ impl Builder {
                         {
                             o.insert("created_at".into(), u);
                         }
-                        summaries.entry((user, order, *updated)).or_default().push(Value::Object(o));
+                        summaries.entry((users.value(i).to_string(), order, *updated)).or_default().push(Value::Object(o));
                     }
-                    Kind::Timeseries => {
-                        let source = source_of(&row);
+                }
+                Kind::Timeseries => {
+                    let plan: Vec<(&ArrayRef, &str)> = schema
+                        .columns
+                        .iter()
+                        .filter(|c| !NOT_IN_EVENTS.contains(&c.name.as_str()) && !GROUP_COLUMNS.contains(&c.name.as_str()))
+                        .map(|c| Ok((col(&c.name)?, c.vital.as_deref().unwrap_or(c.name.as_str()))))
+                        .collect::<Result<_, arrow::error::ArrowError>>()?;
+                    let start = plan.iter().position(|(_, p)| *p == "start");
+                    let has_timestamp = plan.iter().any(|(_, p)| *p == "timestamp");
+                    let metric = plan.iter().position(|(_, p)| *p == "metric");
+                    for (i, updated) in changed.updated.iter().enumerate() {
                         let mut sample = Map::new();
-                        for c in &schema.columns {
-                            let name = c.name.as_str();
-                            if NOT_IN_EVENTS.contains(&name) || GROUP_COLUMNS.contains(&name) {
-                                continue;
-                            }
-                            let v = row.get(name).cloned().unwrap_or(Value::Null);
-                            match &c.vital {
-                                Some(path) => set_path(&mut sample, path, v),
-                                None => {
-                                    sample.entry(name.to_string()).or_insert(v);
-                                }
-                            }
+                        for (c, path) in &plan {
+                            sample.insert(path.to_string(), value_at(c, i));
                         }
-                        if !sample.contains_key("timestamp")
-                            && let Some(start) = sample.get("start").cloned()
-                        {
-                            sample.insert("timestamp".into(), start);
+                        if !has_timestamp && let Some(s) = start {
+                            sample.insert("timestamp".into(), value_at(plan[s].0, i));
                         }
-                        let kind = sample.get("metric").cloned().unwrap_or(Value::Null);
+                        let kind = metric.map(|m| value_at(plan[m].0, i)).unwrap_or(Value::Null);
                         sample.entry("type".to_string()).or_insert(kind);
                         sample.entry("timezone_offset".to_string()).or_insert(Value::Null);
-                        let text = |c: &str| row.get(c).and_then(Value::as_str).unwrap_or_default();
-                        let group =
-                            [text("source_provider"), text("source_type"), text("source_device_id"), text("source_device_model")]
-                                .join("\u{1f}");
+                        let group = source_cols.iter().map(|c| text(c, i)).collect::<Vec<_>>().join("\u{1f}");
                         series
-                            .entry((user, order, *updated, group))
-                            .or_insert_with(|| (source, Vec::new()))
+                            .entry((users.value(i).to_string(), order, *updated, group))
+                            .or_insert_with(|| {
+                                let v = |k: usize| value_at(source_cols[k], i);
+                                (json!({"provider": v(0), "type": v(1), "device_id": v(2), "device_model": v(3)}), Vec::new())
+                            })
                             .1
                             .push(Value::Object(sample));
                     }
-                    Kind::Landing => {}
                 }
+                Kind::Landing => {}
             }
         }
         // Merge both maps in (user, resource, created-before-updated) order.
