@@ -94,14 +94,18 @@ pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
         EventsCommand::List(a) => list(a).await,
         EventsCommand::Deliver(a) => {
             let (outbox, _) = open(&a.pipeline, true).await?;
-            let summary = Deliverer::new(outbox)?.deliver(DeliverOptions { wait: Duration::from_secs(a.wait_seconds), budget: None }).await?;
+            let summary = Deliverer::new(outbox)?
+                .deliver(DeliverOptions { wait: Duration::from_secs(a.wait_seconds), budget: None })
+                .await?;
             finish(&summary)
         }
         EventsCommand::Redeliver(a) => {
             let (outbox, _) = open(&a.pipeline, true).await?;
             let queued = outbox.redeliver(&a.ids, a.all_dead, chrono::Utc::now()).await?;
             println!("queued {} events again", queued.len());
-            let summary = Deliverer::new(outbox)?.deliver(DeliverOptions { wait: Duration::from_secs(a.wait_seconds), budget: None }).await?;
+            let summary = Deliverer::new(outbox)?
+                .deliver(DeliverOptions { wait: Duration::from_secs(a.wait_seconds), budget: None })
+                .await?;
             finish(&summary)
         }
     }

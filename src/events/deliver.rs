@@ -75,9 +75,18 @@ type GroupResult = (String, Vec<(usize, Outcome)>, GroupEnd);
 /// The outcome of one attempt.
 #[derive(Debug, Clone)]
 enum Outcome {
-    Delivered { status: Option<u16> },
-    Retry { status: Option<u16>, error: String, after: Option<Duration> },
-    Final { status: Option<u16>, error: String },
+    Delivered {
+        status: Option<u16>,
+    },
+    Retry {
+        status: Option<u16>,
+        error: String,
+        after: Option<Duration>,
+    },
+    Final {
+        status: Option<u16>,
+        error: String,
+    },
     /// Not sent: an earlier event of its key went dead.
     Orphaned,
 }

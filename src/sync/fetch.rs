@@ -632,9 +632,10 @@ impl UserJob {
         // The resources whose first sync this was, and those never announced whose families
         // have all succeeded by now (a first sync that failed part-way announces nothing).
         let resources = self.historical_due(&first, |r| {
-            plan::families_for(&[r]).iter().filter(|f| self.wants(**f)).all(|f| {
-                selected(self, *f) || self.state.families.get(f.as_str()).is_some_and(|s| s.last_success.is_some())
-            })
+            plan::families_for(&[r])
+                .iter()
+                .filter(|f| self.wants(**f))
+                .all(|f| selected(self, *f) || self.state.families.get(f.as_str()).is_some_and(|s| s.last_success.is_some()))
         });
         if !resources.is_empty() {
             let mut p = self.piece();

@@ -320,7 +320,11 @@ impl Engine {
                     report.users.needs_reauth.push(user_id.clone());
                     if self.events.is_some() && !spec.dry_run {
                         let message = r.status_reason.clone().unwrap_or_else(|| r.status.as_str().to_string());
-                        reauth.entry(shard).or_default().push(Reauth { user_id: user_id.clone(), message, version: r.updated_at });
+                        reauth.entry(shard).or_default().push(Reauth {
+                            user_id: user_id.clone(),
+                            message,
+                            version: r.updated_at,
+                        });
                         per_shard.entry(shard).or_default();
                     }
                     // A user named on the command line who cannot be synced is a failure; in
@@ -515,9 +519,20 @@ impl Engine {
         // records the announcement updates them, not a blank state).
         let mut marks: Vec<(String, Vec<Mark>)> = Vec::new();
         for r in reauth {
-            let state = self.state.get(&r.user_id).await?.unwrap_or_else(|| UserState { user_id: r.user_id.clone(), ..UserState::default() });
+            let state = self
+                .state
+                .get(&r.user_id)
+                .await?
+                .unwrap_or_else(|| UserState { user_id: r.user_id.clone(), ..UserState::default() });
             if state.reauth_announced != Some(r.version) {
-                marks.push((r.user_id.clone(), vec![Mark::ConnectionError { error_type: "token_refresh_failed", message: r.message, record_version: r.version }]));
+                marks.push((
+                    r.user_id.clone(),
+                    vec![Mark::ConnectionError {
+                        error_type: "token_refresh_failed",
+                        message: r.message,
+                        record_version: r.version,
+                    }],
+                ));
             }
             states.insert(r.user_id, state);
         }
