@@ -158,6 +158,10 @@ pub struct EventsSection {
     /// At the end of a run, wait up to this long for retries that fall due.
     #[serde(default = "default_final_wait")]
     pub final_wait_seconds: u64,
+    /// Delivered events are kept this many days in `_events/delivered/` (0: forever); dead
+    /// ones stay until redelivered.
+    #[serde(default = "default_retention_days")]
+    pub delivered_retention_days: u32,
     #[serde(default)]
     pub webhooks: Vec<WebhookSection>,
     /// Manifest mode: the events as JSON-lines files, one per checkpoint.
@@ -205,6 +209,9 @@ fn default_team_id() -> String {
 }
 fn default_max_samples() -> usize {
     1000
+}
+fn default_retention_days() -> u32 {
+    30
 }
 fn default_final_wait() -> u64 {
     10
@@ -482,6 +489,8 @@ impl PipelineFile {
             max_samples_per_event: e.max_samples_per_event,
             history_as_daily: e.history_as_daily,
             final_wait: std::time::Duration::from_secs(e.final_wait_seconds),
+            delivered_retention: (e.delivered_retention_days > 0)
+                .then(|| std::time::Duration::from_secs(u64::from(e.delivered_retention_days) * 86_400)),
             sinks,
         }))
     }

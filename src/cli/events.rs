@@ -93,7 +93,8 @@ pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
     match args.command {
         EventsCommand::List(a) => list(a).await,
         EventsCommand::Deliver(a) => {
-            let (outbox, _) = open(&a.pipeline, true).await?;
+            let (outbox, p) = open(&a.pipeline, true).await?;
+            recover(&p, &outbox).await?;
             let summary = Deliverer::new(outbox)?
                 .deliver(DeliverOptions { wait: Duration::from_secs(a.wait_seconds), budget: None })
                 .await?;
@@ -122,8 +123,29 @@ async fn open(pipeline: &std::path::Path, need_sinks: bool) -> anyhow::Result<(O
         .into());
     }
     let lake = Lake::open(p.resolve_lake_location()?).await?;
-    let sinks = cfg.map(|c| c.sinks).unwrap_or_default();
-    Ok((Outbox::new(lake.location, sinks), p))
+    let (sinks, retention) = cfg.map(|c| (c.sinks, c.delivered_retention)).unwrap_or_default();
+    Ok((Outbox::new(lake.location, sinks).with_retention(retention), p))
+}
+
+/// Enqueues the events of interrupted commits, for each shard whose lease is free (a shard
+/// being written is left to its writer, which recovers them itself).
+async fn recover(p: &PipelineFile, outbox: &Outbox) -> anyhow::Result<()> {
+    let Some(cfg) = p.resolve_events()? else { return Ok(()) };
+    let lake = Lake::open(p.resolve_lake_location()?).await?;
+    for shard in 0..lake.meta.shards {
+        let lease = match lake.lease_shard(shard, &withings_lake::lease::process_holder(), Duration::ZERO).await {
+            Ok(l) => l,
+            Err(withings_lake::lake::LakeError::Busy { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let recovered = withings_lake::events::recover(&lake, shard, &cfg, outbox).await;
+        lease.release().await;
+        let n = recovered?.len();
+        if n > 0 {
+            println!("shard {shard}: enqueued {n} events of an interrupted commit");
+        }
+    }
+    Ok(())
 }
 
 fn finish(s: &DeliverySummary) -> anyhow::Result<()> {

@@ -54,6 +54,8 @@ pub struct DeliverySummary {
     pub busy: bool,
     /// Errors of the outbox itself (storage); events stay pending.
     pub errors: Vec<String>,
+    /// `delivered/` files past `delivered_retention_days`, deleted.
+    pub pruned_files: usize,
 }
 
 impl DeliverySummary {
@@ -65,6 +67,7 @@ impl DeliverySummary {
         self.pending = o.pending;
         self.busy |= o.busy;
         self.errors.extend(o.errors.iter().cloned());
+        self.pruned_files += o.pruned_files;
     }
 }
 
@@ -183,8 +186,13 @@ impl Deliverer {
             Ok::<(), EventsError>(())
         }
         .await;
+        let pruned = match &result {
+            Ok(()) => self.outbox.prune(Utc::now()).await,
+            Err(_) => Ok(0),
+        };
         lease.release().await;
         result?;
+        summary.pruned_files = pruned?;
         Ok(summary)
     }
 

@@ -180,6 +180,8 @@ pub struct EventsConfig {
     /// At the end of a run, wait this long at most for retries that fall due (the first
     /// retries of Vital's schedule come after 0 and 5 s).
     pub final_wait: Duration,
+    /// Delivered records are kept this long (none: forever).
+    pub delivered_retention: Option<Duration>,
     pub sinks: Vec<Sink>,
 }
 
@@ -190,6 +192,7 @@ impl Default for EventsConfig {
             max_samples_per_event: 1000,
             history_as_daily: false,
             final_wait: Duration::from_secs(10),
+            delivered_retention: Some(Duration::from_secs(30 * 86_400)),
             sinks: Vec::new(),
         }
     }
@@ -214,9 +217,38 @@ pub async fn announce_link(
     let batch = batch_name(now, &format!("link-{tag}"));
     let mut b = Builder::new(&batch, now, &cfg.team_id, cfg.max_samples_per_event);
     b.connection_created(&user.user_id, &user.withings_userid, &user.scopes);
-    let outbox = Outbox::new(lake.location.clone(), cfg.sinks.clone());
+    let outbox = Outbox::new(lake.location.clone(), cfg.sinks.clone()).with_retention(cfg.delivered_retention);
     outbox.enqueue(&batch, &b.finish()).await?;
     Deliverer::new(outbox)?.deliver(DeliverOptions { wait: cfg.final_wait, budget: Some(cfg.final_wait) }).await
+}
+
+/// Enqueues the events of commits of `shard` that died before their outbox write (their
+/// captured changes are still under `_events/staged/`), under their own batch names, so with
+/// the same event ids; a batch some sink already has (the run died after its enqueue) is left
+/// as it is. The caller holds the shard's lease. Returns the events enqueued.
+pub async fn recover(
+    lake: &crate::lake::Lake,
+    shard: u32,
+    cfg: &EventsConfig,
+    outbox: &Outbox,
+) -> Result<Vec<Event>, EventsError> {
+    let mut out = Vec::new();
+    for (batch, changes) in lake.staged_changes(shard).await? {
+        let mut b = Builder::new(&batch, Utc::now(), &cfg.team_id, cfg.max_samples_per_event);
+        b.daily(&changes).map_err(|e| EventsError::Build(e.to_string()))?;
+        let events = b.finish();
+        let mut known = false;
+        for sink in &outbox.sinks {
+            known |= outbox.has_batch(&sink.name, &batch).await?;
+        }
+        if !known {
+            outbox.enqueue(&batch, &events).await?;
+            tracing::warn!(shard, batch = %batch, events = events.len(), "enqueued the events of a commit that was interrupted");
+            out.extend(events);
+        }
+        lake.clear_staged_changes(shard, &batch).await?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

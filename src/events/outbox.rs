@@ -103,6 +103,8 @@ pub struct BatchFile {
 pub struct Outbox {
     pub lake: Location,
     pub sinks: Vec<Sink>,
+    /// Delivered records older than this are deleted after each delivery call (none: kept).
+    pub delivered_retention: Option<std::time::Duration>,
 }
 
 fn to_jsonl(records: &[Record]) -> Vec<u8> {
@@ -116,7 +118,40 @@ fn to_jsonl(records: &[Record]) -> Vec<u8> {
 
 impl Outbox {
     pub fn new(lake: Location, sinks: Vec<Sink>) -> Outbox {
-        Outbox { lake, sinks }
+        Outbox { lake, sinks, delivered_retention: None }
+    }
+
+    /// Deletes delivered records written more than `retention` ago.
+    pub fn with_retention(mut self, retention: Option<std::time::Duration>) -> Outbox {
+        self.delivered_retention = retention;
+        self
+    }
+
+    /// Deletes the `delivered/` files written more than `delivered_retention` before `now`
+    /// (dead ones stay until redelivered: they need a person). Returns the files deleted.
+    pub async fn prune(&self, now: DateTime<Utc>) -> Result<usize, EventsError> {
+        let Some(keep) = self.delivered_retention else { return Ok(0) };
+        let cutoff = now - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        let mut deleted = 0;
+        for sink in self.sink_names(Status::Delivered).await? {
+            let dir = keys::outbox_dir(&self.lake, Status::Delivered.as_str(), &sink);
+            let old: Vec<object_store::path::Path> = self
+                .lake
+                .store
+                .list(Some(&dir))
+                .try_filter(|m| futures::future::ready(m.last_modified <= cutoff))
+                .map_ok(|m| m.location)
+                .try_collect()
+                .await
+                .map_err(storage(&dir))?;
+            for key in old {
+                match self.lake.store.delete(&key).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                    Err(e) => return Err(storage(&key)(e)),
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     /// Writes `events` as batch `name` of every sink whose filter takes some of them, once: a

@@ -379,7 +379,8 @@ impl Engine {
 
         let events = match &self.events {
             Some(cfg) => {
-                let outbox = crate::events::Outbox::new(self.lake.location.clone(), cfg.sinks.clone());
+                let outbox = crate::events::Outbox::new(self.lake.location.clone(), cfg.sinks.clone())
+                    .with_retention(cfg.delivered_retention);
                 let deliverer = Arc::new(crate::events::Deliverer::new(outbox.clone())?);
                 let background = crate::events::deliver::Background::spawn(deliverer, cfg.final_wait);
                 report.events = Some(report::EventsReport::default());
@@ -443,29 +444,14 @@ impl Engine {
     /// changes are still under `_events/staged/`), under their own batch names (so the same
     /// event ids).
     async fn recover_events(&self, ev: &RunEvents, shard: u32, report: &mut Report) -> Result<(), SyncError> {
-        for (batch, changes) in self.lake.staged_changes(shard).await? {
-            let mut b = crate::events::Builder::new(&batch, Utc::now(), &ev.cfg.team_id, ev.cfg.max_samples_per_event);
-            b.daily(&changes).map_err(|e| crate::events::EventsError::Build(e.to_string()))?;
-            let events = b.finish();
-            // A run that died after its enqueue left the intent behind: its batch (with its
-            // historical and connection events) is already in the outbox.
-            let mut known = false;
-            for sink in &ev.outbox.sinks {
-                known |= ev.outbox.has_batch(&sink.name, &batch).await?;
+        let events = crate::events::recover(&self.lake, shard, &ev.cfg, &ev.outbox).await?;
+        if let Some(r) = report.events.as_mut() {
+            r.recovered += events.len() as u64;
+            for e in &events {
+                *r.enqueued.entry(e.event_type.clone()).or_default() += 1;
             }
-            if known {
-                self.lake.clear_staged_changes(shard, &batch).await?;
-                continue;
-            }
-            ev.outbox.enqueue(&batch, &events).await?;
-            self.lake.clear_staged_changes(shard, &batch).await?;
-            tracing::warn!(shard, batch = %batch, events = events.len(), "enqueued the events of a commit that was interrupted");
-            if let Some(r) = report.events.as_mut() {
-                r.recovered += events.len() as u64;
-                for e in &events {
-                    *r.enqueued.entry(e.event_type.clone()).or_default() += 1;
-                }
-            }
+        }
+        if !events.is_empty() {
             ev.background.kick();
         }
         Ok(())

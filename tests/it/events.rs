@@ -120,6 +120,7 @@ fn events_config(url: &str, max_samples: usize) -> EventsConfig {
         max_samples_per_event: max_samples,
         history_as_daily: false,
         final_wait: Duration::from_secs(5),
+        delivered_retention: None,
         sinks: vec![Sink {
             name: "hook".into(),
             filter: Filter::default(),
@@ -287,7 +288,7 @@ async fn a_backfill_announces_history_a_sync_each_change_once_and_an_idle_run_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_events_of_a_commit_that_died_before_its_outbox_write_are_recovered() {
-    let World { sim: _sim, dir: _dir, receiver, store: _store, lake, engine } = world(1, 1000).await;
+    let World { sim, dir, receiver, store: _store, lake, engine } = world(1, 1000).await;
     run(&engine, &spec(Mode::Backfill { from: d(3), to: d(0) }, NOW)).await;
     let announced = receiver.got().len();
 
@@ -295,26 +296,8 @@ async fn the_events_of_a_commit_that_died_before_its_outbox_write_are_recovered(
     // stay under _events/staged/.
     let weight = crate::sync::all_rows(&lake, Resource::Weight).await;
     assert!(weight.num_rows() >= 2);
-    let changed = weight.slice(0, 2);
-    let idx = changed.schema().index_of("value").unwrap();
-    let values =
-        arrow::compute::kernels::numeric::add(changed.column(idx), &arrow::array::Float64Array::new_scalar(0.5)).unwrap();
-    let mut cols = changed.columns().to_vec();
-    cols[idx] = values;
-    let changed = arrow::array::RecordBatch::try_new(changed.schema(), cols).unwrap();
-    let staging_root = tempfile::tempdir().unwrap();
-    let mut staging = withings_lake::lake::staging::Staging::new(Some(staging_root.path()), "crashed").unwrap();
-    staging
-        .stage_capturing(&Unit { table: TableId::Resource(Resource::Weight), batch: changed, coverage: Coverage::Upsert }, true)
-        .unwrap();
-    let lease = lake.lease_shard(0, "crashed-run", Duration::ZERO).await.unwrap();
     let batch = "20240615T120000000Z-crashed-run-s0000-000001";
-    let (manifest, changes) = lake.commit_staged(&lease, "crashed-run", 1, &mut staging, Some(batch)).await.unwrap();
-    assert_eq!(manifest.partitions.iter().map(|p| p.counts.updated).sum::<usize>(), 2);
-    assert_eq!(changes.len(), 1);
-    assert_eq!(lake.staged_changes(0).await.unwrap().len(), 1, "the intent is in the lake");
-    lease.release().await;
-
+    let changes = commit_and_die(&lake, &weight, 0.5, batch).await;
     // The next run of the shard enqueues and delivers them: two weight updates.
     let next = run(&engine, &spec(Mode::Incremental, NOW)).await;
     let ev = next.events.as_ref().unwrap();
@@ -340,6 +323,54 @@ async fn the_events_of_a_commit_that_died_before_its_outbox_write_are_recovered(
     values.sort_by(f64::total_cmp);
     expected.sort_by(f64::total_cmp);
     assert_eq!(values, expected, "the recovered events carry the committed values");
+
+    // `events deliver` recovers them too (the shard's lease is free), then delivers.
+    let batch = "20240615T130000000Z-crashed-run-s0000-000002";
+    let changes = commit_and_die(&lake, &weight, 1.0, batch).await;
+    let mut b = withings_lake::events::Builder::new(batch, chrono::Utc::now(), "withings-lake", 500);
+    b.daily(&changes).unwrap();
+    let ids: BTreeSet<String> = b.finish().into_iter().map(|e| e.id).collect();
+    let p = pipeline(dir.path(), &sim, &events_section(&receiver.url, 5.0)).display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        bin().env(SECRET_ENV, SECRET).args(["events", "deliver", "--pipeline", &p, "--wait-seconds", "2"]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("interrupted commit"), "{}", text(&out));
+    let delivered: BTreeSet<String> = receiver.events().iter().map(|g| g.id().to_string()).collect();
+    assert!(ids.is_subset(&delivered), "the recovered events are delivered with the ids of their batch");
+    assert!(lake.staged_changes(0).await.unwrap().is_empty());
+}
+
+/// Commits `weight`'s first two rows with `delta` added to their values, capturing the changes
+/// under `batch`, as a run that then dies before its outbox write: the intent stays.
+async fn commit_and_die(
+    lake: &withings_lake::lake::Lake,
+    weight: &arrow::array::RecordBatch,
+    delta: f64,
+    batch: &str,
+) -> Vec<(TableId, withings_lake::lake::Changed)> {
+    let changed = weight.slice(0, 2);
+    let idx = changed.schema().index_of("value").unwrap();
+    let values =
+        arrow::compute::kernels::numeric::add(changed.column(idx), &arrow::array::Float64Array::new_scalar(delta)).unwrap();
+    let mut cols = changed.columns().to_vec();
+    cols[idx] = values;
+    let changed = arrow::array::RecordBatch::try_new(changed.schema(), cols).unwrap();
+    let staging_root = tempfile::tempdir().unwrap();
+    let mut staging = withings_lake::lake::staging::Staging::new(Some(staging_root.path()), "crashed").unwrap();
+    staging
+        .stage_capturing(&Unit { table: TableId::Resource(Resource::Weight), batch: changed, coverage: Coverage::Upsert }, true)
+        .unwrap();
+    let lease = lake.lease_shard(0, "crashed-run", Duration::ZERO).await.unwrap();
+    let run_id = batch.split_once('-').unwrap().1;
+    let (manifest, changes) = lake.commit_staged(&lease, run_id, 1, &mut staging, Some(batch)).await.unwrap();
+    assert_eq!(manifest.partitions.iter().map(|p| p.counts.updated).sum::<usize>(), 2);
+    assert_eq!(changes.len(), 1);
+    assert_eq!(lake.staged_changes(0).await.unwrap().len(), 1, "the intent is in the lake");
+    lease.release().await;
+    changes
 }
 
 /// The pipeline's [events] section for the binary tests.
@@ -599,4 +630,30 @@ async fn linking_an_account_announces_provider_connection_created() {
     let files = lines_in(&dir.path().join("lake/_events/files"));
     assert_eq!(files.len(), 1);
     assert_eq!(files[0]["id"].as_str(), Some(got[0].id()), "one event, one id, whatever the sink");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_events_past_their_retention_are_pruned_and_dead_ones_kept() {
+    use withings_lake::events::{Builder, DeliverOptions, Deliverer, Outbox, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let location = withings_lake::storage::open(&dir.path().display().to_string()).unwrap();
+    let sinks = events_config(&receiver.url, 10).sinks;
+    let mut b = Builder::new("20260101T000000000Z-a", chrono::Utc::now(), "t", 10);
+    b.connection_error("u1", "token_refresh_failed", "gone");
+    b.connection_error("u2", "token_refresh_failed", "gone");
+    let events = b.finish();
+    // Kept: a retention of a day keeps what was just delivered.
+    let outbox = Outbox::new(location.clone(), sinks.clone()).with_retention(Some(Duration::from_secs(86_400)));
+    outbox.enqueue("20260101T000000000Z-a", &events[..1]).await.unwrap();
+    let s = Deliverer::new(outbox.clone()).unwrap().deliver(DeliverOptions::default()).await.unwrap();
+    assert_eq!((s.delivered, s.pruned_files), (1, 0));
+    // A dead one (410) stays whatever the retention; the delivered one goes at zero retention.
+    receiver.status.store(410, Ordering::SeqCst);
+    outbox.enqueue("20260101T000000001Z-b", &events[1..]).await.unwrap();
+    let outbox = outbox.with_retention(Some(Duration::ZERO));
+    let s = Deliverer::new(outbox.clone()).unwrap().deliver(DeliverOptions::default()).await.unwrap();
+    assert_eq!((s.dead, s.pruned_files), (1, 1), "{s:?}");
+    assert!(outbox.list(Status::Delivered).await.unwrap().is_empty());
+    assert_eq!(outbox.list(Status::Dead).await.unwrap().len(), 1);
 }

@@ -650,6 +650,7 @@ fn shipped_pipeline_files_parse_and_the_example_names_every_sync_key() {
         "max_samples_per_event",
         "history_as_daily",
         "final_wait_seconds",
+        "delivered_retention_days",
         "name",
         "url",
         "secret_env",
