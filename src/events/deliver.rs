@@ -186,13 +186,18 @@ impl Deliverer {
             Ok::<(), EventsError>(())
         }
         .await;
-        let pruned = match &result {
-            Ok(()) => self.outbox.prune(Utc::now()).await,
-            Err(_) => Ok(0),
-        };
+        if result.is_ok() {
+            // Best effort: a failed prune is retried by the next delivery.
+            match self.outbox.prune(Utc::now()).await {
+                Ok(n) => summary.pruned_files = n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning delivered events failed");
+                    summary.errors.push(e.to_string());
+                }
+            }
+        }
         lease.release().await;
         result?;
-        summary.pruned_files = pruned?;
         Ok(summary)
     }
 
@@ -212,6 +217,9 @@ impl Deliverer {
         let guard = LeaseGuard { lease, renewed: Mutex::new(tokio::time::Instant::now()), lost: AtomicBool::new(false) };
         for sink in &self.outbox.sinks {
             let mut keys = Keys { budget, ..Keys::default() };
+            if matches!(sink.kind, SinkKind::Webhook(_)) {
+                keys.dead = self.outbox.dead_keys(&sink.name).await?;
+            }
             for batch in self.outbox.batches(Status::Pending, &sink.name).await? {
                 guard.renew().await;
                 if guard.lost.load(Ordering::SeqCst) {
@@ -277,7 +285,8 @@ impl Deliverer {
         };
         for (i, r) in records.iter_mut().enumerate() {
             let key = r.event().ordering_key();
-            if keys.dead.contains(&key) {
+            // Later than a dead event of its key (a redelivered one is as old as it was).
+            if keys.dead.get(&key).is_some_and(|t| r.created_at > *t) {
                 orphan(r);
                 dead.insert(i);
                 continue;
@@ -317,6 +326,10 @@ impl Deliverer {
                             at
                         };
                         tokio::time::sleep_until(at).await;
+                        if budget.is_some_and(|b| tokio::time::Instant::now() >= b) {
+                            end = GroupEnd::Waiting;
+                            break;
+                        }
                     }
                     guard.renew().await;
                     let outcome = post(client, hook, &snapshot[i]).await;
@@ -349,7 +362,9 @@ impl Deliverer {
                     keys.blocked.insert(key);
                 }
                 GroupEnd::Dead => {
-                    keys.dead.insert(key);
+                    let t = outcomes.first().map(|(i, _)| records[*i].created_at).unwrap_or(now);
+                    let oldest = keys.dead.entry(key).or_insert(t);
+                    *oldest = (*oldest).min(t);
                 }
                 GroupEnd::Done => {}
             }
@@ -421,8 +436,9 @@ enum GroupEnd {
 struct Keys {
     /// Keys with an event waiting: their later events wait.
     blocked: HashSet<String>,
-    /// Keys with an event gone dead in this pass: their later events go dead unsent.
-    dead: HashSet<String>,
+    /// Keys with an event in `dead/`, and the creation time of the oldest: their later events
+    /// go dead unsent.
+    dead: HashMap<String, DateTime<Utc>>,
     budget: Option<tokio::time::Instant>,
 }
 
@@ -582,7 +598,7 @@ impl Background {
                     // next one), so the end of a run never waits long on a backlog.
                     _ = n.notified() => run(Duration::ZERO, Duration::from_secs(30), &mut total).await,
                     _ = stopped.changed() => {
-                        run(final_wait, final_wait, &mut total).await;
+                        run(final_wait, final_wait.max(Duration::from_secs(10)), &mut total).await;
                         break;
                     }
                 }

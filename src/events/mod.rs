@@ -185,6 +185,14 @@ pub struct EventsConfig {
     pub sinks: Vec<Sink>,
 }
 
+impl EventsConfig {
+    /// How long the last delivery pass of a run (or of `link`) may start attempts: at least
+    /// 10 s, so `final_wait_seconds = 0` still makes one pass.
+    pub fn pass_budget(&self) -> Duration {
+        self.final_wait.max(Duration::from_secs(10))
+    }
+}
+
 impl Default for EventsConfig {
     fn default() -> EventsConfig {
         EventsConfig {
@@ -219,7 +227,10 @@ pub async fn announce_link(
     b.connection_created(&user.user_id, &user.withings_userid, &user.scopes);
     let outbox = Outbox::new(lake.location.clone(), cfg.sinks.clone()).with_retention(cfg.delivered_retention);
     outbox.enqueue(&batch, &b.finish()).await?;
-    Deliverer::new(outbox)?.deliver(DeliverOptions { wait: cfg.final_wait, budget: Some(cfg.final_wait) }).await
+    // Enqueued: the announcement is safe. Delivery trouble leaves it pending, reported.
+    let delivery =
+        async { Deliverer::new(outbox)?.deliver(DeliverOptions { wait: cfg.final_wait, budget: Some(cfg.pass_budget()) }).await };
+    Ok(delivery.await.unwrap_or_else(|e| DeliverySummary { errors: vec![e.to_string()], ..Default::default() }))
 }
 
 /// Enqueues the events of commits of `shard` that died before their outbox write (their
@@ -237,12 +248,15 @@ pub async fn recover(
         let mut b = Builder::new(&batch, Utc::now(), &cfg.team_id, cfg.max_samples_per_event);
         b.daily(&changes).map_err(|e| EventsError::Build(e.to_string()))?;
         let events = b.finish();
-        let mut known = false;
+        // Per sink: one that has the batch (pending, delivered or dead) keeps it as it is.
+        let mut missing = std::collections::BTreeSet::new();
         for sink in &outbox.sinks {
-            known |= outbox.has_batch(&sink.name, &batch).await?;
+            if !outbox.has_batch(&sink.name, &batch).await? {
+                missing.insert(sink.name.clone());
+            }
         }
-        if !known {
-            outbox.enqueue(&batch, &events).await?;
+        if !missing.is_empty() {
+            outbox.enqueue_to(&batch, &events, |s| missing.contains(&s.name)).await?;
             tracing::warn!(shard, batch = %batch, events = events.len(), "enqueued the events of a commit that was interrupted");
             out.extend(events);
         }

@@ -158,8 +158,13 @@ impl Outbox {
     /// sink that already has that batch pending keeps it. Returns how many records were
     /// written (events times the sinks that take them).
     pub async fn enqueue(&self, name: &str, events: &[Event]) -> Result<usize, EventsError> {
+        self.enqueue_to(name, events, |_| true).await
+    }
+
+    /// [`Outbox::enqueue`] for the sinks `to` takes.
+    pub async fn enqueue_to(&self, name: &str, events: &[Event], to: impl Fn(&Sink) -> bool) -> Result<usize, EventsError> {
         let mut written = 0;
-        for sink in &self.sinks {
+        for sink in self.sinks.iter().filter(|s| to(s)) {
             let records: Vec<Record> =
                 events.iter().filter(|e| sink.filter.matches(&e.event_type)).map(|e| Record::new(e, &sink.name)).collect();
             if records.is_empty() {
@@ -173,7 +178,7 @@ impl Outbox {
             match self.lake.store.put_opts(&key, PutPayload::from(to_jsonl(&records)), opts).await {
                 Ok(_) => {}
                 Err(object_store::Error::AlreadyExists { .. }) => {
-                    tracing::info!(sink = %sink.name, batch = name, "batch already in the outbox; kept as it is");
+                    tracing::warn!(sink = %sink.name, batch = name, "batch already in the outbox; kept as it is");
                     continue;
                 }
                 Err(e) => return Err(storage(&key)(e)),
@@ -244,6 +249,20 @@ impl Outbox {
             }
         }
         Ok(false)
+    }
+
+    /// The ordering keys of `sink`'s dead events, with the creation time of the oldest: the
+    /// key's later events go dead unsent until they are redelivered (a receiver never gets an
+    /// update of a row it never got).
+    pub async fn dead_keys(&self, sink: &str) -> Result<std::collections::HashMap<String, DateTime<Utc>>, EventsError> {
+        let mut out: std::collections::HashMap<String, DateTime<Utc>> = Default::default();
+        for b in self.batches(Status::Dead, sink).await? {
+            for r in &b.records {
+                let t = out.entry(r.event().ordering_key()).or_insert(r.created_at);
+                *t = (*t).min(r.created_at);
+            }
+        }
+        Ok(out)
     }
 
     /// Every record with `status`, oldest batch first.

@@ -89,11 +89,14 @@ pub struct UserState {
     /// The whole history was searched for a height once (none found, or `height` holds it).
     #[serde(default)]
     pub height_looked_up: bool,
-    /// Resources whose `historical.data.<resource>.created` event is in the outbox.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
-    pub historical_announced: std::collections::BTreeSet<String>,
+    /// Resources whose history is complete and announced (`historical.data.<resource>.
+    /// created`). `None` for a state written before events existed: its first run records the
+    /// resources already complete then, without announcing them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub historical_announced: Option<std::collections::BTreeSet<String>>,
     /// The credentials record version (`updated_at`) whose loss of authorization was
-    /// announced (`provider.connection.error`), so it is announced once.
+    /// announced (`provider.connection.error`), so it is announced once; `Some(0)` once the
+    /// user was seen connected; `None` for a state written before events existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reauth_announced: Option<i64>,
 }

@@ -42,6 +42,14 @@ pub(crate) enum Mark {
         start: i64,
         end: i64,
     },
+    /// The resources already complete when the state first met events (announced before, or
+    /// complete before any consumer listened).
+    AnnouncedBaseline(BTreeSet<String>),
+    /// The user was seen connected (a later loss of authorization is announced).
+    SeenConnected,
+    /// A user who must link again, met by events for the first time: this loss (the
+    /// credentials record version) counts as announced.
+    ReauthBaseline(i64),
     /// The user's authorization is gone (they must link again): a
     /// `provider.connection.error` event; the state records which credentials record
     /// version was announced.
@@ -176,7 +184,9 @@ impl UserJob {
         complete: impl Fn(crate::schema::Resource) -> bool,
     ) -> Vec<crate::schema::Resource> {
         let fed = |r: crate::schema::Resource| plan::families_for(&[r]).iter().any(|f| families.contains(f));
-        let owed = |r: crate::schema::Resource| !self.state.historical_announced.contains(r.as_str()) && complete(r);
+        let owed = |r: crate::schema::Resource| {
+            self.state.historical_announced.as_ref().is_some_and(|a| !a.contains(r.as_str())) && complete(r)
+        };
         self.env.cfg.resources.iter().copied().filter(|r| fed(*r) || owed(*r)).collect()
     }
 
@@ -211,6 +221,33 @@ impl UserJob {
 
     /// Runs one user's part of the run.
     pub async fn run(mut self, mode: &Mode) -> Result<(), Stop> {
+        // A state from before events: what is already complete counts as announced, and the
+        // user is seen connected (so a later loss of authorization is announced).
+        let mut baseline = self.piece();
+        if self.state.historical_announced.is_none() {
+            let complete: std::collections::BTreeSet<String> = self
+                .env
+                .cfg
+                .resources
+                .iter()
+                .filter(|r| {
+                    plan::families_for(&[**r])
+                        .iter()
+                        .filter(|f| self.wants(**f))
+                        .all(|f| self.state.families.get(f.as_str()).is_some_and(|s| s.last_success.is_some()))
+                })
+                .map(|r| r.as_str().to_string())
+                .collect();
+            self.state.historical_announced = Some(complete.clone());
+            baseline.marks.push(Mark::AnnouncedBaseline(complete));
+        }
+        if self.state.reauth_announced.is_none() {
+            self.state.reauth_announced = Some(0);
+            baseline.marks.push(Mark::SeenConnected);
+        }
+        if !baseline.marks.is_empty() {
+            self.send(baseline).await?;
+        }
         let result = match mode {
             Mode::Backfill { from, to } => self.backfill(DateRange { from: *from, to: *to }).await,
             Mode::Incremental => self.incremental(None).await,

@@ -504,13 +504,38 @@ impl Engine {
         // Losses of authorization not yet announced (their states are loaded so the mark that
         // records the announcement updates them, not a blank state).
         let mut marks: Vec<(String, Vec<Mark>)> = Vec::new();
-        for r in reauth {
-            let state = self
-                .state
-                .get(&r.user_id)
-                .await?
-                .unwrap_or_else(|| UserState { user_id: r.user_id.clone(), ..UserState::default() });
-            if state.reauth_announced != Some(r.version) {
+        let mut loaded = futures::stream::iter(reauth)
+            .map(|r| async move {
+                let state = store.get(&r.user_id).await;
+                (r, state)
+            })
+            .buffered(16);
+        while let Some((r, state)) = loaded.next().await {
+            if renewed.elapsed() > SHARD_LEASE_TTL / 4 {
+                lease.renew().await?;
+                renewed = tokio::time::Instant::now();
+            }
+            let state = match state {
+                Ok(s) => s.unwrap_or_else(|| UserState { user_id: r.user_id.clone(), ..UserState::default() }),
+                Err(e @ StateError::Corrupt { .. }) => {
+                    // Its announcement waits for the state to be repaired; the shard goes on.
+                    tracing::warn!(user_id = %r.user_id, error = %e, "cannot read the state of a user who must link again");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // Announced when this loss was not (a state from before events is a baseline:
+            // such a user was never seen connected under events, so nothing is owed).
+            let owed = match state.reauth_announced {
+                None => false,
+                Some(v) => v != r.version,
+            };
+            if state.reauth_announced.is_none() {
+                marks.push((r.user_id.clone(), vec![Mark::ReauthBaseline(r.version)]));
+                states.insert(r.user_id, state);
+                continue;
+            }
+            if owed {
                 marks.push((
                     r.user_id.clone(),
                     vec![Mark::ConnectionError {
@@ -792,7 +817,24 @@ fn apply(state: &mut UserState, m: Mark, now: DateTime<Utc>, overlap: i64) {
             }
         }
         Mark::HeightLookedUp => state.height_looked_up = true,
-        Mark::Historical { resources, .. } => state.historical_announced.extend(resources.iter().map(|r| r.as_str().to_string())),
+        Mark::Historical { resources, .. } => {
+            state.historical_announced.get_or_insert_default().extend(resources.iter().map(|r| r.as_str().to_string()))
+        }
+        Mark::AnnouncedBaseline(done) => {
+            if state.historical_announced.is_none() {
+                state.historical_announced = Some(done);
+            }
+        }
+        Mark::ReauthBaseline(v) => {
+            if state.reauth_announced.is_none() {
+                state.reauth_announced = Some(v);
+            }
+        }
+        Mark::SeenConnected => {
+            if state.reauth_announced.is_none() {
+                state.reauth_announced = Some(0);
+            }
+        }
         Mark::ConnectionError { record_version, .. } => state.reauth_announced = Some(record_version),
     }
 }

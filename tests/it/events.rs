@@ -657,3 +657,62 @@ async fn delivered_events_past_their_retention_are_pruned_and_dead_ones_kept() {
     assert!(outbox.list(Status::Delivered).await.unwrap().is_empty());
     assert_eq!(outbox.list(Status::Dead).await.unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_enqueued_after_its_created_went_dead_waits_in_dead_until_redelivered() {
+    use withings_lake::events::{DeliverOptions, Deliverer, Event, Outbox, Status};
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let location = withings_lake::storage::open(&dir.path().display().to_string()).unwrap();
+    let outbox = Outbox::new(location, events_config(&receiver.url, 10).sinks);
+    let deliver = || async { Deliverer::new(outbox.clone()).unwrap().deliver(DeliverOptions::default()).await.unwrap() };
+    let at = |s: i64| chrono::DateTime::from_timestamp(NOW + s, 0).unwrap();
+    let event = |id: &str, t: &str, s: i64| Event {
+        id: id.into(),
+        event_type: t.into(),
+        user_id: "u1".into(),
+        created_at: at(s),
+        body: json!({"event_type": t, "user_id": "u1"}).to_string(),
+    };
+    // The .created is refused for good (410).
+    receiver.status.store(410, Ordering::SeqCst);
+    outbox.enqueue("20240615T120000000Z-a", &[event("msg_c", "daily.data.steps.created", 0)]).await.unwrap();
+    assert_eq!(deliver().await.dead, 1);
+    // A later run's .updated of the same resource: not sent, it joins the .created in dead/.
+    receiver.status.store(200, Ordering::SeqCst);
+    outbox.enqueue("20240615T130000000Z-b", &[event("msg_u", "daily.data.steps.updated", 3600)]).await.unwrap();
+    let s = deliver().await;
+    assert_eq!((s.attempts, s.dead), (0, 1), "{s:?}");
+    assert!(receiver.got().iter().all(|g| g.id() != "msg_u"));
+    // Redelivering only the .created sends it (it is not later than itself) ...
+    outbox.redeliver(&["msg_c".into()], false, chrono::Utc::now()).await.unwrap();
+    assert_eq!(deliver().await.delivered, 1);
+    // ... and then the rest, in order.
+    outbox.redeliver(&[], true, chrono::Utc::now()).await.unwrap();
+    assert_eq!(deliver().await.delivered, 1);
+    let order: Vec<String> = receiver.events().iter().map(|g| g.id().to_string()).collect();
+    assert_eq!(order, vec!["msg_c".to_string(), "msg_u".to_string()]);
+    assert!(outbox.list(Status::Dead).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lake_synced_before_events_existed_is_not_flooded_with_history_when_they_start() {
+    let World { sim: _sim, dir, receiver, store: _store, lake: _lake, engine } = world(1, 1000).await;
+    run(&engine, &spec(Mode::Backfill { from: d(3), to: d(0) }, NOW)).await;
+    let announced = receiver.events().len();
+    assert_eq!(announced, 17);
+    // The state as a version without events wrote it: no announcement records.
+    let file = dir.path().join("lake/_state/users/user-0.json");
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let o = state.as_object_mut().unwrap();
+    assert!(o.remove("historical_announced").is_some() && o.remove("reauth_announced").is_some());
+    std::fs::write(&file, serde_json::to_vec(&state).unwrap()).unwrap();
+    // What was complete counts as announced: the next runs send no history again.
+    let sync = run(&engine, &spec(Mode::Incremental, NOW)).await;
+    assert!(!sync.events.unwrap().enqueued.keys().any(|t| t.starts_with("historical.")));
+    let again = run(&engine, &spec(Mode::Backfill { from: d(3), to: d(0) }, NOW)).await;
+    assert!(again.events.unwrap().enqueued.is_empty());
+    let state: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(state["historical_announced"].as_array().map(Vec::len), Some(17), "{state}");
+    assert_eq!(state["reauth_announced"], 0, "seen connected");
+}
