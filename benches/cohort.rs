@@ -14,13 +14,15 @@
 //! cohort backfill takes (users x days x requests per user-day / 120) minutes whatever the
 //! machine, so the measured wall time here (unthrottled) is the connector's own cost.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
-use withings_lake::credentials::{Cipher, CredentialStore, UserRecord, UserStatus};
+use withings_lake::credentials::{Cipher, CredentialStore};
 use withings_lake::lake::Lake;
 use withings_lake::secret::Secret;
 use withings_lake::sync::{Engine, Mode, RunSpec, SyncConfig, Users};
@@ -81,28 +83,7 @@ fn main() {
         .unwrap();
         let cipher = Cipher::from_key([0x11; 32], "benchmark key");
         let store = Arc::new(CredentialStore::open(&dir.path().join("creds").display().to_string(), cipher).unwrap());
-        let listing: serde_json::Value = reqwest::get(format!("{url}/_sim/users")).await.unwrap().json().await.unwrap();
-        for (i, u) in listing["users"].as_array().unwrap().iter().enumerate() {
-            let refresh = Secret::new(u["refresh_token"].as_str().unwrap().to_string());
-            let t = client.refresh(&refresh).await.unwrap();
-            let now = chrono::Utc::now().timestamp();
-            store
-                .put(&UserRecord {
-                    user_id: format!("cohort-{i:04}"),
-                    withings_userid: t.userid.clone().unwrap(),
-                    scopes: vec![],
-                    access_token: t.access_token,
-                    access_expires_at: now + 10_800,
-                    refresh_token: t.refresh_token,
-                    status: UserStatus::Active,
-                    status_reason: None,
-                    created_at: now,
-                    updated_at: now,
-                    last_refresh_at: Some(now),
-                })
-                .await
-                .unwrap();
-        }
+        common::link_cohort(&url, &client, &store).await;
         let lake = Lake::open_or_create(withings_lake::storage::open(&dir.path().join("lake").display().to_string()).unwrap(), 1)
             .await
             .unwrap();

@@ -10,12 +10,14 @@
 //!
 //! Run: `cargo bench --bench events` (50 x 14), `-- --quick` for 10 x 7.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
-use withings_lake::credentials::{Cipher, CredentialStore, UserRecord, UserStatus};
+use withings_lake::credentials::{Cipher, CredentialStore};
 use withings_lake::events::{EventsConfig, Filter, Sink, SinkKind, Webhook, default_retry_schedule, sign};
 use withings_lake::lake::Lake;
 use withings_lake::secret::Secret;
@@ -119,27 +121,7 @@ fn main() {
             .unwrap();
             let cipher = Cipher::from_key([0x11; 32], "benchmark key");
             let store = Arc::new(CredentialStore::open(&dir.path().join(format!("creds-{k}")).display().to_string(), cipher).unwrap());
-            let listing: serde_json::Value = http.get(format!("{url}/_sim/users")).send().await.unwrap().json().await.unwrap();
-            for (i, u) in listing["users"].as_array().unwrap().iter().enumerate() {
-                let t = client.refresh(&Secret::new(u["refresh_token"].as_str().unwrap().to_string())).await.unwrap();
-                let now = chrono::Utc::now().timestamp();
-                store
-                    .put(&UserRecord {
-                        user_id: format!("cohort-{i:04}"),
-                        withings_userid: t.userid.clone().unwrap(),
-                        scopes: vec![],
-                        access_token: t.access_token,
-                        access_expires_at: now + 10_800,
-                        refresh_token: t.refresh_token,
-                        status: UserStatus::Active,
-                        status_reason: None,
-                        created_at: now,
-                        updated_at: now,
-                        last_refresh_at: Some(now),
-                    })
-                    .await
-                    .unwrap();
-            }
+            common::link_cohort(&url, &client, &store).await;
             sims.push(sim);
             clients.push(client);
             stores.push(store);
