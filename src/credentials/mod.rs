@@ -129,7 +129,11 @@ impl std::fmt::Debug for CredentialStore {
 
 impl CredentialStore {
     pub fn open(location: &str, cipher: Cipher) -> Result<CredentialStore, CredentialsError> {
-        Ok(CredentialStore { loc: storage::open(location)?, cipher })
+        let loc = storage::open(location)?;
+        // A process killed while saving a record leaves a temporary file beside it; nothing
+        // but this store writes here, so whatever a dead writer left goes now.
+        loc.remove_interrupted_writes(&loc.prefix, &|_| false);
+        Ok(CredentialStore { loc, cipher })
     }
 
     pub fn location(&self) -> &str {

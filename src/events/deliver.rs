@@ -142,6 +142,26 @@ impl Deliverer {
         Ok(Deliverer { outbox, clients, pacers })
     }
 
+    /// The outbox and the files sinks (which may live outside the lake) are written by
+    /// committers and deliverers; a process killed half-way through a write there leaves a
+    /// temporary file, removed here once its writer is dead (a `events deliver` schedule
+    /// cleans up without ever holding a shard).
+    async fn remove_interrupted_writes(&self) {
+        let lake = &self.outbox.lake;
+        let mut dirs = vec![(lake.clone(), keys::events_dir(lake))];
+        for s in &self.outbox.sinks {
+            if let SinkKind::Files(l) = &s.kind {
+                dirs.push((l.clone(), l.prefix.clone()));
+            }
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for (loc, dir) in dirs {
+                loc.remove_interrupted_writes(&dir, &|_| false);
+            }
+        })
+        .await;
+    }
+
     /// Delivers what is due, then waits for retries due within `opts.wait` and delivers those.
     /// When another process holds the delivery lease nothing is sent (`busy`).
     pub async fn deliver(&self, opts: DeliverOptions) -> Result<DeliverySummary, EventsError> {
@@ -164,6 +184,7 @@ impl Deliverer {
             }
             Err(crate::lease::LeaseError::Storage { key, source }) => return Err(EventsError::Storage { key, source }),
         };
+        self.remove_interrupted_writes().await;
         let started = tokio::time::Instant::now();
         let deadline = started + opts.wait;
         let budget = opts.budget.map(|b| started + b);

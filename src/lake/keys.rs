@@ -110,6 +110,11 @@ pub fn staged_change_file(lake: &Location, shard: u32, batch: &str, n: usize, ta
     lake.key(&["_events", "staged", &format!("shard-{shard:04}"), batch, &format!("{n:06}-{}.arrow", table.sql_name())])
 }
 
+/// `_events`: staged changes, the outbox and the delivery lease.
+pub fn events_dir(lake: &Location) -> Path {
+    lake.key(&["_events"])
+}
+
 /// `_events/<status>/<sink>` (status: pending, delivered, dead).
 pub fn outbox_dir(lake: &Location, status: &str, sink: &str) -> Path {
     lake.key(&["_events", status, sink])

@@ -247,7 +247,7 @@ impl Lake {
         let key = keys::shard_lease(&self.location, shard);
         match crate::lease::Lease::acquire(self.location.store.clone(), key, holder, SHARD_LEASE_TTL, wait).await {
             Ok(lease) => {
-                self.remove_interrupted_writes(shard);
+                self.remove_interrupted_writes(shard).await;
                 Ok(ShardLease { shard, lease })
             }
             Err(e @ crate::lease::LeaseError::Busy { .. }) => Err(LakeError::Busy { shard, reason: e.to_string() }),
@@ -277,28 +277,19 @@ impl Lake {
         Ok(())
     }
 
-    /// On a local folder, a writer killed during a put leaves its temporary file
-    /// (`part-NNNN.parquet#<n>`) beside the data file. object_store never lists it, but tools
-    /// that read every file of a folder (Spark, some pyarrow settings) would: the new holder of
-    /// the shard removes them. Object stores replace objects atomically and leave nothing.
-    fn remove_interrupted_writes(&self, shard: u32) {
-        if self.location.store_url != "file:///" {
-            return;
-        }
-        let root = std::path::PathBuf::from(format!("/{}", self.location.prefix.as_ref()));
-        let suffix = format!("part-{shard:04}.parquet#");
-        let mut dirs = vec![root];
-        while let Some(dir) = dirs.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-            for e in entries.flatten() {
-                let path = e.path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if e.file_name().to_string_lossy().starts_with(&suffix) {
-                    tracing::warn!(file = %path.display(), "removing the temporary file of an interrupted write");
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
+    /// On a local folder, a writer killed during a put leaves its temporary file beside the
+    /// object (`<key>#<digits>`). object_store never lists it, but tools that read every file
+    /// of a folder (Spark, some pyarrow settings) would, and a lake should not keep growing:
+    /// the new holder of a shard removes every one whose writer is dead, wherever it is in the
+    /// lake (data, raw landing, quarantine, manifests, state, leases, events), and older
+    /// unattributed ones of its own shard's data files ([`crate::storage::local`]).
+    async fn remove_interrupted_writes(&self, shard: u32) {
+        let location = self.location.clone();
+        let sweep = tokio::task::spawn_blocking(move || {
+            location.remove_interrupted_writes(&location.prefix, &|k| keys::parse_data_file(&location, k).is_some_and(|(_, _, s)| s == shard))
+        });
+        if let Ok(n @ 1..) = sweep.await {
+            tracing::info!(shard, removed = n, "removed the temporary files of interrupted writes");
         }
     }
 

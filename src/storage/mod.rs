@@ -4,6 +4,14 @@
 //! Accepted: a plain path (relative or absolute), `file://`, `memory://NAME` (one shared
 //! in-memory store per NAME within a process, for tests), and the cloud schemes object_store
 //! knows (`s3://`, `gs://`, `az://`, with options from the standard environment variables).
+//!
+//! Local folders are served by [`local::LocalFolder`], whose writes leave temporary files that
+//! name their writer, so that whatever a killed process left is removed by the next one
+//! ([`Location::remove_interrupted_writes`]); [`crash`] arms the crash points tests kill
+//! processes with.
+
+pub mod crash;
+pub mod local;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -51,6 +59,19 @@ pub fn redacted(location: &str) -> String {
 }
 
 impl Location {
+    /// Removes the temporary files that writes killed half-way left under `dir` (a key of this
+    /// location; its prefix for all of it), where the location is a local folder (object
+    /// stores replace objects atomically and leave nothing): those of dead writers of this
+    /// machine, those of keys `owned` says the caller holds the lease of, and unattributed
+    /// ones older than an hour (see [`local`]). Blocking (it walks the folder); returns how
+    /// many it removed.
+    pub fn remove_interrupted_writes(&self, dir: &Path, owned: &dyn Fn(&Path) -> bool) -> usize {
+        if self.store_url != "file:///" {
+            return 0;
+        }
+        local::sweep(&std::path::PathBuf::from(format!("/{}", dir.as_ref())), owned)
+    }
+
     /// `prefix/part/part...`
     pub fn key(&self, parts: &[&str]) -> Path {
         let mut p = self.prefix.clone();
@@ -99,6 +120,7 @@ pub fn open_with(location: &str, explicit: &BTreeMap<String, String>) -> Result<
         .collect();
     options.extend(explicit.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())));
     let (store, prefix) = object_store::parse_url_opts(&url, options).map_err(|e| err(e.to_string()))?;
+    let store: Box<dyn ObjectStore> = if url.scheme() == "file" { Box::new(local::LocalFolder::new()) } else { store };
     let store_url = format!("{}://{}/", url.scheme(), url.host_str().unwrap_or(""));
     Ok(Location { store: Arc::from(store), prefix, url: redacted(location), store_url })
 }
