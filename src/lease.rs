@@ -77,18 +77,19 @@ pub(crate) fn machine() -> String {
 }
 
 /// Whether `holder` names a process of this machine, boot and pid namespace that no longer
-/// runs. Anything else (another machine, an unknown part, a pid that still exists) is alive.
+/// runs. The process part may follow a label (`reharmonize-<run>-<host>:...`, `forget-...`).
+/// Anything else (another machine, an unknown part, a pid that still exists) is alive.
 fn holder_is_dead(holder: &str) -> bool {
-    let parts: Vec<&str> = holder.splitn(4, ':').collect();
-    let [host, boot, ns, rest] = parts[..] else { return false };
-    let Some(pid) = rest.strip_prefix("pid").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else {
+    let here = machine();
+    if here.contains("unknown") {
+        return false;
+    }
+    let marker = format!("{here}:pid");
+    let Some(at) = holder.find(&marker) else { return false };
+    let Some(pid) = holder[at + marker.len()..].split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
         return false;
     };
-    let here = machine();
-    !here.contains("unknown")
-        && format!("{host}:{boot}:{ns}") == here
-        && pid != std::process::id()
-        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn record(holder: &str, acquired_at: DateTime<Utc>, ttl: Duration) -> Vec<u8> {
@@ -204,11 +205,14 @@ mod tests {
 
     async fn expired_lease_is_taken_over_and_the_old_holder_knows(store: Arc<dyn ObjectStore>) {
         let key = Path::from("leases/x.lock");
-        let short = Duration::from_millis(20);
-        let old = Lease::acquire(store.clone(), key.clone(), "old", short, Duration::ZERO).await.unwrap();
+        let old = Lease::acquire(store.clone(), key.clone(), "old", Duration::from_secs(60), Duration::ZERO).await.unwrap();
         let busy = Lease::acquire(store.clone(), key.clone(), "new", Duration::from_secs(60), Duration::ZERO).await.unwrap_err();
         assert!(matches!(&busy, LeaseError::Busy { holder, .. } if holder == "old"), "{busy}");
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        // The old holder stops renewing and its expiry passes (written, not waited for: a
+        // test that sleeps through a short ttl fails on a loaded machine).
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        let expired = LeaseRecord { holder: "old".into(), acquired_at: past, heartbeat_at: past, expires_at: past };
+        store.put(&key, PutPayload::from(serde_json::to_vec(&expired).unwrap())).await.unwrap();
         let new = Lease::acquire(store.clone(), key.clone(), "new", Duration::from_secs(60), Duration::ZERO).await.unwrap();
         assert!(!old.renew().await.unwrap(), "the old holder learns it lost the lease");
         assert!(new.renew().await.unwrap());
@@ -227,6 +231,12 @@ mod tests {
         Lease::acquire(store.clone(), key.clone(), &dead, Duration::from_secs(600), Duration::ZERO).await.unwrap();
         let taken = Lease::acquire(store.clone(), key.clone(), "new", Duration::from_secs(60), Duration::ZERO).await;
         assert!(taken.is_ok() || machine().contains("unknown"));
+        // A labelled holder (`reharmonize-<run>-...`, `forget-...`) of a dead process too.
+        let key_labelled = Path::from("leases/labelled.lock");
+        let labelled = format!("reharmonize-20240101T000000Z-{dead}");
+        Lease::acquire(store.clone(), key_labelled.clone(), &labelled, Duration::from_secs(600), Duration::ZERO).await.unwrap();
+        let taken = Lease::acquire(store.clone(), key_labelled, "new", Duration::from_secs(60), Duration::ZERO).await;
+        assert!(taken.is_ok() || machine().contains("unknown"), "a killed reharmonize's lease is taken over at once");
         // Another machine, or another pid namespace of this one: never presumed dead.
         let other_host = format!("elsewhere:{}", dead.split_once(':').unwrap().1);
         let key_ns = Path::from("leases/ns.lock");

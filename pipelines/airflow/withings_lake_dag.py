@@ -42,7 +42,13 @@ Exit codes of `sync` and `backfill`, and what each becomes here:
 | 4 | fatal for this run (network, storage, Withings down...) | task failed, retried |
 | other | killed (e.g. 137 after the OOM killer), bash 127 (binary not found) | task failed, retried |
 
-Written for Airflow 2.6 or later (TaskFlow, `.partial().expand()`, `schedule=`, `Param`).
+Runs on Airflow 3 with its own import paths: `DAG`, `task`, `Param`, `Variable` and
+`get_current_context` from `airflow.sdk`, the exceptions from `airflow.sdk.exceptions` (Airflow
+3.2 and later; 3.0 and 3.1 keep them in `airflow.exceptions`) and `BashOperator` from the standard
+provider (`airflow.providers.standard`, installed with `apache-airflow`), so parsing it raises no
+deprecation warning. Every one of these imports falls back to the Airflow 2 path when the
+Airflow 3 one is missing, so the file also runs on Airflow 2.6 or later (TaskFlow,
+`.partial().expand()`, `schedule=`, `Param`).
 """
 
 from __future__ import annotations
@@ -55,11 +61,23 @@ import shutil
 from datetime import date, timedelta
 
 import pendulum
-from airflow import DAG
-from airflow.decorators import task
-from airflow.exceptions import AirflowException, AirflowFailException
-from airflow.models.param import Param
-from airflow.operators.bash import BashOperator
+
+# Each Airflow import is tried at its Airflow 3 location first (no deprecation warning there) and
+# falls back to the Airflow 2 path (tests/it/airflow.rs checks that every import comes in pairs).
+try:
+    from airflow.sdk import DAG, Param, task
+except ImportError:  # Airflow 2
+    from airflow import DAG
+    from airflow.decorators import task
+    from airflow.models.param import Param
+try:
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+except ImportError:  # Airflow 2, and 3.0 / 3.1 (where these are not deprecated yet)
+    from airflow.exceptions import AirflowException, AirflowFailException
+try:
+    from airflow.providers.standard.operators.bash import BashOperator
+except ImportError:  # Airflow 2 without the standard provider
+    from airflow.operators.bash import BashOperator
 
 # Exit codes of `withings-lake sync` / `backfill` (the table above; keep in step with src/cli).
 EXIT_OK = 0  # success
@@ -91,9 +109,14 @@ def _setting(name: str, default: str) -> str:
     Only called inside tasks: a Variable read at module level would hit the database every
     time the scheduler parses this file.
     """
-    from airflow.models import Variable
+    try:
+        from airflow.sdk import Variable
+    except ImportError:  # Airflow 2: the same lookup, with `default_var` for `default`
+        from airflow.models import Variable
 
-    value = Variable.get(name, default_var=None)
+        value = Variable.get(name, default_var=None)
+    else:
+        value = Variable.get(name, default=None)
     if value is None:
         value = os.environ.get(name, default)
     return str(value).strip()
@@ -181,7 +204,10 @@ def plan_sync() -> list[str]:
 def plan_backfill() -> list[str]:
     """The backfill command of every shard, from the run's params (validated again here:
     they are typed by a person and end up in a shell command)."""
-    from airflow.operators.python import get_current_context
+    try:
+        from airflow.sdk import get_current_context
+    except ImportError:  # Airflow 2
+        from airflow.operators.python import get_current_context
 
     params = get_current_context()["params"]
     try:

@@ -1,11 +1,12 @@
 //! The raw landing and `reharmonize`: tables rebuilt from landed records equal the tables
 //! harmonized directly; a rebuild of an up-to-date lake writes nothing; and a rebuild killed
-//! (SIGKILL) at random points of its commit, 20 times, then re-run, leaves exactly the lake an
-//! uninterrupted rebuild leaves, with no file a reader would pick up that is not part of it.
+//! (SIGKILL, from a crash point: while writing the shard lease, partitions, the manifest, one
+//! kill after another), then re-run, leaves exactly the lake an uninterrupted rebuild leaves,
+//! with no file a reader would pick up that is not part of it and no temporary file.
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::util::pretty::pretty_format_batches;
@@ -14,7 +15,7 @@ use object_store::ObjectStoreExt;
 use withings_lake::harmonize::{self, Context, SleepSession};
 use withings_lake::lake::{Coverage, Endpoint, Lake, TableId, Unit, keys, raw};
 use withings_lake::schema::Resource;
-use withings_lake::storage;
+use withings_lake::storage::{self, crash};
 use withings_lake::withings::{MeasureList, SleepGet, decode_list, intraday_series};
 
 use crate::common::own_fixture;
@@ -147,50 +148,24 @@ async fn content(dir: &Path) -> Vec<(String, String)> {
 
 fn reharmonize(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_withings-lake"));
-    c.args([
-        "--log-format",
-        "json",
-        "reharmonize",
-        "--lake",
-        dir.to_str().unwrap(),
-        "--break-lease",
-        "--lease-wait-seconds",
-        "5",
-    ]);
-    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    c.args(["--log-format", "json", "reharmonize", "--lake", dir.to_str().unwrap(), "--lease-wait-seconds", "5"]);
+    c.env_remove(crash::ENV);
     c
 }
 
-#[tokio::test]
-async fn lake_rebuild_killed_20_times_ends_as_an_uninterrupted_one() {
-    let users = 30;
-    let reference = tempfile::tempdir().unwrap();
-    landed(reference.path(), users).await;
-    let started = Instant::now();
-    assert!(reharmonize(reference.path()).status().unwrap().success());
-    let full = started.elapsed();
-    let expected = content(reference.path()).await;
+/// Runs `cmd` with the crash point `rule` armed and checks that it died there (SIGKILL, after
+/// saying which write it died in), not anywhere else and not at the end.
+pub(crate) fn crash_at(mut cmd: Command, rule: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let out = cmd.env(crash::ENV, rule).stdout(std::process::Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(9), "{rule}: the run was not killed at its crash point ({}): {stderr}", out.status);
+    assert!(stderr.contains("crash point: killed"), "{rule}: killed elsewhere: {stderr}");
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    landed(dir.path(), users).await;
-    // Kill points spread over the whole run (a deterministic sequence, not a clock).
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    for _ in 0..20 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let at = full.mul_f64((seed % 1000) as f64 / 1000.0);
-        let mut child = reharmonize(dir.path()).spawn().unwrap();
-        tokio::time::sleep(at).await;
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-    }
-    let finished = std::fs::read_dir(dir.path().join("_manifests")).map_or(0, |d| d.count()) - 1; // minus the landing
-    assert!(finished < 20, "the kills interrupted runs ({finished} of 20 finished)");
-    assert!(reharmonize(dir.path()).status().unwrap().success());
-    let got = content(dir.path()).await;
-    // No temporary file of an interrupted write is left for tools that read whole folders.
-    let mut stack = vec![dir.path().to_path_buf()];
+/// No file a killed write left behind, anywhere under `dir`.
+pub(crate) fn assert_no_temporary_files(dir: &Path) {
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             if e.path().is_dir() {
@@ -201,9 +176,49 @@ async fn lake_rebuild_killed_20_times_ends_as_an_uninterrupted_one() {
             }
         }
     }
+}
+
+/// Where rebuilds are killed, by what they have written (not by the clock): each entry is a
+/// sequence of crash points, one killed run each, then a run that finishes. The shard lease
+/// (taken create-only: killed while writing it, and after linking it but before removing its
+/// temporary file), partition files early and late, the manifest (while writing, linked, and
+/// written but nothing after), and kills that follow each other.
+const REBUILD_CRASHES: &[&[&str]] = &[
+    &["during:1:/_state/leases/"],
+    &["linked:1:/_state/leases/"],
+    &["during:1:.parquet"],
+    &["during:9:.parquet", "after:4:.parquet"],
+    &["after:1:.parquet", "during:3:.parquet", "during:2:.parquet"],
+    &["during:1:/_manifests/"],
+    &["linked:1:/_manifests/"],
+    &["after:1:/_manifests/"],
+    &["linked:1:/_state/leases/", "during:5:.parquet", "linked:1:/_manifests/"],
+];
+
+#[tokio::test]
+async fn lake_rebuild_killed_at_every_kind_of_write_ends_as_an_uninterrupted_one() {
+    let users = 6;
+    let reference = tempfile::tempdir().unwrap();
+    landed(reference.path(), users).await;
+    assert!(reharmonize(reference.path()).status().unwrap().success());
+    let expected = content(reference.path()).await;
     let names = |v: &[(String, String)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&got), names(&expected), "the same files, and nothing else a reader would glob");
-    for ((k, a), (_, b)) in got.iter().zip(&expected) {
-        assert_eq!(a, b, "{k} differs from the uninterrupted rebuild");
+
+    for crashes in REBUILD_CRASHES {
+        let dir = tempfile::tempdir().unwrap();
+        landed(dir.path(), users).await;
+        for rule in *crashes {
+            crash_at(reharmonize(dir.path()), rule);
+        }
+        // The dead holder's lease is taken over at once (its process is gone), and what its
+        // writes left is removed.
+        let out = reharmonize(dir.path()).output().unwrap();
+        assert!(out.status.success(), "{crashes:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_no_temporary_files(dir.path());
+        let got = content(dir.path()).await;
+        assert_eq!(names(&got), names(&expected), "{crashes:?}: the same files, and nothing else a reader would glob");
+        for ((k, a), (_, b)) in got.iter().zip(&expected) {
+            assert_eq!(a, b, "{crashes:?}: {k} differs from the uninterrupted rebuild");
+        }
     }
 }

@@ -17,7 +17,8 @@
 //! - `client`: the Withings client on the recorded fixtures and against the simulator.
 //! - `lake`: commits, merge rules, layout, leases and erasure over memory, a local folder and S3
 //!   (moto); DuckDB reads the lake.
-//! - `lake_rebuild`: the raw landing and `reharmonize`, including a rebuild killed 20 times.
+//! - `lake_rebuild`: the raw landing and `reharmonize`, including rebuilds killed at crash points
+//!   (lease, partitions, manifest).
 //! - `harmonize_golden`: each resource from the project's fixtures, compared as tables.
 //! - `harmonize_real`: every recorded Withings file harmonized, invariants computed from the raw JSON.
 //! - `sync`: backfill, incremental, resume after SIGKILL, SIGTERM, shards, exit codes, status and
