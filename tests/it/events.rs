@@ -23,12 +23,12 @@ use withings_lake::sync::{Engine, Mode, SyncConfig};
 use crate::common::{self, NOW};
 use crate::sync::{bin, client, d, exec, lake_at, link, pipeline, report_of, run, spec, text};
 
-const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
-const SECRET_ENV: &str = "WL_TEST_WEBHOOK_SECRET";
+pub(crate) const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+pub(crate) const SECRET_ENV: &str = "WL_TEST_WEBHOOK_SECRET";
 
 /// One request the receiver got: its headers and raw body.
 #[derive(Debug, Clone)]
-struct Got {
+pub(crate) struct Got {
     headers: BTreeMap<String, String>,
     body: String,
     /// The status answered (0: it hung).
@@ -36,13 +36,13 @@ struct Got {
 }
 
 impl Got {
-    fn envelope(&self) -> Value {
+    pub(crate) fn envelope(&self) -> Value {
         serde_json::from_str(&self.body).unwrap()
     }
-    fn event_type(&self) -> String {
+    pub(crate) fn event_type(&self) -> String {
         self.envelope()["event_type"].as_str().unwrap().to_string()
     }
-    fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.headers["webhook-id"]
     }
 }
@@ -53,14 +53,14 @@ type Shared = (Arc<Mutex<Vec<Got>>>, Arc<AtomicU16>);
 /// A loopback webhook receiver: records every request, answers `status` (0 = hang for a
 /// minute).
 #[derive(Clone)]
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     got: Arc<Mutex<Vec<Got>>>,
     status: Arc<AtomicU16>,
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         let got: Arc<Mutex<Vec<Got>>> = Arc::default();
         let status = Arc::new(AtomicU16::new(200));
         let state = (got.clone(), status.clone());
@@ -81,12 +81,12 @@ impl Receiver {
         Receiver { url, got, status }
     }
 
-    fn got(&self) -> Vec<Got> {
+    pub(crate) fn got(&self) -> Vec<Got> {
         self.got.lock().unwrap().clone()
     }
 
     /// Distinct events received and accepted (a retry repeats an id), in order.
-    fn events(&self) -> Vec<Got> {
+    pub(crate) fn events(&self) -> Vec<Got> {
         let mut seen = BTreeSet::new();
         self.got().into_iter().filter(|g| g.answered == 200 && seen.insert(g.id().to_string())).collect()
     }
@@ -380,7 +380,7 @@ fn events_section(url: &str, timeout_s: f64) -> String {
     )
 }
 
-fn lines_in(dir: &Path) -> Vec<Value> {
+pub(crate) fn lines_in(dir: &Path) -> Vec<Value> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else { return out };
     let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();

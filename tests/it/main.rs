@@ -3,6 +3,9 @@
 //! Modules:
 //! - `airflow`: the Airflow DAG (read with Python's `ast`) and the crontab example in `pipelines/`.
 //! - `common`: starts simulators, small HTTP helpers, the real-fixture locator.
+//! - `crash`: backfills with events killed at crash points in each kind of write (lake creation,
+//!   lease, partitions, manifest, cursors, staged changes, outbox, delivery, files sink,
+//!   credentials) end as uninterrupted ones, with every event announced and no file left over.
 //! - `credentials`: encrypted records and the token manager (401, concurrency, re-auth, crash).
 //! - `shape`: JSON shape (keys and types) comparison.
 //! - `sim_shapes`: each simulator endpoint against the real-shaped Withings responses.
@@ -37,6 +40,7 @@ mod cli_simulate;
 mod cli_users;
 mod client;
 mod common;
+mod crash;
 mod credentials;
 mod events;
 mod events_delivery;

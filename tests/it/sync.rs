@@ -496,7 +496,7 @@ async fn exit_codes_come_from_real_situations() {
 }
 
 /// Files and rows of every resource and raw table, for comparing two lakes.
-async fn snapshot(dir: &Path) -> BTreeMap<String, Vec<String>> {
+pub(crate) async fn snapshot(dir: &Path) -> BTreeMap<String, Vec<String>> {
     let lake = Lake::open(withings_lake::storage::open(&dir.display().to_string()).unwrap()).await.unwrap();
     let mut out = BTreeMap::new();
     for t in TableId::all() {
