@@ -535,24 +535,16 @@ async fn a_killed_backfill_resumes_to_the_same_lake_and_sigterm_commits_before_e
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let full_requests = report_of(&out)["requests"]["total_sent"].as_u64().unwrap();
 
-    // SIGKILL after the first checkpoint, then the same command again.
+    // SIGKILL right after the first checkpoint recorded progress (a crash point: the kill lands
+    // there whatever the machine's load), then the same command again.
     let killed = tempfile::tempdir().unwrap();
     let p = pipeline(killed.path(), &sim, sync_cfg).display().to_string();
     link(&sim, &killed.path().join("creds"), 3).await;
-    let mut child = bin().args(backfill(&p)).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let lake_dir = killed.path().join("lake");
-    // Progress is recorded (state objects) right after a checkpoint's manifest.
-    let progress = |d: &Path| std::fs::read_dir(d.join("_state/users")).map(|d| d.count()).unwrap_or(0);
-    for _ in 0..600 {
-        if progress(&lake_dir) >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(manifests(&lake_dir) >= 1 && progress(&lake_dir) >= 1, "the backfill committed a checkpoint");
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
-    assert!(!status.success(), "killed before the end");
+    let mut cmd = bin();
+    cmd.args(backfill(&p));
+    tokio::task::spawn_blocking(move || crate::lake_rebuild::crash_at(cmd, "after:1:/lake/_state/users/")).await.unwrap();
+    assert!(manifests(&lake_dir) >= 1, "the backfill committed a checkpoint before it was killed");
     let resumed = exec(backfill(&p)).await;
     assert_eq!(resumed.status.code(), Some(0), "the dead writer's lease does not block: {}", text(&resumed));
     let resumed_requests = report_of(&resumed)["requests"]["total_sent"].as_u64().unwrap();
@@ -567,12 +559,25 @@ async fn a_killed_backfill_resumes_to_the_same_lake_and_sigterm_commits_before_e
     let termed = tempfile::tempdir().unwrap();
     let p = pipeline(termed.path(), &sim, "[sync]\ncheckpoint_interval_seconds = 3600\n").display().to_string();
     link(&sim, &termed.path().join("creds"), 3).await;
-    let child = bin().args(backfill(&p)).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let served = |m: BTreeMap<String, u64>| m.values().sum::<u64>();
+    let before = served(sim_requests(&sim).await);
+    // stderr to a file: a pipe nobody reads while the run goes on could fill and stall it.
+    let log = termed.path().join("stderr.log");
+    let mut child =
+        bin().args(backfill(&p)).stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    // The signal comes once the run has done half its requests (by the simulator's count, not
+    // a clock), so it has staged pieces to commit and work left to stop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while served(sim_requests(&sim).await) - before < full_requests / 2 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before the signal");
+        assert!(std::time::Instant::now() < deadline, "the run never got half way");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(manifests(&termed.path().join("lake")), 0, "nothing committed before the signal (hourly checkpoints)");
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(1), "{}{logged}", text(&out));
     let r = report_of(&out);
     assert_eq!(r["interrupted"], true, "{r}");
     assert!(manifests(&termed.path().join("lake")) >= 1, "the staged pieces were committed");
