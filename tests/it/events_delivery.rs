@@ -31,6 +31,11 @@ const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 // ---------------------------------------------------------------------------------------------
 // The loopback receiver.
 
+/// How long a test lets a delivery wait for retries to fall due. `deliver` returns as soon as
+/// nothing is left to retry, so a passing test never waits this long; a slow machine only
+/// makes it wait longer for retries that are due anyway.
+const SETTLE: Duration = Duration::from_secs(60);
+
 /// How the receiver answers one request.
 #[derive(Debug, Clone, Copy)]
 struct Reply {
@@ -38,11 +43,13 @@ struct Reply {
     retry_after: Option<&'static str>,
     /// Sleep this long before answering.
     delay: Duration,
+    /// Answer only once the test calls [`Receiver::release`].
+    hold: bool,
 }
 
 impl Reply {
     fn status(status: u16) -> Reply {
-        Reply { status, retry_after: None, delay: Duration::ZERO }
+        Reply { status, retry_after: None, delay: Duration::ZERO, hold: false }
     }
 }
 
@@ -83,6 +90,7 @@ struct Shared {
     hits: Mutex<Vec<Hit>>,
     answers: Mutex<Vec<Answer>>,
     policy: Mutex<Policy>,
+    released: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Clone)]
@@ -107,6 +115,9 @@ async fn handle(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
+    if reply.hold {
+        let _ = s.released.subscribe().wait_for(|r| *r).await;
+    }
     s.answers.lock().unwrap().push(Answer { id: hit.id().to_string(), status: reply.status, at: Instant::now() });
     let mut resp = StatusCode::from_u16(reply.status).unwrap().into_response();
     if let Some(v) = reply.retry_after {
@@ -117,7 +128,12 @@ async fn handle(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -
 
 impl Receiver {
     async fn start(policy: impl Fn(&Hit) -> Reply + Send + Sync + 'static) -> Receiver {
-        let shared = Arc::new(Shared { hits: Mutex::default(), answers: Mutex::default(), policy: Mutex::new(Arc::new(policy)) });
+        let shared = Arc::new(Shared {
+            hits: Mutex::default(),
+            answers: Mutex::default(),
+            policy: Mutex::new(Arc::new(policy)),
+            released: tokio::sync::watch::channel(false).0,
+        });
         let app = axum::Router::new().route("/hook", axum::routing::post(handle)).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -128,6 +144,11 @@ impl Receiver {
     /// Changes how the receiver answers from now on.
     fn behave(&self, policy: impl Fn(&Hit) -> Reply + Send + Sync + 'static) {
         *self.shared.policy.lock().unwrap() = Arc::new(policy);
+    }
+
+    /// Lets the requests held by a `hold` reply be answered.
+    fn release(&self) {
+        self.shared.released.send_replace(true);
     }
 
     fn hits(&self) -> Vec<Hit> {
@@ -142,9 +163,9 @@ impl Receiver {
         self.hits().into_iter().filter(|h| h.id() == id).collect()
     }
 
-    /// Waits (5 s at most) until `n` requests have arrived.
+    /// Waits (60 s at most: a deadline, not an expectation) until `n` requests have arrived.
     async fn wait_for(&self, n: usize) {
-        let until = Instant::now() + Duration::from_secs(5);
+        let until = Instant::now() + Duration::from_secs(60);
         while self.hits().len() < n {
             assert!(Instant::now() < until, "the receiver got {} requests, expected {n}", self.hits().len());
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -240,7 +261,7 @@ async fn fails_three_times_then_succeeds_with_the_same_id_and_fresh_valid_signat
     let events = b.finish();
     assert_eq!(outbox.enqueue(batch, &events).await.unwrap(), 1);
 
-    let summary = deliver(&outbox, Duration::from_secs(5)).await;
+    let summary = deliver(&outbox, SETTLE).await;
     assert_eq!((summary.attempts, summary.failed_attempts, summary.delivered, summary.pending), (4, 3, 1, 0), "{summary:?}");
     let delivered = list(&outbox, Status::Delivered).await;
     assert_eq!(delivered.len(), 1);
@@ -274,7 +295,7 @@ async fn an_exhausted_schedule_makes_the_event_dead() {
     let e = event("msg_always500", "daily.data.steps.created", "u1");
     outbox.enqueue("20260101T000000000Z-x", std::slice::from_ref(&e)).await.unwrap();
 
-    let summary = deliver(&outbox, Duration::from_secs(3)).await;
+    let summary = deliver(&outbox, SETTLE).await;
     assert_eq!((summary.attempts, summary.dead, summary.delivered, summary.pending), (3, 1, 0, 0), "{summary:?}");
     let dead = list(&outbox, Status::Dead).await;
     assert_eq!(dead.len(), 1);
@@ -290,9 +311,9 @@ async fn an_exhausted_schedule_makes_the_event_dead() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_hangs_past_the_timeout_is_retried_later() {
-    let rx = Receiver::start(|_| Reply { delay: Duration::from_secs(2), ..Reply::status(200) }).await;
+    let rx = Receiver::start(|_| Reply { hold: true, ..Reply::status(200) }).await;
     let (_dir, location) = lake();
-    let outbox = Outbox::new(location, vec![hook(&rx.url, Duration::from_millis(300), ms(&[1000, 50]))]);
+    let outbox = Outbox::new(location, vec![hook(&rx.url, Duration::from_millis(1500), ms(&[1000, 50]))]);
     let e = event("msg_hang", "provider.connection.error", "u1");
     outbox.enqueue("20260101T000000000Z-x", std::slice::from_ref(&e)).await.unwrap();
 
@@ -303,12 +324,14 @@ async fn a_receiver_that_hangs_past_the_timeout_is_retried_later() {
     let r = &pending[0];
     assert_eq!((r.attempts, r.last_status), (1, None));
     let error = r.last_error.as_deref().unwrap();
-    assert!(error.contains("within 0.3 s"), "the error names the timeout: {error}");
-    assert!(r.next_attempt_at > Utc::now(), "next attempt in the future: {r:?}");
+    assert!(error.contains("within 1.5 s"), "the error names the timeout: {error}");
+    let pause = r.next_attempt_at - r.last_attempt_at.unwrap();
+    assert!(pause >= chrono::Duration::milliseconds(1000), "next attempt by the schedule: {r:?}");
     assert_eq!(rx.hits().len(), 1);
 
     rx.behave(|_| Reply::status(200));
-    let summary = deliver(&outbox, Duration::from_secs(3)).await;
+    rx.release();
+    let summary = deliver(&outbox, SETTLE).await;
     assert_eq!((summary.delivered, summary.pending), (1, 0), "{summary:?}");
     let delivered = list(&outbox, Status::Delivered).await;
     assert_eq!(delivered.len(), 1);
@@ -327,7 +350,7 @@ async fn gone_is_final_and_never_retried() {
     let e = event("msg_gone", "daily.data.sleep.created", "u1");
     outbox.enqueue("20260101T000000000Z-x", std::slice::from_ref(&e)).await.unwrap();
 
-    let summary = deliver(&outbox, Duration::from_secs(1)).await;
+    let summary = deliver(&outbox, SETTLE).await;
     assert_eq!((summary.attempts, summary.failed_attempts, summary.dead, summary.pending), (1, 0, 1, 0), "{summary:?}");
     let dead = list(&outbox, Status::Dead).await;
     assert_eq!(dead.len(), 1);
@@ -359,7 +382,7 @@ async fn request_timeout_and_conflict_are_retried() {
     let pending = list(&outbox, Status::Pending).await;
     assert_eq!((pending[0].attempts, pending[0].last_status), (1, Some(408)));
 
-    let summary = deliver(&outbox, Duration::from_secs(2)).await;
+    let summary = deliver(&outbox, SETTLE).await;
     assert_eq!((summary.dead, summary.delivered, summary.pending), (0, 1, 0), "409 is not final: {summary:?}");
     let delivered = list(&outbox, Status::Delivered).await;
     assert_eq!((delivered[0].attempts, delivered[0].last_status), (3, Some(200)));
@@ -388,7 +411,7 @@ async fn retry_after_is_honoured_when_longer_than_the_schedule() {
     let pause = r.next_attempt_at - r.last_attempt_at.unwrap();
     assert!(pause >= chrono::Duration::seconds(1), "Retry-After: 1 beats the 10 ms schedule: {pause}");
 
-    let summary = deliver(&outbox, Duration::from_secs(3)).await;
+    let summary = deliver(&outbox, SETTLE).await;
     assert_eq!((summary.delivered, summary.pending, summary.dead), (1, 0, 0), "{summary:?}");
     let delivered = list(&outbox, Status::Delivered).await;
     assert_eq!((delivered[0].id.as_str(), delivered[0].attempts), (e.id.as_str(), 2));
@@ -430,7 +453,7 @@ async fn ordering(two_batches: bool) {
     assert_eq!(waiting.attempts, 0, "the .updated was not attempted while its .created failed");
     assert!(rx.hits_of(&updated.id).is_empty());
 
-    let summary = deliver(&outbox, Duration::from_secs(3)).await;
+    let summary = deliver(&outbox, SETTLE).await;
     assert_eq!((summary.delivered, summary.pending), (2, 0), "{summary:?}");
     assert!(list(&outbox, Status::Pending).await.is_empty());
 
@@ -482,7 +505,7 @@ async fn a_dead_event_takes_the_later_events_of_its_key_with_it_and_they_redeliv
 
     // The .created runs out of retries: the .updated of the same row goes dead with it,
     // unsent (a receiver never sees an update of a row it never got); other keys go on.
-    let summary = deliver(&outbox, Duration::from_secs(3)).await;
+    let summary = deliver(&outbox, SETTLE).await;
     assert_eq!(ids(&list(&outbox, Status::Dead).await), BTreeSet::from([created.id.clone(), updated.id.clone()]), "{summary:?}");
     assert!(rx.hits_of(&updated.id).is_empty(), "the .updated was never sent");
     assert_eq!(ids(&list(&outbox, Status::Delivered).await), BTreeSet::from([other.id.clone()]));
@@ -493,7 +516,7 @@ async fn a_dead_event_takes_the_later_events_of_its_key_with_it_and_they_redeliv
     // Redelivered together, they arrive in order.
     fixed.store(true, std::sync::atomic::Ordering::SeqCst);
     outbox.redeliver(&[], true, Utc::now()).await.unwrap();
-    let summary = deliver(&outbox, Duration::from_secs(3)).await;
+    let summary = deliver(&outbox, SETTLE).await;
     assert_eq!((summary.delivered, summary.dead, summary.pending), (2, 0, 0), "{summary:?}");
     let answered = rx.answers().iter().filter(|a| a.id == created.id && a.status == 200).map(|a| a.at).max().unwrap();
     assert!(rx.hits_of(&updated.id)[0].at >= answered, "order kept: the .updated after the .created's 200");
@@ -680,13 +703,16 @@ async fn max_per_second_paces_the_requests() {
     assert_eq!(summary.delivered, 5, "{summary:?}");
     assert!(elapsed >= Duration::from_millis(390), "5 events at 10/s took {elapsed:?}");
     let hits = rx.hits();
-    let spread = hits.last().unwrap().at - hits[0].at;
-    assert!(spread >= Duration::from_millis(350), "the requests arrived within {spread:?}");
+    // The requests themselves were paced (the fifth slot is 400 ms after the first, which is
+    // after `started`), not only the call.
+    let spread = hits.last().unwrap().at - started;
+    assert!(spread >= Duration::from_millis(390), "the fifth request arrived {spread:?} after the start");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_deliverer_at_a_time_and_a_dead_ones_lease_is_taken_over() {
-    let rx = Receiver::start(|_| Reply { delay: Duration::from_millis(1500), ..Reply::status(200) }).await;
+    // The first deliverer's request is held until the second has been turned away.
+    let rx = Receiver::start(|_| Reply { hold: true, ..Reply::status(200) }).await;
     let (dir, location) = lake();
     let sinks = vec![hook(&rx.url, Duration::from_secs(5), ms(&[10]))];
     let e = event("msg_lease", "daily.data.steps.created", "u1");
@@ -701,6 +727,7 @@ async fn one_deliverer_at_a_time_and_a_dead_ones_lease_is_taken_over() {
     let summary = deliver(&second, Duration::from_secs(2)).await;
     assert!(summary.busy, "{summary:?}");
     assert_eq!((summary.attempts, summary.delivered), (0, 0));
+    rx.release();
     let summary = running.await.unwrap();
     assert_eq!((summary.delivered, summary.busy), (1, false), "{summary:?}");
     assert_eq!(rx.hits().len(), 1, "the second deliverer sent nothing");

@@ -447,15 +447,20 @@ impl Moto {
                 return None;
             }
         };
-        let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
+        let mut moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
         let http = reqwest::Client::new();
-        for _ in 0..100 {
+        // A deadline, not an expectation: four servers may start at once on a loaded machine.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < until {
             if http.get(&moto.endpoint).send().await.is_ok() {
                 return Some(moto);
             }
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!("moto_server exited ({status}) before it answered on {}", moto.endpoint);
+            }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        panic!("moto_server did not answer on {} within 10 s", moto.endpoint);
+        panic!("moto_server did not answer on {} within 60 s", moto.endpoint);
     }
 
     /// A fresh bucket, opened as a lake location under a prefix (as a pipeline would).
