@@ -286,7 +286,9 @@ impl Lake {
     async fn remove_interrupted_writes(&self, shard: u32) {
         let location = self.location.clone();
         let sweep = tokio::task::spawn_blocking(move || {
-            location.remove_interrupted_writes(&location.prefix, &|k| keys::parse_data_file(&location, k).is_some_and(|(_, _, s)| s == shard))
+            location.remove_interrupted_writes(&location.prefix, &|k| {
+                keys::parse_data_file(&location, k).is_some_and(|(_, _, s)| s == shard)
+            })
         });
         if let Ok(n @ 1..) = sweep.await {
             tracing::info!(shard, removed = n, "removed the temporary files of interrupted writes");

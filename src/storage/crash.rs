@@ -92,7 +92,10 @@ mod tests {
 
     #[test]
     fn rules_parse_and_bad_ones_say_why() {
-        assert_eq!(parse("during:2:_state/leases/").unwrap(), Rule { stage: Stage::During, nth: 2, text: "_state/leases/".into() });
+        assert_eq!(
+            parse("during:2:_state/leases/").unwrap(),
+            Rule { stage: Stage::During, nth: 2, text: "_state/leases/".into() }
+        );
         assert_eq!(parse("after:1:a:b").unwrap().text, "a:b");
         for bad in ["", "before:1:x", "during:0:x", "during:x:y", "during:1:", "linked:3"] {
             assert!(parse(bad).is_err(), "{bad}");

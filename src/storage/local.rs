@@ -30,8 +30,8 @@ use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 
 use super::crash::{self, Stage};
@@ -332,8 +332,13 @@ mod tests {
         let mut left: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
         left.sort();
-        let mut want =
-            vec![format!("x.json#{live}"), format!("y.json#{remote}"), "part-0002.parquet#1".into(), "notes#draft".into(), "plain.json".into()];
+        let mut want = vec![
+            format!("x.json#{live}"),
+            format!("y.json#{remote}"),
+            "part-0002.parquet#1".into(),
+            "notes#draft".into(),
+            "plain.json".into(),
+        ];
         want.sort();
         assert_eq!(left, want);
     }

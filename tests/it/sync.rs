@@ -563,8 +563,7 @@ async fn a_killed_backfill_resumes_to_the_same_lake_and_sigterm_commits_before_e
     let before = served(sim_requests(&sim).await);
     // stderr to a file: a pipe nobody reads while the run goes on could fill and stall it.
     let log = termed.path().join("stderr.log");
-    let mut child =
-        bin().args(backfill(&p)).stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let mut child = bin().args(backfill(&p)).stdout(Stdio::piped()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
     // The signal comes once the run has done half its requests (by the simulator's count, not
     // a clock), so it has staged pieces to commit and work left to stop.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
