@@ -6,7 +6,8 @@
 //! - [`credentials`]: encrypted per-user token records and the token manager.
 //! - [`events`]: change events (envelopes, the outbox in the lake, Svix-signed webhooks and
 //!   manifest files).
-//! - [`storage`]: storage URLs (paths, file://, memory://, s3://, gs://, az://) to object stores.
+//! - [`storage`]: storage URLs (paths, file://, memory://, s3://, gs://, az://) to object stores;
+//!   local folders whose interrupted writes the next process removes; crash points for tests.
 //! - [`schema`]: the 17 harmonized table schemas (`schemas/*.json`, compiled in).
 //! - [`harmonize`]: decoded Withings responses to one Arrow batch per resource, with the
 //!   quarantine; the Withings code tables (meastypes, sleep states, workout categories,
