@@ -11,6 +11,7 @@ use arrow::datatypes::DataType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::{Lake, TableId};
@@ -22,6 +23,12 @@ pub enum QueryError {
     Sql(DataFusionError),
     #[error("lake at '{url}': {reason}")]
     Setup { url: String, reason: String },
+    #[error(
+        "query is read-only: {reason}. It runs SELECT (and WITH, EXPLAIN, SHOW, DESCRIBE) only: the lake is written by \
+         runs alone (a file written beside part-NNNN.parquet would duplicate rows for every reader). To export rows, \
+         use --output FILE with --format parquet, csv or json"
+    )]
+    ReadOnly { reason: String },
 }
 
 impl QueryError {
@@ -36,7 +43,8 @@ pub async fn session(lake: &Lake) -> Result<SessionContext, QueryError> {
     let loc = &lake.location;
     let setup = |reason: String| QueryError::Setup { url: loc.url.clone(), reason };
     // Timestamps are stored in UTC; SQL literals and `TIMESTAMP WITH TIME ZONE` read as UTC.
-    let config = SessionConfig::new().set_str("datafusion.execution.time_zone", "UTC");
+    // `information_schema` lets `SHOW TABLES` and `SHOW COLUMNS FROM <table>` list what is here.
+    let config = SessionConfig::new().set_str("datafusion.execution.time_zone", "UTC").with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     let store_url = url::Url::parse(&loc.store_url).map_err(|e| setup(e.to_string()))?;
     ctx.register_object_store(&store_url, loc.store.clone());
@@ -59,7 +67,16 @@ pub async fn session(lake: &Lake) -> Result<SessionContext, QueryError> {
     Ok(ctx)
 }
 
-/// Runs one SQL statement and collects its rows.
+/// What a query may plan: no DDL (`CREATE [EXTERNAL] TABLE`, `DROP`...), no DML (`INSERT`,
+/// `UPDATE`, `DELETE`, `COPY ... TO`) and no statements (`SET`, transactions, `PREPARE`).
+fn read_only() -> SQLOptions {
+    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false)
+}
+
+/// Runs one read-only SQL statement and collects its rows; a statement that would write
+/// (anywhere: the lake, a file, the session) is [`QueryError::ReadOnly`] before it runs.
 pub async fn sql(ctx: &SessionContext, query: &str) -> Result<Vec<RecordBatch>, QueryError> {
-    ctx.sql(query).await.map_err(QueryError::Sql)?.collect().await.map_err(QueryError::Sql)
+    let plan = ctx.state().create_logical_plan(query).await.map_err(QueryError::Sql)?;
+    read_only().verify_plan(&plan).map_err(|e| QueryError::ReadOnly { reason: e.strip_backtrace() })?;
+    ctx.execute_logical_plan(plan).await.map_err(QueryError::Sql)?.collect().await.map_err(QueryError::Sql)
 }

@@ -210,3 +210,58 @@ async fn forget_erases_a_person_from_the_lake_and_the_credentials() {
     ]));
     assert_eq!(serde_json::from_str::<Value>(left.trim()).unwrap()["n"], 0);
 }
+
+/// Every file under `dir`, relative, sorted.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn query_is_read_only_and_names_the_way_to_export() {
+    let dir = lake().await;
+    let path = dir.path().to_str().unwrap();
+    let before = files_under(dir.path());
+    let outside = tempfile::tempdir().unwrap();
+    let copy_to = outside.path().join("x.csv");
+    let statements = [
+        ("DML", "INSERT INTO heartrate SELECT * FROM heartrate".to_string()),
+        ("DML", "DELETE FROM heartrate".to_string()),
+        ("DML", "UPDATE heartrate SET value = 0".to_string()),
+        ("COPY", format!("COPY (SELECT * FROM heartrate) TO '{}'", copy_to.display())),
+        ("COPY", format!("COPY heartrate TO '{}' STORED AS PARQUET", outside.path().join("y").display())),
+        ("DDL", "CREATE TABLE t AS SELECT * FROM heartrate".to_string()),
+        ("DDL", format!("CREATE EXTERNAL TABLE e STORED AS CSV LOCATION '{}'", outside.path().display())),
+        ("DDL", "DROP TABLE heartrate".to_string()),
+        ("DDL", "CREATE VIEW v AS SELECT 1".to_string()),
+        ("statement", "SET datafusion.execution.batch_size = 1".to_string()),
+        ("statement", "PREPARE q(INT) AS SELECT $1".to_string()),
+        ("DML", "EXPLAIN ANALYZE INSERT INTO heartrate SELECT * FROM heartrate".to_string()),
+    ];
+    for (kind, sql) in &statements {
+        let out = cli(&["query", "--lake", path, sql]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{kind} must be refused: {sql}: {err}");
+        assert!(err.contains("query is read-only") && err.contains("--output FILE"), "{sql}: {err}");
+    }
+    assert_eq!(files_under(dir.path()), before, "nothing was written into the lake");
+    assert!(files_under(outside.path()).is_empty(), "nothing was written outside it");
+    // Reading still works, and the export is the explicit flag.
+    for sql in ["WITH h AS (SELECT value FROM heartrate) SELECT count(*) FROM h", "EXPLAIN SELECT * FROM steps", "SHOW TABLES"] {
+        ok(&cli(&["query", "--lake", path, sql]));
+    }
+    let export = outside.path().join("hr.csv");
+    ok(&cli(&["query", "--lake", path, "--format", "csv", "--output", export.to_str().unwrap(), "SELECT value FROM heartrate"]));
+    assert_eq!(std::fs::read_to_string(&export).unwrap().lines().count(), 4, "a header and three rows");
+}
