@@ -4,6 +4,8 @@
 //!
 //! Modules so far:
 //! - [`credentials`]: encrypted per-user token records and the token manager.
+//! - [`erasure`]: erasing one person from the credentials, the lake, the outbox and the files
+//!   sink (the one place that knows everything that can name someone).
 //! - [`events`]: change events (envelopes, the outbox in the lake, Svix-signed webhooks and
 //!   manifest files).
 //! - [`storage`]: storage URLs (paths, file://, memory://, s3://, gs://, az://) to object stores;
@@ -27,6 +29,7 @@
 //!   pagination, typed records).
 
 pub mod credentials;
+pub mod erasure;
 pub mod events;
 pub mod harmonize;
 pub mod lake;

@@ -404,6 +404,27 @@ impl PipelineFile {
         })?)
     }
 
+    /// The location of the `[events.files]` sink, if the pipeline has one (no secret needed:
+    /// erasure cleans it without delivering anything).
+    pub fn resolve_files_sink(&self) -> Result<Option<crate::storage::Location>, PipelineError> {
+        let Some(f) = self.events.as_ref().and_then(|e| e.files.as_ref()) else { return Ok(None) };
+        let invalid = |reason: String| PipelineError::Invalid { file: self.path.display().to_string(), reason };
+        let options = self.lake.as_ref().map(|l| l.options.clone()).unwrap_or_default();
+        let location = if f.prefix.contains("://") {
+            crate::storage::open_with(&f.prefix, &options)
+        } else {
+            let lake = self.lake_url()?;
+            let joined = if lake.contains("://") {
+                format!("{}/{}", lake.trim_end_matches('/'), f.prefix.trim_matches('/'))
+            } else {
+                Path::new(&lake).join(f.prefix.trim_matches('/')).display().to_string()
+            };
+            crate::storage::open_with(&joined, &options)
+        }
+        .map_err(|err| invalid(format!("[events.files] prefix: {err}")))?;
+        Ok(Some(location))
+    }
+
     /// The `[events]` settings with their sinks (secrets read from the environment), or
     /// `None` without the section.
     pub fn resolve_events(&self) -> Result<Option<crate::events::EventsConfig>, PipelineError> {
@@ -462,21 +483,7 @@ impl PipelineFile {
                 retry_schedule: schedule,
             });
         }
-        if let Some(f) = &e.files {
-            let location = if f.prefix.contains("://") {
-                let options = self.lake.as_ref().map(|l| l.options.clone()).unwrap_or_default();
-                crate::storage::open_with(&f.prefix, &options)
-            } else {
-                let lake = self.lake_url()?;
-                let options = self.lake.as_ref().map(|l| l.options.clone()).unwrap_or_default();
-                let joined = if lake.contains("://") {
-                    format!("{}/{}", lake.trim_end_matches('/'), f.prefix.trim_matches('/'))
-                } else {
-                    Path::new(&lake).join(f.prefix.trim_matches('/')).display().to_string()
-                };
-                crate::storage::open_with(&joined, &options)
-            }
-            .map_err(|err| invalid(format!("[events.files] prefix: {err}")))?;
+        if let (Some(f), Some(location)) = (&e.files, self.resolve_files_sink()?) {
             sinks.push(Sink {
                 name: "files".into(),
                 filter: Filter(f.event_types.clone()),

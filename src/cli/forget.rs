@@ -1,23 +1,25 @@
-//! `withings-lake forget --pipeline FILE --user-id ID`: erases one person (GDPR): their rows
-//! from every table, their id from manifests and state, and their credentials. Prints the
-//! erasure report (which names the person only by a hash) as JSON.
+//! `withings-lake forget --pipeline FILE --user-id ID`: erases one person (GDPR) from the
+//! credentials, the lake, the event outbox and the files sink ([`withings_lake::erasure`]).
+//! Prints the erasure report (which names the person only by a keyed hash) as JSON.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use withings_lake::erasure::Erasure;
 use withings_lake::lake::Lake;
 use withings_lake::pipeline::PipelineFile;
 
 #[derive(Debug, Args)]
 pub struct ForgetArgs {
-    /// The pipeline file: its `[lake]` and `[credentials]` are both cleaned.
+    /// The pipeline file: its `[lake]`, `[credentials]` and `[events.files]` are all cleaned.
     #[arg(long)]
     pub pipeline: PathBuf,
     /// The application's id of the person to erase.
     #[arg(long)]
     pub user_id: String,
-    /// How long to wait for a running writer to release each shard.
+    /// How long to wait for a running writer of the person's shard, and for a running
+    /// deliverer of events, to finish.
     #[arg(long, default_value_t = 300)]
     pub wait_seconds: u64,
 }
@@ -26,12 +28,22 @@ pub async fn run(args: ForgetArgs) -> anyhow::Result<()> {
     let pipeline = PipelineFile::load(&args.pipeline)?;
     let credentials = pipeline.resolve_credentials()?;
     let lake = Lake::open(pipeline.resolve_lake_location()?).await?;
-    let holder = format!("forget-{}", withings_lake::lease::process_holder());
-    // Credentials first: no sync can fetch the person again while the lake is cleaned.
-    let had_credentials = credentials.delete(&args.user_id).await?;
-    let mut report = lake.forget(&args.user_id, &holder, Duration::from_secs(args.wait_seconds)).await?;
-    tracing::info!(rows_removed = report.rows_removed, credentials_removed = had_credentials, "erasure complete");
-    report.state_objects_removed += usize::from(had_credentials);
+    let erasure = Erasure {
+        lake: &lake,
+        credentials: &credentials,
+        files_sink: pipeline.resolve_files_sink()?,
+        holder: format!("forget-{}", withings_lake::lease::process_holder()),
+        wait: Duration::from_secs(args.wait_seconds),
+    };
+    let report = erasure.forget(&args.user_id).await?;
+    tracing::info!(
+        rows_removed = report.lake.rows_removed,
+        outbox_records_removed = report.events.outbox_records_removed,
+        files_sink_events_removed = report.events.files_sink_events_removed,
+        webhook_events_already_delivered = report.events.webhook_events_already_delivered,
+        credentials_removed = report.credentials_removed,
+        "erasure complete"
+    );
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -158,6 +158,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(l) = cause.downcast_ref::<withings_lake::lake::LakeError>() {
             return of_class(l.class());
         }
+        if let Some(l) = cause.downcast_ref::<withings_lake::erasure::ErasureError>() {
+            return of_class(l.class());
+        }
         if let Some(q) = cause.downcast_ref::<withings_lake::lake::query::QueryError>() {
             return of_class(q.class());
         }

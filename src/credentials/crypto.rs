@@ -18,6 +18,8 @@ pub const KEY_ENV: &str = "WITHINGS_LAKE_KEY";
 
 pub struct Cipher {
     aead: Aes256Gcm,
+    /// HMAC-SHA256(key, "withings-lake/erasure"): keys the erasure manifest's hash of an id.
+    erasure_key: [u8; 32],
     /// Where the key came from (for messages; never the key).
     pub source: String,
 }
@@ -40,7 +42,11 @@ fn parse_key(text: &str) -> Option<[u8; 32]> {
 
 impl Cipher {
     pub fn from_key(key: [u8; 32], source: impl Into<String>) -> Cipher {
-        Cipher { aead: Aes256Gcm::new(&key.into()), source: source.into() }
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key length");
+        mac.update(b"withings-lake/erasure");
+        let erasure_key = mac.finalize().into_bytes().into();
+        Cipher { aead: Aes256Gcm::new(&key.into()), erasure_key, source: source.into() }
     }
 
     /// The key from `WITHINGS_LAKE_KEY`, else from `key_file` (created, 0600, when missing).
@@ -67,6 +73,16 @@ impl Cipher {
             }
             Err(e) => Err(key_err(e.to_string())),
         }
+    }
+
+    /// HMAC-SHA256 of a user id under a key derived from this key (never the key itself):
+    /// what an erasure manifest records. Ids are guessable, so an unkeyed hash would name the
+    /// person to anyone who can read the lake; this one only to whoever holds the key.
+    pub fn erasure_tag(&self, user_id: &str) -> String {
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.erasure_key).expect("any key length");
+        mac.update(user_id.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     pub fn encrypt(&self, aad: &str, plaintext: &[u8]) -> Vec<u8> {

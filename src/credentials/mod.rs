@@ -148,6 +148,10 @@ impl CredentialStore {
         self.loc.key(&["users", &format!("{user_id}.cred")])
     }
 
+    fn lease_key(&self, user_id: &str) -> object_store::path::Path {
+        self.loc.key(&["locks", &format!("{user_id}.lock")])
+    }
+
     /// Proves the store can be written, read and deleted (before sending anyone to Withings:
     /// an authorization code lives 30 seconds, a token that cannot be saved is an account lost).
     pub async fn check_writable(&self) -> Result<(), CredentialsError> {
@@ -234,7 +238,7 @@ impl CredentialStore {
     /// to `wait` for another holder; an expired lease is taken over.
     pub async fn lease(&self, user_id: &str, wait: Duration) -> Result<Lease, CredentialsError> {
         validate_user_id(user_id)?;
-        let key = self.loc.key(&["locks", &format!("{user_id}.lock")]);
+        let key = self.lease_key(user_id);
         Lease::acquire(self.loc.store.clone(), key, &crate::lease::process_holder(), LEASE_TTL, wait).await.map_err(|e| match e {
             LeaseError::Busy { .. } => {
                 self.io("refresh lease", format!("user '{user_id}' is being refreshed by another process"))
@@ -248,6 +252,8 @@ impl CredentialStore {
         lease.release().await
     }
 
+    /// Deletes the user's record and refresh lease (whose key names them). Whether a record
+    /// existed.
     pub async fn delete(&self, user_id: &str) -> Result<bool, CredentialsError> {
         validate_user_id(user_id)?;
         // Exists-check without decrypting: a corrupt record can still be removed.
@@ -256,10 +262,18 @@ impl CredentialStore {
             Err(object_store::Error::NotFound { .. }) => false,
             Err(e) => return Err(self.io("read", e)),
         };
-        match self.loc.store.delete(&self.key(user_id)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(existed),
-            Err(e) => Err(self.io("delete", e)),
+        for key in [self.key(user_id), self.lease_key(user_id)] {
+            match self.loc.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.io("delete", e)),
+            }
         }
+        Ok(existed)
+    }
+
+    /// The keyed hash an erasure manifest records for `user_id` ([`Cipher::erasure_tag`]).
+    pub fn erasure_tag(&self, user_id: &str) -> String {
+        self.cipher.erasure_tag(user_id)
     }
 }
 

@@ -102,7 +102,7 @@ pub struct Deliverer {
     pacers: HashMap<String, Mutex<tokio::time::Instant>>,
 }
 
-const LEASE_TTL: Duration = Duration::from_secs(120);
+pub(crate) const LEASE_TTL: Duration = Duration::from_secs(120);
 
 fn is_loopback(url: &str) -> bool {
     url::Url::parse(url)

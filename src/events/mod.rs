@@ -25,6 +25,7 @@
 
 pub mod build;
 pub mod deliver;
+pub mod erase;
 pub mod outbox;
 pub mod sign;
 
@@ -50,6 +51,8 @@ pub enum EventsError {
     Sink { sink: String, reason: String },
     #[error("the delivery lease (_events/delivery.lock) was lost to another process; it delivers the rest")]
     LeaseLost,
+    #[error("the delivery lease is busy: {reason}")]
+    Busy { reason: String },
     #[error("building events: {0}")]
     Build(String),
     #[error("event {id}: not found in the outbox (delivered or dead)")]
@@ -63,7 +66,7 @@ impl EventsError {
         use crate::withings::ErrorClass;
         match self {
             EventsError::Storage { .. } => ErrorClass::Transient,
-            EventsError::LeaseLost => ErrorClass::Busy,
+            EventsError::LeaseLost | EventsError::Busy { .. } => ErrorClass::Busy,
             EventsError::Corrupt { .. } => ErrorClass::Data,
             EventsError::Build(_) => ErrorClass::Internal,
             EventsError::Sink { .. } | EventsError::UnknownEvent { .. } => ErrorClass::Config,

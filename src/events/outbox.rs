@@ -223,7 +223,7 @@ impl Outbox {
 
     /// The sinks that have a folder under `status` (configured or not: a sink removed from
     /// the pipeline keeps its records).
-    async fn sink_names(&self, status: Status) -> Result<Vec<String>, EventsError> {
+    pub(crate) async fn sink_names(&self, status: Status) -> Result<Vec<String>, EventsError> {
         let dir = keys::outbox_status_dir(&self.lake, status.as_str());
         let listed = self.lake.store.list_with_delimiter(Some(&dir)).await.map_err(storage(&dir))?;
         let mut names: Vec<String> = listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();

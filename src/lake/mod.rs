@@ -25,7 +25,7 @@ mod rebuild;
 pub mod staging;
 pub mod tables;
 
-pub use forget::ForgetReport;
+pub use forget::LakeErasure;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::concat_batches;

@@ -56,7 +56,7 @@ type Shared = (Arc<Mutex<Vec<Got>>>, Arc<AtomicU16>);
 pub(crate) struct Receiver {
     pub(crate) url: String,
     got: Arc<Mutex<Vec<Got>>>,
-    status: Arc<AtomicU16>,
+    pub(crate) status: Arc<AtomicU16>,
 }
 
 impl Receiver {

@@ -344,9 +344,20 @@ async fn forget_erases_one_person(loc: Location) {
     }
     let before: usize = stays_rows(&lake).await;
 
-    let report = lake.forget("erase-me-4", "eraser", Duration::from_secs(5)).await.unwrap();
-    assert!(report.rows_removed > 0 && !report.files_deleted.is_empty() && !report.files_rewritten.is_empty(), "{report:?}");
-    assert!(report.manifests_scrubbed >= 2, "{report:?}");
+    let cipher = withings_lake::credentials::Cipher::from_key([7; 32], "test");
+    let credentials = withings_lake::credentials::CredentialStore::open("memory://erasure-credentials", cipher).unwrap();
+    let erasure = withings_lake::erasure::Erasure {
+        lake: &lake,
+        credentials: &credentials,
+        files_sink: None,
+        holder: "eraser".into(),
+        wait: Duration::from_secs(5),
+    };
+    let report = erasure.forget("erase-me-4").await.unwrap();
+    let l = &report.lake;
+    assert!(l.rows_removed > 0 && !l.files_deleted.is_empty() && !l.files_rewritten.is_empty(), "{report:?}");
+    assert!(l.manifests_scrubbed >= 2, "{report:?}");
+    assert_eq!(report.user_id_hmac_sha256.len(), 64);
     for (key, bytes) in objects(&loc).await {
         assert!(!String::from_utf8_lossy(&bytes).contains("erase-me-4"), "{key} still names the person");
         if key.ends_with(".parquet") {

@@ -26,6 +26,9 @@
 //! - `harmonize_real`: every recorded Withings file harmonized, invariants computed from the raw JSON.
 //! - `sync`: backfill, incremental, resume after SIGKILL, SIGTERM, shards, exit codes, status and
 //!   the demo, against the simulator over real HTTP.
+//! - `erasure`: `forget` with events on (webhooks, a dead event, a files sink inside or outside
+//!   the lake, a killed commit's captured changes) and a backfill running meanwhile: nothing
+//!   names the person afterwards, and nothing of the others moved.
 //! - `events`: change events from real runs against the simulator: historical then daily
 //!   events, no change no event, chunking, filters, signatures verified by svix (PyPI),
 //!   connection events, recovery of a commit's events, a kill between outbox and delivery.
@@ -42,6 +45,7 @@ mod client;
 mod common;
 mod crash;
 mod credentials;
+mod erasure;
 mod events;
 mod events_delivery;
 mod harmonize_golden;
