@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::credentials::{Cipher, CredentialStore, CredentialsError, crypto};
+use crate::credentials::{CredentialStore, CredentialsError, crypto};
 use crate::secret::Secret;
 use crate::withings::{ClientConfig, WithingsClient, WithingsError};
 
@@ -502,10 +502,9 @@ impl PipelineFile {
         }))
     }
 
-    pub fn resolve_credentials(&self) -> Result<Arc<CredentialStore>, PipelineError> {
+    pub async fn resolve_credentials(&self) -> Result<Arc<CredentialStore>, PipelineError> {
         let key_file = self.credentials.key_file.as_deref().map(|p| self.relative(p)).unwrap_or_else(crypto::default_key_file);
-        let cipher = Cipher::load(&key_file)?;
-        Ok(Arc::new(CredentialStore::open(&self.credentials_url(), cipher)?))
+        Ok(Arc::new(CredentialStore::open_with_key(&self.credentials_url(), &key_file).await?))
     }
 }
 

@@ -26,7 +26,7 @@ pub struct ForgetArgs {
 
 pub async fn run(args: ForgetArgs) -> anyhow::Result<()> {
     let pipeline = PipelineFile::load(&args.pipeline)?;
-    let credentials = pipeline.resolve_credentials()?;
+    let credentials = pipeline.resolve_credentials().await?;
     let lake = Lake::open(pipeline.resolve_lake_location()?).await?;
     let erasure = Erasure {
         lake: &lake,

@@ -34,7 +34,7 @@ pub async fn run(args: LinkArgs) -> anyhow::Result<()> {
     validate_user_id(&args.user_id)?;
     let pipeline = PipelineFile::load(&args.pipeline)?;
     let client = pipeline.resolve_client()?;
-    let store = pipeline.resolve_credentials()?;
+    let store = pipeline.resolve_credentials().await?;
     // Checked before anyone is sent to Withings: a bad [events] section fails now.
     let events = pipeline.resolve_events()?;
     store.check_writable().await.context("the credentials store must be writable before linking")?;

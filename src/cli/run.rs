@@ -80,7 +80,7 @@ impl RunArgs {
             None => (client_cfg.requests_per_minute / shards_of_run).max(1),
         };
         let client = WithingsClient::new(client_cfg)?;
-        let credentials = pipeline.resolve_credentials()?;
+        let credentials = pipeline.resolve_credentials().await?;
         let location = pipeline.resolve_lake_location()?;
         let lake = Lake::open_or_create(location, pipeline.shards()).await?;
         Ok(Engine::new(lake, client, credentials, pipeline.sync_config()?).with_events(pipeline.resolve_events()?))

@@ -58,7 +58,7 @@ struct Status {
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let pipeline = PipelineFile::load(&args.pipeline)?;
-    let credentials = pipeline.resolve_credentials()?;
+    let credentials = pipeline.resolve_credentials().await?;
     let location = pipeline.resolve_lake_location()?;
     let shards = match Lake::open(location.clone()).await {
         Ok(l) => l.meta.shards,

@@ -94,7 +94,7 @@ fn rows(text: &str, file: &str) -> Vec<(usize, Result<ImportRow, String>)> {
 pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
     let path = args.pipeline.context("--pipeline FILE is required")?;
     let pipeline = PipelineFile::load(&path)?;
-    let store = pipeline.resolve_credentials()?;
+    let store = pipeline.resolve_credentials().await?;
     match args.command {
         UsersCommand::Import { file, replace } => {
             let name = file.display().to_string();

@@ -50,28 +50,66 @@ impl Cipher {
     }
 
     /// The key from `WITHINGS_LAKE_KEY`, else from `key_file` (created, 0600, when missing).
+    /// For a fresh store only (the demo, tests): a pipeline opens its store with
+    /// [`super::CredentialStore::open_with_key`], which never creates a key beside records.
     pub fn load(key_file: &Path) -> Result<Cipher, CredentialsError> {
+        match Cipher::load_existing(key_file)? {
+            Some(c) => Ok(c),
+            None => Cipher::create(key_file),
+        }
+    }
+
+    /// The key from `WITHINGS_LAKE_KEY`, else from `key_file`; `None` when the variable is
+    /// unset and the file does not exist. A key file others can read (mode wider than 0600)
+    /// is refused: whoever reads it can decrypt every token.
+    pub fn load_existing(key_file: &Path) -> Result<Option<Cipher>, CredentialsError> {
         if let Ok(text) = std::env::var(KEY_ENV) {
             let key = parse_key(&text).ok_or_else(|| CredentialsError::Key {
                 source_name: KEY_ENV.into(),
                 reason: "must be 64 hex characters or base64 of 32 bytes".into(),
             })?;
-            return Ok(Cipher::from_key(key, KEY_ENV));
+            return Ok(Some(Cipher::from_key(key, KEY_ENV)));
         }
         let name = key_file.display().to_string();
         let key_err = |reason: String| CredentialsError::Key { source_name: name.clone(), reason };
         match std::fs::read_to_string(key_file) {
-            Ok(text) => parse_key(&text)
-                .map(|k| Cipher::from_key(k, name.clone()))
-                .ok_or_else(|| key_err("does not hold a 32-byte key (64 hex characters)".into())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = [0u8; 32];
-                getrandom::fill(&mut key).map_err(|e| key_err(format!("no randomness: {e}")))?;
-                write_new_key_file(key_file, &key).map_err(|e| key_err(format!("cannot create it: {e}")))?;
+            Ok(text) => {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::metadata(key_file).map_err(|e| key_err(e.to_string()))?.permissions().mode() & 0o777;
+                    if mode & 0o077 != 0 {
+                        return Err(key_err(format!(
+                            "its permissions {mode:04o} let other users read it (anyone who can decrypts every token): \
+                             run `chmod 600 {name}`, or give the key in {KEY_ENV}"
+                        )));
+                    }
+                }
+                parse_key(&text)
+                    .map(|k| Some(Cipher::from_key(k, name.clone())))
+                    .ok_or_else(|| key_err("does not hold a 32-byte key (64 hex characters)".into()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(key_err(e.to_string())),
+        }
+    }
+
+    /// A new random key, written to `key_file` (0600, create-only: a key written meanwhile by
+    /// another process is the one used).
+    pub fn create(key_file: &Path) -> Result<Cipher, CredentialsError> {
+        let name = key_file.display().to_string();
+        let key_err = |reason: String| CredentialsError::Key { source_name: name.clone(), reason };
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| key_err(format!("no randomness: {e}")))?;
+        match write_new_key_file(key_file, &key) {
+            Ok(()) => {
                 tracing::info!(key_file = %name, "created a new credentials key (mode 0600); back it up: records cannot be read without it");
                 Ok(Cipher::from_key(key, name.clone()))
             }
-            Err(e) => Err(key_err(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Cipher::load_existing(key_file)?.ok_or_else(|| key_err("appeared and vanished while being created".into()))
+            }
+            Err(e) => Err(key_err(format!("cannot create it: {e}"))),
         }
     }
 
@@ -168,5 +206,13 @@ mod tests {
         std::fs::write(&path, "short").unwrap();
         let e = Cipher::load(&path).unwrap_err().to_string();
         assert!(e.contains("32-byte key") && e.contains("key"), "{e}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(&path, hex::encode([1u8; 32])).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let e = Cipher::load(&path).unwrap_err().to_string();
+            assert!(e.contains("0644") && e.contains("chmod 600"), "a readable key file is refused: {e}");
+        }
     }
 }

@@ -78,6 +78,17 @@ pub enum CredentialsError {
     Storage(#[from] storage::StorageError),
     #[error("credentials key from {source_name}: {reason}")]
     Key { source_name: String, reason: String },
+    #[error(
+        "credentials store {location} holds {records} records but there is no key: {key_file} does not exist and {env} is \
+         not set. A new key cannot open them; restore the key file (or set {env}) instead of creating one",
+        env = crypto::KEY_ENV
+    )]
+    MissingKey { location: String, key_file: String, records: usize },
+    #[error(
+        "credentials store {location}: none of its {failing} records opens with the key from {key_source} (a wrong or \
+         replaced key): give the key the records were written with"
+    )]
+    NoKeyOpens { location: String, key_source: String, failing: usize },
     #[error("user id '{user_id}' is not valid: use 1-128 characters among letters, digits, '.', '_' and '-'")]
     InvalidUserId { user_id: String },
     #[error("credentials store {location}: {operation} failed: {reason}")]
@@ -95,9 +106,11 @@ pub enum CredentialsError {
 impl CredentialsError {
     pub fn class(&self) -> ErrorClass {
         match self {
-            CredentialsError::Storage(_) | CredentialsError::Key { .. } | CredentialsError::InvalidUserId { .. } => {
-                ErrorClass::Config
-            }
+            CredentialsError::Storage(_)
+            | CredentialsError::Key { .. }
+            | CredentialsError::MissingKey { .. }
+            | CredentialsError::NoKeyOpens { .. }
+            | CredentialsError::InvalidUserId { .. } => ErrorClass::Config,
             CredentialsError::Io { .. } => ErrorClass::Transient,
             CredentialsError::Corrupt { .. } => ErrorClass::Data,
             CredentialsError::UnknownUser { .. } | CredentialsError::NeedsReauth { .. } => ErrorClass::Auth,
@@ -127,7 +140,40 @@ impl std::fmt::Debug for CredentialStore {
     }
 }
 
+/// Every record of a store, and the ones that could not be read.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub records: Vec<UserRecord>,
+    /// (user id, why) of each record that does not decrypt or parse.
+    pub unreadable: Vec<(String, String)>,
+}
+
 impl CredentialStore {
+    /// Opens the store at `location` with the key from `WITHINGS_LAKE_KEY` or `key_file`. A key
+    /// is created only while the store holds no record: with records and no key, a new key
+    /// would open none of them, and every run would sync nobody.
+    pub async fn open_with_key(location: &str, key_file: &std::path::Path) -> Result<CredentialStore, CredentialsError> {
+        if let Some(cipher) = Cipher::load_existing(key_file)? {
+            return CredentialStore::open(location, cipher);
+        }
+        let loc = storage::open(location)?;
+        let prefix = loc.key(&["users"]);
+        let metas: Vec<_> = loc.store.list(Some(&prefix)).try_collect().await.map_err(|e| CredentialsError::Io {
+            location: loc.url.clone(),
+            operation: "list".into(),
+            reason: e.to_string(),
+        })?;
+        let records = metas.iter().filter(|m| m.location.filename().is_some_and(|f| f.ends_with(".cred"))).count();
+        if records > 0 {
+            return Err(CredentialsError::MissingKey {
+                location: loc.url.clone(),
+                key_file: key_file.display().to_string(),
+                records,
+            });
+        }
+        CredentialStore::open(location, Cipher::create(key_file)?)
+    }
+
     pub fn open(location: &str, cipher: Cipher) -> Result<CredentialStore, CredentialsError> {
         let loc = storage::open(location)?;
         // A process killed while saving a record leaves a temporary file beside it; nothing
@@ -216,21 +262,41 @@ impl CredentialStore {
         serde_json::from_slice(&plain).map(Some).map_err(|e| corrupt(format!("not a record: {}", e.classify_name())))
     }
 
-    /// Every record, sorted by user id.
+    /// Every readable record, sorted by user id; an unreadable one is logged (see
+    /// [`CredentialStore::list_all`] for the rules).
     pub async fn list(&self) -> Result<Vec<UserRecord>, CredentialsError> {
+        let listing = self.list_all().await?;
+        for (user_id, reason) in &listing.unreadable {
+            tracing::error!(user_id = %user_id, error = %reason, "an unreadable credentials record");
+        }
+        Ok(listing.records)
+    }
+
+    /// Every record, sorted by user id, and those that could not be read. One unreadable
+    /// record must not hide every other user; but when records exist and none opens, the key
+    /// is wrong ([`CredentialsError::NoKeyOpens`], a configuration error), not the records.
+    pub async fn list_all(&self) -> Result<Listing, CredentialsError> {
         let prefix = self.loc.key(&["users"]);
         let metas: Vec<_> = self.loc.store.list(Some(&prefix)).try_collect().await.map_err(|e| self.io("list", e))?;
-        let mut out = Vec::new();
+        let mut out = Listing::default();
         for m in metas {
             let Some(name) = m.location.filename().and_then(|f| f.strip_suffix(".cred")) else { continue };
-            // One unreadable record must not hide every other user.
             match self.get(name).await {
-                Ok(Some(r)) => out.push(r),
+                Ok(Some(r)) => out.records.push(r),
                 Ok(None) => {}
-                Err(e) => tracing::error!(user_id = name, error = %e, "skipping an unreadable credentials record"),
+                Err(e @ CredentialsError::Corrupt { .. }) => out.unreadable.push((name.to_string(), e.to_string())),
+                Err(e) => return Err(e),
             }
         }
-        out.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        if out.records.is_empty() && !out.unreadable.is_empty() {
+            return Err(CredentialsError::NoKeyOpens {
+                location: self.loc.url.clone(),
+                key_source: self.cipher.source.clone(),
+                failing: out.unreadable.len(),
+            });
+        }
+        out.records.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        out.unreadable.sort();
         Ok(out)
     }
 

@@ -287,11 +287,24 @@ impl Engine {
         }
         let id = report.run_id.clone();
 
-        // Users: linked records, then the selection, then the shard.
-        let linked = self.credentials.list().await?;
+        // Users: linked records, then the selection, then the shard. A store with no record at
+        // all syncs nobody: that is a configuration to fix, not a green run.
+        let listing = self.credentials.list_all().await?;
+        let linked = &listing.records;
+        if linked.is_empty() && listing.unreadable.is_empty() && matches!(spec.users, Users::All) {
+            return Err(SyncError::Config(format!(
+                "the credentials store {} holds no linked user: link accounts first (`withings-lake link` or `users import`)",
+                self.credentials.location()
+            )));
+        }
+        let unreadable: HashMap<&str, &str> = listing.unreadable.iter().map(|(u, why)| (u.as_str(), why.as_str())).collect();
         let by_id: HashMap<&str, &crate::credentials::UserRecord> = linked.iter().map(|r| (r.user_id.as_str(), r)).collect();
         let wanted: Vec<String> = match &spec.users {
-            Users::All => linked.iter().map(|r| r.user_id.clone()).collect(),
+            Users::All => {
+                let mut all: Vec<String> = linked.iter().map(|r| r.user_id.clone()).collect();
+                all.extend(listing.unreadable.iter().map(|(u, _)| u.clone()));
+                all
+            }
             Users::Only(ids) => {
                 let mut seen = BTreeSet::new();
                 ids.iter().filter(|u| seen.insert(u.as_str())).cloned().collect()
@@ -308,6 +321,15 @@ impl Engine {
             }
             report.users.selected += 1;
             match by_id.get(user_id.as_str()) {
+                None if unreadable.contains_key(user_id.as_str()) => {
+                    // One corrupt record fails its user, by name, never silently.
+                    report.users.failed += 1;
+                    report.failures.push(report::UserFailure {
+                        user_id: user_id.clone(),
+                        class: "data".into(),
+                        error: unreadable[user_id.as_str()].to_string(),
+                    });
+                }
                 None => {
                     report.users.failed += 1;
                     report.failures.push(report::UserFailure {

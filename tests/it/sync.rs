@@ -673,3 +673,57 @@ fn shipped_pipeline_files_parse_and_the_example_names_every_sync_key() {
     let p = withings_lake::pipeline::PipelineFile::load(&dir.join("s3.toml")).unwrap();
     assert_eq!((p.shards(), p.sync_config().unwrap().resources.len()), (4, 17));
 }
+
+#[tokio::test]
+async fn a_missing_or_wrong_key_an_empty_store_and_a_corrupt_record_are_never_green() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = common::start(2, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &sim, "").display().to_string();
+    let now = DateTime::from_timestamp(NOW, 0).unwrap().to_rfc3339();
+    let sync = || -> Vec<String> {
+        ["sync", "--pipeline", &p, "--report", "json", "--now", &now].iter().map(|s| s.to_string()).collect()
+    };
+
+    // No linked user at all: nothing to sync is a configuration to fix.
+    let out = exec(sync()).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("holds no linked user"), "{}", text(&out));
+
+    link(&sim, &dir.path().join("creds"), 2).await;
+    let key = dir.path().join("creds.key");
+    let saved = std::fs::read(&key).unwrap();
+
+    // The key file is missing (a new worker, a typo): no key is created beside the records.
+    std::fs::remove_file(&key).unwrap();
+    let out = exec(sync()).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    for want in ["holds 2 records", "creds.key", "WITHINGS_LAKE_KEY", "creds"] {
+        assert!(text(&out).contains(want), "missing '{want}': {}", text(&out));
+    }
+    assert!(!key.exists(), "no new key was created while the store holds records");
+
+    // Another key: no record opens.
+    std::fs::write(&key, hex::encode([9u8; 32])).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = exec(sync()).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("none of its 2 records opens") && text(&out).contains("creds.key"), "{}", text(&out));
+
+    // A key file others can read is refused.
+    std::fs::write(&key, &saved).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = exec(sync()).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("chmod 600"), "{}", text(&out));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // One corrupt record among good ones: that user fails, by name; the other is synced.
+    std::fs::write(dir.path().join("creds/users/user-1.cred"), b"WLC1 not a record at all, just bytes").unwrap();
+    let out = exec(sync()).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r = report_of(&out);
+    assert_eq!(r["users"]["ok"], 1, "{r}");
+    assert_eq!(r["failures"][0]["user_id"], "user-1", "{r}");
+    assert_eq!(r["failures"][0]["class"], "data", "{r}");
+}
