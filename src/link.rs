@@ -13,6 +13,7 @@ use axum::extract::Query;
 use axum::routing::get;
 
 use crate::credentials::{CredentialStore, CredentialsError, UserRecord, UserStatus, token_lifetime, validate_user_id};
+use crate::state::StateStore;
 use crate::withings::{ErrorClass, WithingsClient, WithingsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,19 @@ pub enum LinkError {
     NoUserid { user_id: String },
     #[error("linking user '{user_id}': {source}")]
     Withings { user_id: String, source: WithingsError },
+    #[error(
+        "user '{user_id}' is linked to Withings userid {linked}, and this authorization is for Withings userid {new}: \
+         refused (two people under one id). Link with --replace to switch accounts (its cursors are reset; run `forget` \
+         first to also remove the previous account's data)"
+    )]
+    OtherAccount { user_id: String, linked: String, new: String },
+    #[error(
+        "Withings userid {withings_userid} is already linked as user '{linked_as}': refused for '{user_id}' (notifications \
+         are routed by Withings userid; one account, one user). Remove '{linked_as}' first (`users remove`)"
+    )]
+    AccountTaken { withings_userid: String, linked_as: String, user_id: String },
+    #[error("resetting the sync state of user '{user_id}' for the new account: {reason}")]
+    Reset { user_id: String, reason: String },
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
 }
@@ -42,6 +56,8 @@ impl LinkError {
             LinkError::Denied { .. } | LinkError::StateMismatch | LinkError::NoCode => ErrorClass::Auth,
             LinkError::NoUserid { .. } => ErrorClass::Internal,
             LinkError::Withings { source, .. } => source.class(),
+            LinkError::OtherAccount { .. } | LinkError::AccountTaken { .. } => ErrorClass::Config,
+            LinkError::Reset { .. } => ErrorClass::Transient,
             LinkError::Credentials(c) => c.class(),
         }
     }
@@ -98,40 +114,87 @@ impl LinkRequest {
 
     /// Checks the callback, exchanges the code and stores the user (active). Returns the
     /// record and whether the user was linked before.
+    ///
+    /// One application id is one Withings account and the other way round: an id linked to
+    /// another account is refused unless `replace` (then `state`, the lake's sync state, loses
+    /// the user's cursors before the record is saved, so the new account's history is fetched
+    /// from the start); an account linked under another id is always refused.
     pub async fn complete(
         &self,
         client: &WithingsClient,
         store: &CredentialStore,
         cb: Callback,
+        replace: bool,
+        state: Option<&StateStore>,
     ) -> Result<(UserRecord, bool), LinkError> {
-        if let Some(e) = cb.error {
-            return Err(LinkError::Denied { user_id: self.user_id.clone(), reason: e });
-        }
         if cb.state.as_deref() != Some(self.state.as_str()) {
             return Err(LinkError::StateMismatch);
+        }
+        if let Some(e) = cb.error {
+            return Err(LinkError::Denied { user_id: self.user_id.clone(), reason: denial(&e) });
         }
         let code = cb.code.ok_or(LinkError::NoCode)?;
         let tokens = client
             .exchange_code(&code, &self.redirect_uri)
             .await
             .map_err(|source| LinkError::Withings { user_id: self.user_id.clone(), source })?;
+        let withings_userid = tokens.userid.clone().ok_or_else(|| LinkError::NoUserid { user_id: self.user_id.clone() })?;
         let now = chrono::Utc::now().timestamp();
         let previous = store.get(&self.user_id).await?;
+        if let Some(other) =
+            store.list().await?.into_iter().find(|r| r.withings_userid == withings_userid && r.user_id != self.user_id)
+        {
+            return Err(LinkError::AccountTaken { withings_userid, linked_as: other.user_id, user_id: self.user_id.clone() });
+        }
+        let switched = previous.as_ref().filter(|p| p.withings_userid != withings_userid);
+        if let Some(p) = switched {
+            if !replace {
+                return Err(LinkError::OtherAccount {
+                    user_id: self.user_id.clone(),
+                    linked: p.withings_userid.clone(),
+                    new: withings_userid,
+                });
+            }
+            if let Some(state) = state {
+                state
+                    .delete(&self.user_id)
+                    .await
+                    .map_err(|e| LinkError::Reset { user_id: self.user_id.clone(), reason: e.to_string() })?;
+            }
+        }
         let record = UserRecord {
             user_id: self.user_id.clone(),
-            withings_userid: tokens.userid.clone().ok_or_else(|| LinkError::NoUserid { user_id: self.user_id.clone() })?,
+            withings_userid,
             scopes: tokens.scope.as_deref().unwrap_or("").split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
             access_token: tokens.access_token,
             access_expires_at: now + token_lifetime(tokens.expires_in),
             refresh_token: tokens.refresh_token,
             status: UserStatus::Active,
             status_reason: None,
-            created_at: previous.as_ref().map(|p| p.created_at).unwrap_or(now),
+            created_at: previous.as_ref().filter(|_| switched.is_none()).map(|p| p.created_at).unwrap_or(now),
             updated_at: now,
             last_refresh_at: Some(now),
         };
         store.put(&record).await?;
         Ok((record, previous.is_some()))
+    }
+}
+
+/// The OAuth2 error codes Withings (and RFC 6749) send on a denied authorization; anything else
+/// on the callback is a stranger's text and is not printed.
+fn denial(code: &str) -> String {
+    const KNOWN: [&str; 7] = [
+        "access_denied",
+        "invalid_request",
+        "unauthorized_client",
+        "unsupported_response_type",
+        "invalid_scope",
+        "server_error",
+        "temporarily_unavailable",
+    ];
+    match KNOWN.iter().find(|k| **k == code) {
+        Some(k) => (*k).to_string(),
+        None => "an unrecognized error code on the callback".to_string(),
     }
 }
 

@@ -129,7 +129,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             bail!("the authorize page answered HTTP {}", resp.status());
         }
         let cb = listener.next(Duration::from_secs(10)).await.context("no callback from the authorize page")?;
-        let (record, _) = request.complete(&client, &store, cb).await?;
+        let (record, _) = request.complete(&client, &store, cb, false, None).await?;
         withings_lake::events::announce_link(&events, &lake, &record).await?;
         println!("linked {} (Withings userid {})", record.user_id, record.withings_userid);
     }

@@ -28,6 +28,12 @@ pub struct LinkArgs {
     /// Give up waiting for the callback after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// Accept an authorization for another Withings account than the one this user id is
+    /// linked to, and reset the user's sync state (their cursors) so the new account's history
+    /// is fetched. Without it such a link is refused. The previous account's rows stay: run
+    /// `forget` first to remove them.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 pub async fn run(args: LinkArgs) -> anyhow::Result<()> {
@@ -55,7 +61,11 @@ pub async fn run(args: LinkArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("no callback within {} s", args.timeout_secs))?;
     drop(listener);
-    let (record, relinked) = request.complete(&client, &store, cb).await?;
+    let state = match args.replace {
+        true => Some(withings_lake::state::StateStore::new(pipeline.resolve_lake_location()?)),
+        false => None,
+    };
+    let (record, relinked) = request.complete(&client, &store, cb, args.replace, state.as_ref()).await?;
     println!("linked user {} (Withings userid {}, scopes {})", record.user_id, record.withings_userid, record.scopes.join(","));
     tracing::info!(user_id = %record.user_id, withings_userid = %record.withings_userid, relinked, "user linked");
     if let Some(cfg) = events {

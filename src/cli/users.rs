@@ -102,18 +102,39 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
             let client = pipeline.resolve_client()?;
             store.check_writable().await?;
             let (mut ok, mut failed) = (0, 0);
+            // One Withings account, one user (notifications are routed by Withings userid).
+            let mut owners: std::collections::HashMap<String, String> =
+                store.list().await?.into_iter().map(|r| (r.withings_userid, r.user_id)).collect();
             for (line, row) in rows(&text, &name) {
                 let outcome = async {
                     let row = row.map_err(anyhow::Error::msg)?;
                     validate_user_id(&row.user_id)?;
-                    if !replace && store.get(&row.user_id).await?.is_some() {
+                    let previous = store.get(&row.user_id).await?;
+                    if !replace && previous.is_some() {
                         bail!("user '{}' is already linked (use --replace to overwrite)", row.user_id);
+                    }
+                    if let Some(other) = owners.get(&row.withings_user_id).filter(|o| **o != row.user_id) {
+                        bail!(
+                            "Withings userid {} is already linked as user '{other}' (one account, one user)",
+                            row.withings_user_id
+                        );
                     }
                     let tokens = client.refresh(&row.refresh_token).await?;
                     let userid = tokens.userid.clone().unwrap_or_default();
                     let now = chrono::Utc::now().timestamp();
-                    let mismatch = (userid != row.withings_user_id)
-                        .then(|| format!("the refresh token belongs to Withings userid {userid}, not {}", row.withings_user_id));
+                    let taken = owners.get(&userid).filter(|o| **o != row.user_id).cloned();
+                    let mismatch = match taken {
+                        Some(other) => Some(format!(
+                            "the refresh token belongs to Withings userid {userid}, already linked as user '{other}'"
+                        )),
+                        None => (userid != row.withings_user_id).then(|| {
+                            format!("the refresh token belongs to Withings userid {userid}, not {}", row.withings_user_id)
+                        }),
+                    };
+                    // Another account for a linked user: its cursors belong to the old one.
+                    if mismatch.is_none() && previous.as_ref().is_some_and(|p| p.withings_userid != userid) {
+                        withings_lake::state::StateStore::new(pipeline.resolve_lake_location()?).delete(&row.user_id).await?;
+                    }
                     let record = UserRecord {
                         user_id: row.user_id.clone(),
                         withings_userid: userid,
@@ -137,6 +158,9 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
                         last_refresh_at: Some(now),
                     };
                     store.put(&record).await?;
+                    if mismatch.is_none() {
+                        owners.insert(record.withings_userid.clone(), record.user_id.clone());
+                    }
                     if let Some(m) = mismatch {
                         bail!("{m} (stored as needs_reauth so the rotated token is not lost)");
                     }

@@ -129,11 +129,36 @@ async fn a_callback_with_another_state_stores_nothing() {
     .unwrap();
     let parsed = reqwest::Url::parse(url.trim()).unwrap();
     let redirect = parsed.query_pairs().find(|(k, _)| k == "redirect_uri").unwrap().1.to_string();
-    reqwest::get(format!("{redirect}?code=abc&state=forged")).await.unwrap();
+    // A forged callback's error text is not believed, nor printed: the state is checked first.
+    reqwest::get(format!("{redirect}?error=%1b%5b2J%3Cscript%3Eowned&state=forged")).await.unwrap();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
     assert!(!out.status.success());
     assert!(text(&out).contains("state does not match"), "{}", text(&out));
+    assert!(!text(&out).contains("script") && !text(&out).contains('\u{1b}'), "{}", text(&out));
     assert!(!dir.path().join("creds/users/mallory.cred").exists());
+
+    // With the right state, only a known error code is printed.
+    let mut child = bin()
+        .args(["link", "--pipeline", &p, "--user-id", "mallory"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let url = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let parsed = reqwest::Url::parse(url.trim()).unwrap();
+    let q = |name: &str| parsed.query_pairs().find(|(k, _)| k == name).unwrap().1.to_string();
+    let (redirect, state) = (q("redirect_uri"), q("state"));
+    reqwest::get(format!("{redirect}?error=%1b%5b2J%3Cscript%3Eowned&state={state}")).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("unrecognized error code") && !text(&out).contains("script"), "{}", text(&out));
 }
 
 #[tokio::test]
@@ -192,4 +217,71 @@ async fn pipeline_mistakes_are_named() {
     .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains(SECRET_VAR), "{}", text(&out));
+}
+
+/// Runs `link` for `user_id` and approves as simulator user `sim_user` (the simulator approves
+/// at once; its `sim_user` parameter picks the account).
+async fn link_as(p: &str, user_id: &str, sim_user: usize, extra: &[&str]) -> (Option<i32>, String) {
+    let mut child = bin()
+        .args(["link", "--pipeline", p, "--user-id", user_id])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let url = tokio::task::spawn_blocking(move || {
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        (first, stdout)
+    })
+    .await
+    .unwrap();
+    let (url, mut stdout) = url;
+    reqwest::get(format!("{}&sim_user={sim_user}", url.trim())).await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), format!("{rest}{}", String::from_utf8_lossy(&out.stderr)))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn one_user_id_one_withings_account_unless_replaced() {
+    let sim = common::start(2, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &sim, "").display().to_string();
+    std::fs::write(
+        dir.path().join("pipeline.toml"),
+        format!("{}\n[lake]\nurl = \"lake\"\n", std::fs::read_to_string(&p).unwrap()),
+    )
+    .unwrap();
+    let (code, out) = link_as(&p, "alice", 0, &[]).await;
+    assert_eq!(code, Some(0), "{out}");
+    // alice's cursors, as a sync leaves them.
+    let state_file = dir.path().join("lake/_state/users/alice.json");
+    std::fs::create_dir_all(state_file.parent().unwrap()).unwrap();
+    std::fs::write(&state_file, r#"{"user_id":"alice"}"#).unwrap();
+
+    // alice approves as another Withings user: refused, naming both accounts; nothing changes.
+    let (code, out) = link_as(&p, "alice", 1, &[]).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("31000000") && out.contains("31000001") && out.contains("--replace"), "{out}");
+    assert!(state_file.exists(), "the cursors are kept");
+    let listed = run(vec!["users".into(), "list".into(), "--pipeline".into(), p.clone(), "--format".into(), "json".into()]).await;
+    assert!(text(&listed).contains("\"withings_userid\":\"31000000\""), "{}", text(&listed));
+
+    // The account of alice cannot be linked as bob too.
+    let (code, out) = link_as(&p, "bob", 0, &[]).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("already linked as user 'alice'"), "{out}");
+
+    // With --replace the switch is accepted and alice's cursors are reset.
+    let (code, out) = link_as(&p, "alice", 1, &["--replace"]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("linked user alice (Withings userid 31000001"), "{out}");
+    assert!(!state_file.exists(), "the previous account's cursors are gone");
 }

@@ -62,7 +62,7 @@ pub(crate) async fn link_with(sim: &Sim, c: &WithingsClient, creds: &Path, n: us
         .unwrap();
         reqwest::get(&req.url).await.unwrap().error_for_status().unwrap();
         let cb = listener.next(Duration::from_secs(10)).await.unwrap();
-        req.complete(c, &store, cb).await.unwrap();
+        req.complete(c, &store, cb, false, None).await.unwrap();
     }
     store
 }
