@@ -24,7 +24,7 @@ struct Landed {
 }
 
 impl Landed {
-    fn items<T: serde::de::DeserializeOwned>(&self, e: Endpoint) -> Vec<Item<T>> {
+    fn items<T: serde::de::DeserializeOwned + crate::withings::types::Plausible>(&self, e: Endpoint) -> Vec<Item<T>> {
         self.records.get(&e).into_iter().flatten().map(|(_, json, _)| Item::decode(json.clone())).collect()
     }
 

@@ -173,7 +173,7 @@ impl SleepGet {
 }
 
 /// The items of a list body (`series`, `activities`, ...), each decoded on its own.
-pub fn decode_list<T: serde::de::DeserializeOwned>(
+pub fn decode_list<T: serde::de::DeserializeOwned + types::Plausible>(
     mut body: Value,
     key: &str,
     endpoint: &'static str,

@@ -21,10 +21,116 @@ pub struct Item<T> {
     pub value: Result<T, String>,
 }
 
-impl<T: serde::de::DeserializeOwned> Item<T> {
+impl<T: serde::de::DeserializeOwned + Plausible> Item<T> {
+    /// Decodes `raw`; a record whose times are absurd ([`Plausible`]) is an error too, so it
+    /// is quarantined with the reason and never drives a request.
     pub fn decode(raw: Value) -> Item<T> {
-        let value = T::deserialize(&raw).map_err(|e| e.to_string());
+        let value = T::deserialize(&raw).map_err(|e| e.to_string()).and_then(|v| match v.implausible() {
+            Some(reason) => Err(reason),
+            None => Ok(v),
+        });
         Item { raw, value }
+    }
+}
+
+/// The earliest time a Withings record can carry: 2009-01-01T00:00:00Z (before any Withings
+/// device with an API).
+pub const EARLIEST: i64 = 1_230_768_000;
+/// How far past the wall clock a record may be (time zones, clock skew).
+pub const AHEAD_SECONDS: i64 = 2 * 86_400;
+/// The longest sleep session or workout taken as real.
+pub const LONGEST_SPAN_SECONDS: i64 = 48 * 3600;
+
+/// Bounds on the times of a record. Withings data drives requests (a sleep session is fetched
+/// day by day, an activity day's intraday), allocation and cursors (`modified`): one absurd
+/// value (seconds read as milliseconds, an end date of 1e15) must be quarantined with its
+/// reason rather than stop every run of a shard.
+pub trait Plausible {
+    /// Why this record cannot be real, if it cannot.
+    fn implausible(&self) -> Option<String> {
+        None
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// `name` = `t` outside [2009-01-01, now + 2 days].
+fn instant(name: &str, t: Option<i64>) -> Option<String> {
+    let t = t?;
+    (!(EARLIEST..=now() + AHEAD_SECONDS).contains(&t))
+        .then(|| format!("implausible {name} {t}: outside 2009-01-01 .. now + 2 days"))
+}
+
+/// A local date (YYYY-MM-DD) outside [2009-01-01, today + 2 days]; an unparsable one is left
+/// to the harmonizer.
+fn local_date(name: &str, d: Option<&str>) -> Option<String> {
+    let date = chrono::NaiveDate::parse_from_str(d?, "%Y-%m-%d").ok()?;
+    let t = date.and_hms_opt(0, 0, 0)?.and_utc().timestamp();
+    (!(EARLIEST - 86_400..=now() + AHEAD_SECONDS).contains(&t))
+        .then(|| format!("implausible {name} {date}: outside 2009-01-01 .. today + 2 days"))
+}
+
+/// A span from `start` to `end` longer than 48 hours.
+fn span(what: &str, start: Option<i64>, end: Option<i64>) -> Option<String> {
+    let (a, b) = (start?, end?);
+    (b.saturating_sub(a) > LONGEST_SPAN_SECONDS)
+        .then(|| format!("implausible {what} of {} hours ({a} to {b}): longer than 48 hours", b.saturating_sub(a) / 3600))
+}
+
+impl Plausible for MeasureGroup {
+    fn implausible(&self) -> Option<String> {
+        instant("date", Some(self.date))
+            .or_else(|| instant("modified", self.modified))
+            .or_else(|| instant("created", self.created))
+    }
+}
+
+impl Plausible for Activity {
+    fn implausible(&self) -> Option<String> {
+        local_date("date", Some(&self.date)).or_else(|| instant("modified", self.modified))
+    }
+}
+
+impl Plausible for IntradaySample {}
+
+impl Plausible for HeartRecord {
+    fn implausible(&self) -> Option<String> {
+        instant("modified", self.modified)
+    }
+}
+
+impl Plausible for Device {}
+
+impl Plausible for NotifyProfile {}
+
+impl Plausible for Workout {
+    fn implausible(&self) -> Option<String> {
+        instant("startdate", self.startdate)
+            .or_else(|| instant("enddate", self.enddate))
+            .or_else(|| span("workout", self.startdate, self.enddate))
+            .or_else(|| local_date("date", self.date.as_deref()))
+            .or_else(|| instant("modified", self.modified))
+    }
+}
+
+impl Plausible for SleepSegment {
+    fn implausible(&self) -> Option<String> {
+        instant("startdate", Some(self.startdate))
+            .or_else(|| instant("enddate", Some(self.enddate)))
+            .or_else(|| span("sleep segment", Some(self.startdate), Some(self.enddate)))
+    }
+}
+
+impl Plausible for SleepSummary {
+    fn implausible(&self) -> Option<String> {
+        instant("startdate", self.startdate)
+            .or_else(|| instant("enddate", self.enddate))
+            .or_else(|| span("sleep session", self.startdate, self.enddate))
+            .or_else(|| local_date("date", self.date.as_deref()))
+            .or_else(|| instant("modified", self.modified))
+            .or_else(|| instant("created", self.created))
     }
 }
 

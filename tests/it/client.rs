@@ -31,7 +31,11 @@ fn all_ok<T: std::fmt::Debug>(items: &[Item<T>], what: &str) {
     }
 }
 
-fn decode_list<T: serde::de::DeserializeOwned + std::fmt::Debug>(body: &Value, key: &str, what: &str) -> usize {
+fn decode_list<T: serde::de::DeserializeOwned + withings_lake::withings::types::Plausible + std::fmt::Debug>(
+    body: &Value,
+    key: &str,
+    what: &str,
+) -> usize {
     let items: Vec<Item<T>> = body[key].as_array().unwrap().iter().cloned().map(Item::decode).collect();
     all_ok(&items, what);
     items.len()

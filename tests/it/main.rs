@@ -34,6 +34,9 @@
 //!   connection events, recovery of a commit's events, a kill between outbox and delivery.
 //! - `events_delivery`: the outbox and webhook delivery against a loopback receiver that
 //!   fails, hangs, answers 410 or 429 with Retry-After; ordering and redelivery.
+//! - `poisoned`: a fake Withings server serving one absurd record among good ones (a sleep
+//!   session ending at 1e15, a five-day workout, an activity in 2199, a measure modified in
+//!   2100...): quarantined with the reason, the rest lands, requests and cursors stay sane.
 //! - `harmonize_props`: property tests on random well-typed responses (schema, no panic, conservation).
 
 mod airflow;
@@ -53,6 +56,7 @@ mod harmonize_props;
 mod harmonize_real;
 mod lake;
 mod lake_rebuild;
+mod poisoned;
 mod shape;
 mod sim_data;
 mod sim_limits;
