@@ -191,6 +191,10 @@ pub struct WebhookSection {
     /// 36000, 36000); when they run out the event is dead.
     #[serde(default)]
     pub retry_schedule_seconds: Option<Vec<f64>>,
+    /// Allow an `http://` URL to a host other than loopback (health data in clear text on the
+    /// network): off by default, `https://` or a loopback `http://` otherwise.
+    #[serde(default)]
+    pub allow_insecure: bool,
 }
 
 /// `[events.files]`: manifest mode.
@@ -409,6 +413,16 @@ impl PipelineFile {
     pub fn resolve_files_sink(&self) -> Result<Option<crate::storage::Location>, PipelineError> {
         let Some(f) = self.events.as_ref().and_then(|e| e.files.as_ref()) else { return Ok(None) };
         let invalid = |reason: String| PipelineError::Invalid { file: self.path.display().to_string(), reason };
+        // A folder of the lake stays inside it: no `..`, no absolute path (a URL is explicit).
+        if !f.prefix.contains("://")
+            && (Path::new(&f.prefix).is_absolute() || f.prefix.split(['/', '\\']).any(|part| part == ".." || part == "."))
+        {
+            return Err(invalid(format!(
+                "[events.files] prefix '{}' must be a folder inside the lake (no '..', '.' or leading '/'); give a URL \
+                 (file:///..., s3://...) for a sink elsewhere",
+                f.prefix
+            )));
+        }
         let options = self.lake.as_ref().map(|l| l.options.clone()).unwrap_or_default();
         let location = if f.prefix.contains("://") {
             crate::storage::open_with(&f.prefix, &options)
@@ -453,6 +467,15 @@ impl PipelineFile {
                 return Err(invalid(format!("{at}: two webhooks have this name")));
             }
             let url = url::Url::parse(&w.url).map_err(|err| invalid(format!("{at}: url is not valid: {err}")))?;
+            let loopback = url.host_str().is_some_and(|h| {
+                h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            });
+            if url.scheme() == "http" && !loopback && !w.allow_insecure {
+                return Err(invalid(format!(
+                    "{at}: url is http:// to a host other than loopback (events carry health data in clear text): use \
+                     https://, or set allow_insecure = true"
+                )));
+            }
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(invalid(format!("{at}: url must be http(s)")));
             }

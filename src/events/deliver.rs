@@ -103,6 +103,8 @@ pub struct Deliverer {
 }
 
 pub(crate) const LEASE_TTL: Duration = Duration::from_secs(120);
+/// The most of a receiver's answer that is read.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 fn is_loopback(url: &str) -> bool {
     url::Url::parse(url)
@@ -507,8 +509,15 @@ async fn post(client: &reqwest::Client, hook: &Webhook, r: &Record) -> Outcome {
             let status = resp.status();
             let code = Some(status.as_u16());
             let after = retry_after(&resp);
-            // Read (and drop) the answer so the connection can be reused.
-            let _ = resp.bytes().await;
+            // Read (and drop) the answer so the connection can be reused; a receiver's answer
+            // is an acknowledgement, never more than 64 KiB.
+            if let Err(crate::withings::CappedRead::TooLarge) = crate::withings::read_capped(resp, MAX_ANSWER_BYTES).await {
+                return Outcome::Retry {
+                    status: code,
+                    error: format!("the endpoint answered {status} with more than {MAX_ANSWER_BYTES} bytes (not read)"),
+                    after,
+                };
+            }
             if status.is_success() {
                 Outcome::Delivered { status: code }
             } else if status.is_client_error() && !matches!(status.as_u16(), 408 | 409 | 429) {

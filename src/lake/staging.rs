@@ -48,6 +48,55 @@ fn machine_tag() -> String {
     hex::encode(&sha2::Sha256::digest(crate::lease::machine().as_bytes())[..4])
 }
 
+/// This process's effective user id (0 where there is none).
+fn uid() -> u32 {
+    #[cfg(unix)]
+    {
+        // SAFETY: geteuid(2) cannot fail and touches no memory.
+        unsafe { libc::geteuid() }
+    }
+    #[cfg(not(unix))]
+    {
+        0
+    }
+}
+
+/// Creates `dir` 0700 (`fresh`: it must not exist yet), or checks that the existing one is a
+/// real folder of this user that nobody else can enter.
+fn private_dir(dir: &Path, fresh: bool) -> Result<(), LakeError> {
+    let mut b = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    match b.create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !fresh => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !fresh => {
+            std::fs::create_dir_all(dir.parent().unwrap_or(dir)).map_err(|e| io(dir, e))?;
+            return b.create(dir).map_err(|e| io(dir, e));
+        }
+        Err(e) => return Err(io(dir, e)),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| io(dir, e))?;
+    if !meta.is_dir() {
+        return Err(io(dir, "exists and is not a folder (a symlink is refused)"));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if meta.uid() != uid() {
+            return Err(io(dir, format!("belongs to user {} (not this one): refusing to stage health data there", meta.uid())));
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(io(dir, format!("is open to other users (mode {mode:04o}): `chmod 700` it or remove it")));
+        }
+    }
+    Ok(())
+}
+
 /// Removes the staging folders (`<run>-<machine>-<pid>`) that processes of this machine,
 /// boot and pid namespace left when they died (a killed job), where `/proc` can tell.
 fn remove_orphans(base: &Path) {
@@ -71,13 +120,17 @@ impl Staging {
     /// Slices held in memory before they are spilled to disk.
     pub const MEMORY: usize = 64 * 1024 * 1024;
 
-    /// A fresh folder `<root>/withings-lake-staging/<run_id>-<machine>-<pid>` (root: the
-    /// system's temporary folder unless given).
+    /// A fresh private folder `<root>/withings-lake-staging-<uid>/<run_id>-<machine>-<pid>`
+    /// (root: `staging_dir`, else `$TMPDIR` or the system's temporary folder). Staged batches are
+    /// health data: both folders are 0700, the run's is created new (never reused), and a base
+    /// folder that is a symlink, belongs to another user or lets others in is refused.
     pub fn new(root: Option<&Path>, run_id: &str) -> Result<Staging, LakeError> {
-        let base = root.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir).join("withings-lake-staging");
+        let root = root.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+        let base = root.join(format!("withings-lake-staging-{}", uid()));
+        private_dir(&base, false)?;
         remove_orphans(&base);
         let dir = base.join(format!("{run_id}-{}-{}", machine_tag(), std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        private_dir(&dir, true)?;
         Ok(Staging { dir, slices: BTreeMap::new(), files: 0, spilled: 0, held: 0 })
     }
 
@@ -207,5 +260,38 @@ impl Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn staging_folders_are_private_fresh_and_ours() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Staging::new(Some(root.path()), "run-a").unwrap();
+        assert_eq!(mode(s.dir()), 0o700);
+        assert_eq!(mode(s.dir().parent().unwrap()), 0o700);
+        // A run's folder is never reused.
+        assert!(Staging::new(Some(root.path()), "run-a").is_err());
+
+        // A base folder others can enter is refused, and so is a symlink in its place.
+        let open = tempfile::tempdir().unwrap();
+        let base = open.path().join(format!("withings-lake-staging-{}", uid()));
+        std::fs::create_dir(&base).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Staging::new(Some(open.path()), "run-b").unwrap_err().to_string();
+        assert!(e.contains("open to other users"), "{e}");
+        let linked = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), linked.path().join(format!("withings-lake-staging-{}", uid()))).unwrap();
+        let e = Staging::new(Some(linked.path()), "run-c").unwrap_err().to_string();
+        assert!(e.contains("symlink"), "{e}");
     }
 }

@@ -45,6 +45,9 @@ pub enum WithingsError {
     Decode { endpoint: &'static str, reason: String },
     #[error("{endpoint}: request failed: {reason}")]
     Network { endpoint: &'static str, reason: String },
+    /// A response larger than any real page (a broken proxy, a hostile server).
+    #[error("{endpoint}: the response is larger than {limit} bytes, more than any real page; not read")]
+    TooLarge { endpoint: &'static str, limit: usize },
     /// A paginated endpoint kept saying `more` past the page limit.
     #[error("{endpoint}: still `more` after {pages} pages; stopped (a server that never stops paging)")]
     RunawayPagination { endpoint: &'static str, pages: u32 },
@@ -67,7 +70,8 @@ impl WithingsError {
             WithingsError::RateLimited { .. }
             | WithingsError::Http { .. }
             | WithingsError::NotJson { .. }
-            | WithingsError::Network { .. } => ErrorClass::Transient,
+            | WithingsError::Network { .. }
+            | WithingsError::TooLarge { .. } => ErrorClass::Transient,
             WithingsError::Decode { .. } => ErrorClass::Data,
             WithingsError::RunawayPagination { .. } => ErrorClass::Internal,
             WithingsError::Config { .. } => ErrorClass::Config,
@@ -99,6 +103,7 @@ impl WithingsError {
             WithingsError::NotJson { .. } => "not_json".into(),
             WithingsError::Decode { .. } => "decode".into(),
             WithingsError::Network { .. } => "network".into(),
+            WithingsError::TooLarge { .. } => "too_large".into(),
             WithingsError::RunawayPagination { .. } => "runaway_pagination".into(),
             WithingsError::Config { .. } => "config".into(),
         }

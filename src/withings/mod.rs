@@ -643,11 +643,41 @@ impl WithingsClient {
     }
 }
 
+/// The largest Withings answer read: a day of every intraday field or a night of sleep get is
+/// well under 1 MiB, a full getmeas page a few MiB.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Why a capped read stopped.
+#[derive(Debug)]
+pub enum CappedRead {
+    TooLarge,
+    Failed(reqwest::Error),
+}
+
+/// Reads a response body, refusing one longer than `limit` bytes (announced or streamed)
+/// without buffering more than that.
+pub async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, CappedRead> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(CappedRead::TooLarge);
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(CappedRead::Failed)? {
+        if out.len() + chunk.len() > limit {
+            return Err(CappedRead::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
 /// Sends one request and checks the envelope; returns `body` on status 0.
 async fn send(req: reqwest::RequestBuilder, endpoint: &'static str) -> Result<Value, WithingsError> {
     let resp = req.send().await.map_err(|e| WithingsError::Network { endpoint, reason: describe(&e) })?;
     let http = resp.status();
-    let bytes = resp.bytes().await.map_err(|e| WithingsError::Network { endpoint, reason: describe(&e) })?;
+    let bytes = read_capped(resp, MAX_RESPONSE_BYTES).await.map_err(|e| match e {
+        CappedRead::TooLarge => WithingsError::TooLarge { endpoint, limit: MAX_RESPONSE_BYTES },
+        CappedRead::Failed(e) => WithingsError::Network { endpoint, reason: describe(&e) },
+    })?;
     if http != reqwest::StatusCode::OK {
         return Err(WithingsError::Http { endpoint, status: http.as_u16() });
     }

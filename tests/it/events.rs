@@ -527,10 +527,22 @@ async fn bad_events_settings_are_configuration_errors_that_name_the_webhook_not_
     let out = run_with("[events]\nteam_id = \"t\"\n".into(), Some(SECRET)).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("[events]"), "{}", text(&out));
+    // A webhook over http:// to another host: health data in clear text, refused unless said.
+    let remote = "[events]\n\n[[events.webhooks]]\nname = \"crm\"\nurl = \"http://hooks.example.com/h\"\nsecret_env = \"WL_TEST_WEBHOOK_SECRET\"\n";
+    let out = run_with(remote.into(), Some(SECRET)).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("allow_insecure") && text(&out).contains("crm"), "{}", text(&out));
+    let out = run_with(format!("{remote}allow_insecure = true\n"), Some(SECRET)).await;
+    assert!(!text(&out).contains("allow_insecure"), "accepted when said: {}", text(&out));
+    // A files sink "inside the lake" that climbs out of it.
+    for prefix in ["../outside", "/etc/withings", "_events/../../x"] {
+        let out = run_with(format!("[events]\n\n[events.files]\nprefix = \"{prefix}\"\n"), Some(SECRET)).await;
+        assert_eq!(out.status.code(), Some(2), "{prefix}: {}", text(&out));
+        assert!(text(&out).contains("inside the lake"), "{prefix}: {}", text(&out));
+    }
+    assert!(!dir.path().join("outside").exists());
     // `events deliver` without an [events] section has nowhere to deliver to.
     let p = pipeline(dir.path(), &sim, "").display().to_string();
-    let out = exec(vec!["sync".into(), "--pipeline".into(), p.clone()]).await;
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let out = exec(vec!["events".into(), "deliver".into(), "--pipeline".into(), p]).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }

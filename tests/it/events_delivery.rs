@@ -45,11 +45,13 @@ struct Reply {
     delay: Duration,
     /// Answer only once the test calls [`Receiver::release`].
     hold: bool,
+    /// Bytes of the answer's body.
+    body_len: usize,
 }
 
 impl Reply {
     fn status(status: u16) -> Reply {
-        Reply { status, retry_after: None, delay: Duration::ZERO, hold: false }
+        Reply { status, retry_after: None, delay: Duration::ZERO, hold: false, body_len: 0 }
     }
 }
 
@@ -119,7 +121,7 @@ async fn handle(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -
         let _ = s.released.subscribe().wait_for(|r| *r).await;
     }
     s.answers.lock().unwrap().push(Answer { id: hit.id().to_string(), status: reply.status, at: Instant::now() });
-    let mut resp = StatusCode::from_u16(reply.status).unwrap().into_response();
+    let mut resp = (StatusCode::from_u16(reply.status).unwrap(), vec![b'x'; reply.body_len]).into_response();
     if let Some(v) = reply.retry_after {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(v));
     }
@@ -756,4 +758,20 @@ async fn one_deliverer_at_a_time_and_a_dead_ones_lease_is_taken_over() {
         assert_eq!((summary.busy, summary.delivered), (false, 1), "{summary:?}");
         assert_eq!(rx.hits_of(&f.id).len(), 1);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_larger_than_64_kib_is_not_read_and_is_retried() {
+    let rx = Receiver::start(|h| Reply { body_len: if h.prior == 0 { 1024 * 1024 } else { 0 }, ..Reply::status(200) }).await;
+    let (_dir, location) = lake();
+    let outbox = Outbox::new(location, vec![hook(&rx.url, Duration::from_secs(5), ms(&[10]))]);
+    let e = event("msg_big_answer", "daily.data.steps.created", "u1");
+    outbox.enqueue("20260101T000000000Z-x", std::slice::from_ref(&e)).await.unwrap();
+    let first = deliver(&outbox, Duration::ZERO).await;
+    assert_eq!((first.delivered, first.pending), (0, 1), "{first:?}");
+    let pending = list(&outbox, Status::Pending).await;
+    let error = pending[0].last_error.as_deref().unwrap();
+    assert!(error.contains("more than 65536 bytes"), "{error}");
+    let again = deliver(&outbox, SETTLE).await;
+    assert_eq!((again.delivered, again.pending), (1, 0), "{again:?}");
 }

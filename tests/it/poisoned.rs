@@ -244,3 +244,30 @@ async fn a_measure_group_modified_in_2100_never_becomes_a_cursor() {
     );
     backfill_against("modified in 2100", b, "weight").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_larger_than_any_real_one_is_a_transient_error_naming_the_endpoint() {
+    // A streamed body (no Content-Length) of 65 MiB of JSON whitespace: read up to the cap only.
+    async fn endless() -> axum::body::Body {
+        let chunk = bytes::Bytes::from(vec![b' '; 1024 * 1024]);
+        let chunks = std::iter::repeat_n(chunk, 65).map(Ok::<_, std::io::Error>);
+        axum::body::Body::from_stream(futures::stream::iter(chunks))
+    }
+    let app = axum::Router::new().fallback(endless);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = WithingsClient::new(ClientConfig {
+        base_url: base,
+        client_id: "fake".into(),
+        client_secret: Secret::new("fake-secret".to_string()),
+        max_retries: 0,
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let token = Secret::new("t".to_string());
+    let err = client.getmeas(&token, &withings_lake::withings::MeasQuery::default()).await.unwrap_err();
+    assert_eq!(err.label(), "too_large", "{err}");
+    assert!(err.is_retryable(), "transient: {err}");
+    assert!(err.to_string().starts_with("getmeas:") && err.to_string().contains("67108864"), "{err}");
+}
