@@ -286,25 +286,63 @@ impl PipelineFile {
         let mut p: PipelineFile = toml::from_str(&text)
             .map_err(|e| PipelineError::Invalid { file: file.clone(), reason: e.message().to_string() + &at(&text, e.span()) })?;
         p.path = path.to_path_buf();
-        if p.source.requests_per_minute == 0 {
-            return Err(PipelineError::Invalid { file, reason: "[source] requests_per_minute must be at least 1".into() });
-        }
-        let invalid = |reason: String| PipelineError::Invalid { file: file.clone(), reason };
-        if p.source.concurrency == 0 {
-            return Err(invalid("[source] concurrency must be at least 1".into()));
-        }
-        let s = &p.sync;
-        if s.backfill_days == 0 || s.backfill_limit_days == 0 {
-            return Err(invalid("[sync] backfill_days and backfill_limit_days must be at least 1".into()));
-        }
-        if s.checkpoint_interval_seconds == 0 {
-            return Err(invalid("[sync] checkpoint_interval_seconds must be at least 1".into()));
-        }
-        if s.users_in_parallel == Some(0) {
-            return Err(invalid("[sync] users_in_parallel must be at least 1".into()));
-        }
+        p.check_numbers().map_err(|reason| PipelineError::Invalid { file: file.clone(), reason })?;
         p.resources()?;
         Ok(p)
+    }
+
+    /// Every number of the file within the range the program can act on: a value out of range
+    /// is an error naming its key (never a panic later, when a duration or a date overflows).
+    fn check_numbers(&self) -> Result<(), String> {
+        fn int(key: &str, v: u64, min: u64, max: u64) -> Result<(), String> {
+            if (min..=max).contains(&v) { Ok(()) } else { Err(format!("{key} = {v} is out of range: {min} to {max}")) }
+        }
+        fn real(key: &str, v: f64, min: f64, max: f64, min_open: bool) -> Result<(), String> {
+            let above = if min_open { v > min } else { v >= min };
+            if v.is_finite() && above && v <= max {
+                Ok(())
+            } else {
+                let low = if min_open { "above" } else { "from" };
+                Err(format!("{key} = {v} is out of range: {low} {min} to {max}"))
+            }
+        }
+        const DAY: u64 = 86_400;
+        let (src, s) = (&self.source, &self.sync);
+        int("[source] requests_per_minute", u64::from(src.requests_per_minute), 1, 100_000)?;
+        int("[source] concurrency", src.concurrency as u64, 1, 256)?;
+        if let Some(l) = &self.lake {
+            int("[lake] shards", u64::from(l.shards), 1, 4096)?;
+        }
+        int("[sync] backfill_days", u64::from(s.backfill_days), 1, 36_500)?;
+        int("[sync] backfill_limit_days", u64::from(s.backfill_limit_days), 1, 36_500)?;
+        int("[sync] checkpoint_interval_seconds", s.checkpoint_interval_seconds, 1, 7 * DAY)?;
+        int("[sync] checkpoint_max_staged_mb", s.checkpoint_max_staged_mb, 1, 1 << 20)?;
+        int("[sync] cursor_overlap_seconds", s.cursor_overlap_seconds, 0, 30 * DAY)?;
+        int("[sync] relist_days", u64::from(s.relist_days), 0, 3650)?;
+        int("[sync] relist_every_hours", u64::from(s.relist_every_hours), 0, 24 * 366)?;
+        if let Some(n) = s.users_in_parallel {
+            int("[sync] users_in_parallel", n as u64, 1, 1024)?;
+        }
+        if let Some(e) = &self.events {
+            int("[events] max_samples_per_event", e.max_samples_per_event as u64, 1, 1_000_000)?;
+            int("[events] final_wait_seconds", e.final_wait_seconds, 0, DAY)?;
+            int("[events] delivered_retention_days", u64::from(e.delivered_retention_days), 0, 36_500)?;
+            for w in &e.webhooks {
+                let at = |k: &str| format!("[[events.webhooks]] '{}' {k}", w.name);
+                real(&at("timeout_seconds"), w.timeout_seconds, 0.0, 3600.0, true)?;
+                int(&at("concurrency"), w.concurrency as u64, 1, 256)?;
+                if let Some(r) = w.max_events_per_second {
+                    real(&at("max_events_per_second"), r, 0.001, 100_000.0, false)?;
+                }
+                if let Some(v) = &w.retry_schedule_seconds {
+                    int(&at("retry_schedule_seconds (entries)"), v.len() as u64, 0, 100)?;
+                    for x in v {
+                        real(&at("retry_schedule_seconds"), *x, 0.0, (30 * DAY) as f64, false)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The resources `[sync] resources` names (all 17 by default).
@@ -483,9 +521,7 @@ impl PipelineFile {
                 .map_err(|_| invalid(format!("{at}: secret_env names {}, which is not set", w.secret_env)))?;
             let key = crate::events::sign::key_of(&secret)
                 .map_err(|reason| invalid(format!("{at}: {reason} (from {})", w.secret_env)))?;
-            if w.timeout_seconds <= 0.0 || w.concurrency == 0 || w.max_events_per_second.is_some_and(|r| r <= 0.0) {
-                return Err(invalid(format!("{at}: timeout_seconds, concurrency and max_events_per_second must be positive")));
-            }
+            // Ranges are checked when the file is loaded (`check_numbers`).
             let schedule = match &w.retry_schedule_seconds {
                 None => default_retry_schedule(),
                 Some(v) if v.iter().any(|s| !s.is_finite() || *s < 0.0) => {

@@ -61,7 +61,7 @@ pub struct DeliverArgs {
     pub pipeline: PathBuf,
     /// Wait up to this long for retries that fall due, then stop (later retries are left to
     /// the next run or `events deliver`).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=604_800), default_value_t = 30)]
     pub wait_seconds: u64,
 }
 
@@ -75,7 +75,7 @@ pub struct RedeliverArgs {
     /// Every dead event.
     #[arg(long, conflicts_with = "ids")]
     pub all_dead: bool,
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=604_800), default_value_t = 30)]
     pub wait_seconds: u64,
 }
 

@@ -20,7 +20,7 @@ pub struct ForgetArgs {
     pub user_id: String,
     /// How long to wait for a running writer of the person's shard, and for a running
     /// deliverer of events, to finish.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=604_800), default_value_t = 300)]
     pub wait_seconds: u64,
 }
 

@@ -26,7 +26,7 @@ pub struct LinkArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
     /// Give up waiting for the callback after this many seconds.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=604_800), default_value_t = 600)]
     pub timeout_secs: u64,
     /// Accept an authorization for another Withings account than the one this user id is
     /// linked to, and reset the user's sync state (their cursors) so the new account's history

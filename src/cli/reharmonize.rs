@@ -22,7 +22,7 @@ pub struct ReharmonizeArgs {
     #[arg(long)]
     pub shard: Option<u32>,
     /// How long to wait for a running writer to release a shard.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=604_800), default_value_t = 300)]
     pub lease_wait_seconds: u64,
     /// Take the shard lease even if another writer holds it (only when you know that writer
     /// is dead, e.g. a killed job, and will not wait for its lease to expire).

@@ -38,14 +38,33 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub report: ReportFormat,
     /// Wait this long for another writer to release a shard before exiting with 3 (busy).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=604_800), default_value_t = 0)]
     pub lease_wait_seconds: u64,
     /// The reference time for default windows (RFC 3339; default: now). For replays.
     #[arg(long, value_parser = parse_time)]
     pub now: Option<DateTime<Utc>>,
-    /// Override `[source] requests_per_minute` for this process.
-    #[arg(long)]
-    pub requests_per_minute: Option<u32>,
+    /// Override `[source] requests_per_minute` for this process: a number from 1, or
+    /// `unlimited` (only against a loopback simulator: Withings allows 120).
+    #[arg(long, value_parser = parse_rpm)]
+    pub requests_per_minute: Option<Rpm>,
+}
+
+/// `--requests-per-minute`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rpm {
+    Limit(u32),
+    Unlimited,
+}
+
+fn parse_rpm(s: &str) -> Result<Rpm, String> {
+    match s.trim() {
+        "unlimited" => Ok(Rpm::Unlimited),
+        n => match n.parse::<u32>() {
+            Ok(0) => Err("0 is not a budget: give 1 or more, or `unlimited` (for a loopback simulator)".into()),
+            Ok(n) if n <= 100_000 => Ok(Rpm::Limit(n)),
+            _ => Err(format!("'{s}' is not a number from 1 to 100000, nor `unlimited`")),
+        },
+    }
 }
 
 fn parse_shard(s: &str) -> Result<(u32, u32), String> {
@@ -75,7 +94,21 @@ impl RunArgs {
         let mut client_cfg = pipeline.resolve_client()?.config().clone();
         let shards_of_run = self.shard.map(|(_, n)| n).unwrap_or(1);
         client_cfg.requests_per_minute = match self.requests_per_minute {
-            Some(r) => r,
+            Some(Rpm::Limit(r)) => r,
+            Some(Rpm::Unlimited) => {
+                let host = url::Url::parse(&client_cfg.base_url).ok().and_then(|u| u.host_str().map(str::to_string));
+                let loopback = host.as_deref().is_some_and(|h| {
+                    h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+                });
+                if !loopback {
+                    return Err(super::Usage(format!(
+                        "--requests-per-minute unlimited is only for a loopback simulator, not {}: Withings allows 120",
+                        client_cfg.base_url
+                    ))
+                    .into());
+                }
+                0
+            }
             // N shard workers run at once: each takes its share of the application's budget.
             None => (client_cfg.requests_per_minute / shards_of_run).max(1),
         };

@@ -727,3 +727,126 @@ async fn a_missing_or_wrong_key_an_empty_store_and_a_corrupt_record_are_never_gr
     assert_eq!(r["failures"][0]["user_id"], "user-1", "{r}");
     assert_eq!(r["failures"][0]["class"], "data", "{r}");
 }
+
+/// Every numeric key of a pipeline file, by section.
+const NUMERIC_KEYS: &[(&str, &str)] = &[
+    ("source", "requests_per_minute"),
+    ("source", "concurrency"),
+    ("lake", "shards"),
+    ("sync", "backfill_days"),
+    ("sync", "backfill_limit_days"),
+    ("sync", "checkpoint_interval_seconds"),
+    ("sync", "checkpoint_max_staged_mb"),
+    ("sync", "cursor_overlap_seconds"),
+    ("sync", "relist_days"),
+    ("sync", "relist_every_hours"),
+    ("sync", "users_in_parallel"),
+    ("events", "max_samples_per_event"),
+    ("events", "final_wait_seconds"),
+    ("events", "delivered_retention_days"),
+    ("webhook", "max_events_per_second"),
+    ("webhook", "timeout_seconds"),
+    ("webhook", "concurrency"),
+    ("webhook", "retry_schedule_seconds"),
+];
+
+/// A pipeline file with `key = value` in its section (and every section present).
+fn numeric_pipeline(dir: &Path, sim: &Sim, section: &str, key: &str, value: &str) -> PathBuf {
+    let at = |s: &str| if s == section { format!("{key} = {value}\n") } else { String::new() };
+    let text = format!(
+        "[source]\napi_base_url = \"{}\"\nclient_id = \"demo-client\"\nclient_secret_env = \"{SECRET_VAR}\"\n{}\n[credentials]\nurl = \"creds\"\nkey_file = \"creds.key\"\n\n[lake]\nurl = \"lake\"\n{}\n[sync]\n{}\n[events]\n{}\n[[events.webhooks]]\nname = \"hook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret_env = \"WL_TEST_WEBHOOK_SECRET\"\n{}",
+        sim.base,
+        at("source"),
+        at("lake"),
+        at("sync"),
+        at("events"),
+        at("webhook")
+    );
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn every_numeric_setting_is_accepted_or_refused_by_name_never_a_panic() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = rt.block_on(common::start(1, 0));
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(link(&sim, &dir.path().join("creds"), 1));
+    let now = DateTime::from_timestamp(NOW, 0).unwrap().to_rfc3339();
+    let run = |section: &str, key: &str, value: &str| -> Output {
+        let p = numeric_pipeline(dir.path(), &sim, section, key, value);
+        bin()
+            .env("WL_TEST_WEBHOOK_SECRET", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
+            .args(["sync", "--dry-run", "--pipeline", p.to_str().unwrap(), "--now", &now])
+            .output()
+            .unwrap()
+    };
+    let check = |section: &str, key: &str, value: &str| -> Result<(), String> {
+        let out = run(section, key, value);
+        let all = text(&out);
+        match out.status.code() {
+            Some(0) => Ok(()),
+            Some(2) if all.contains("pipeline.toml") => Ok(()),
+            code => Err(format!("{key} = {value}: exit {code:?} (0, or 2 naming the file): {all}")),
+        }
+    };
+    // The values that panicked before, each a configuration error naming its key.
+    for (section, key, value) in [
+        ("webhook", "timeout_seconds", "nan"),
+        ("webhook", "timeout_seconds", "inf"),
+        ("webhook", "timeout_seconds", "1e300"),
+        ("webhook", "retry_schedule_seconds", "[1e300]"),
+        ("webhook", "max_events_per_second", "1e-300"),
+        ("sync", "checkpoint_interval_seconds", "18446744073709551615"),
+        ("sync", "backfill_days", "100000000"),
+    ] {
+        let out = run(section, key, value);
+        assert_eq!(out.status.code(), Some(2), "{key} = {value}: {}", text(&out));
+        assert!(text(&out).contains(key) && text(&out).contains("pipeline.toml"), "{key} = {value}: {}", text(&out));
+    }
+    // Flags: out-of-range waits and a zero budget are usage errors; `unlimited` needs loopback.
+    let p = numeric_pipeline(dir.path(), &sim, "", "", "").display().to_string();
+    for args in [
+        vec!["events", "deliver", "--pipeline", &p, "--wait-seconds", "18446744073709551615"],
+        vec!["sync", "--pipeline", &p, "--lease-wait-seconds", "18446744073709551615"],
+        vec!["sync", "--pipeline", &p, "--requests-per-minute", "0"],
+    ] {
+        let out = bin().env("WL_TEST_WEBHOOK_SECRET", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+    }
+    let out = bin()
+        .env("WL_TEST_WEBHOOK_SECRET", "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
+        .args(["sync", "--dry-run", "--pipeline", &p, "--requests-per-minute", "unlimited", "--now", &now])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "unlimited against the loopback simulator: {}", text(&out));
+
+    // Random values for every key: accepted (exit 0) or refused by name (exit 2), never 101.
+    let values = prop_oneof![
+        Just("0".to_string()),
+        Just("-1".to_string()),
+        Just("nan".to_string()),
+        Just("inf".to_string()),
+        Just("-inf".to_string()),
+        Just("18446744073709551615".to_string()),
+        Just("9223372036854775807".to_string()),
+        Just("[1e308, -0.0]".to_string()),
+        any::<u64>().prop_map(|v| v.to_string()),
+        (0u64..100_000).prop_map(|v| v.to_string()),
+        any::<f64>().prop_map(|v| format!("{v:?}")),
+        (-1e6f64..1e6).prop_map(|v| format!("{v:?}")),
+    ];
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 150,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    });
+    runner
+        .run(&(proptest::sample::select(NUMERIC_KEYS), values), |((section, key), value)| {
+            let value = if key == "retry_schedule_seconds" && !value.starts_with('[') { format!("[{value}]") } else { value };
+            check(section, key, &value).map_err(proptest::test_runner::TestCaseError::fail)
+        })
+        .unwrap();
+}
