@@ -190,6 +190,24 @@ impl Lease {
         }
     }
 
+    /// Runs `work` while renewing the lease every quarter of its lifetime, so a holder slowed
+    /// down (a 601 back-off, a slow store) keeps what it holds for as long as it works. A
+    /// failed or lost renewal is logged; the caller's own commit checks still decide.
+    pub async fn renewing<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        let every = (self.ttl / 4).max(Duration::from_millis(10));
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tokio::time::sleep(every) => match self.renew().await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(key = %self.key, "a lease expired and was taken over while its holder worked"),
+                    Err(e) => tracing::warn!(key = %self.key, error = %e, "renewing a lease failed (retried)"),
+                },
+            }
+        }
+    }
+
     /// Deletes the lease if it is still ours.
     pub async fn release(self) {
         let ours = matches!(read(self.store.as_ref(), &self.key).await, Ok(Some((Some(c), _))) if c.holder == self.holder);
@@ -251,6 +269,26 @@ mod tests {
         let key3 = Path::from("leases/live.lock");
         Lease::acquire(store.clone(), key3.clone(), &live, Duration::from_secs(600), Duration::ZERO).await.unwrap();
         assert!(Lease::acquire(store, key3, "new", Duration::from_secs(60), Duration::ZERO).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_is_renewed_while_its_holder_works_past_its_lifetime() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let key = Path::from("leases/slow.lock");
+        let ttl = Duration::from_secs(300);
+        let lease = Lease::acquire(store.clone(), key.clone(), "refresher", ttl, Duration::ZERO).await.unwrap();
+        let first = read(store.as_ref(), &key).await.unwrap().unwrap().0.unwrap();
+        // Work three lifetimes long (a 601 back-off): the heartbeat keeps moving.
+        let out = lease
+            .renewing(async {
+                tokio::time::sleep(3 * ttl).await;
+                7
+            })
+            .await;
+        assert_eq!(out, 7);
+        let last = read(store.as_ref(), &key).await.unwrap().unwrap().0.unwrap();
+        assert_eq!(last.holder, "refresher");
+        assert!(last.heartbeat_at > first.heartbeat_at && last.expires_at > first.expires_at, "{first:?} {last:?}");
     }
 
     #[tokio::test]

@@ -397,12 +397,17 @@ impl TokenManager {
             return Ok(record.access_token);
         }
         let lease = self.store.lease(user_id, Duration::from_secs(30)).await?;
-        // Another process may have refreshed while we waited for the lease.
-        let result = match self.load_active(user_id).await {
-            Ok(r) if fresh(&r) => Ok(r.access_token),
-            Ok(r) => self.refresh_locked(r).await,
-            Err(e) => Err(e),
-        };
+        // Another process may have refreshed while we waited for the lease. The lease is
+        // renewed while the refresh runs (a 601 back-off can outlast its lifetime).
+        let result = lease
+            .renewing(async {
+                match self.load_active(user_id).await {
+                    Ok(r) if fresh(&r) => Ok(r.access_token),
+                    Ok(r) => self.refresh_locked(r).await,
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
         self.store.release(lease).await;
         result
     }
@@ -412,11 +417,15 @@ impl TokenManager {
         let lock = self.lock_for(user_id);
         let _held = lock.lock().await;
         let lease = self.store.lease(user_id, Duration::from_secs(30)).await?;
-        let result = match self.load_active(user_id).await {
-            Ok(r) if r.access_token != *stale => Ok(r.access_token),
-            Ok(r) => self.refresh_locked(r).await,
-            Err(e) => Err(e),
-        };
+        let result = lease
+            .renewing(async {
+                match self.load_active(user_id).await {
+                    Ok(r) if r.access_token != *stale => Ok(r.access_token),
+                    Ok(r) => self.refresh_locked(r).await,
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
         self.store.release(lease).await;
         result
     }
