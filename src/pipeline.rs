@@ -81,7 +81,8 @@ pub struct CredentialsConfig {
     /// Storage location of the encrypted user records: a folder, file://, s3://, gs://, az://.
     /// Keep it outside the lake analysts read.
     pub url: String,
-    /// Key file (hex), created 0600 on first use when `WITHINGS_LAKE_KEY` is not set.
+    /// Key file (hex), created 0600 on first use when `WITHINGS_LAKE_KEY` is not set, and only
+    /// while the store holds no record; refused when others can read it.
     /// Default `~/.config/withings-lake/credentials.key`. Relative to the pipeline file.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
@@ -136,7 +137,8 @@ pub struct SyncSection {
     /// Users fetched at once (default: `[source] concurrency`).
     #[serde(default)]
     pub users_in_parallel: Option<usize>,
-    /// Local folder for staged batches (default: the system temporary folder).
+    /// Local folder for staged batches (default: `$TMPDIR` or the system temporary folder);
+    /// runs stage in a fresh 0700 folder under `<staging_dir>/withings-lake-staging-<uid>/`.
     #[serde(default)]
     pub staging_dir: Option<PathBuf>,
 }
