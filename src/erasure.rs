@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::credentials::{CredentialStore, CredentialsError};
 use crate::events::erase::{OutboxErasure, erase_from_files_sink};
 use crate::events::{EventsError, Outbox};
-use crate::lake::{Lake, LakeErasure, LakeError, shard_of};
+use crate::lake::{Lake, LakeErasure, LakeError, keys, shard_of};
 use crate::storage::Location;
 
 /// What a `forget` says about events it cannot recall.
@@ -100,6 +100,13 @@ impl Erasure<'_> {
             let done = async {
                 report.lake = self.lake.erase_user(&lease, user_id, &run_id).await?;
                 outbox.erase_user(&delivery, user_id, &mut report.events).await?;
+                // The configured files sink, and the lake's default one (a pipeline that no longer
+                // names it, or `forget` run with another pipeline, still finds what it wrote).
+                let default = Location { prefix: keys::default_files_sink(&self.lake.location), ..self.lake.location.clone() };
+                let same = |l: &Location| l.store_url == default.store_url && l.prefix == default.prefix;
+                if self.files_sink.as_ref().is_none_or(|f| !same(f)) {
+                    erase_from_files_sink(&default, user_id, &mut report.events).await?;
+                }
                 if let Some(files) = &self.files_sink {
                     erase_from_files_sink(files, user_id, &mut report.events).await?;
                 }

@@ -115,6 +115,11 @@ pub fn events_dir(lake: &Location) -> Path {
     lake.key(&["_events"])
 }
 
+/// `_events/files`: where the files sink writes by default (`[events.files] prefix`).
+pub fn default_files_sink(lake: &Location) -> Path {
+    lake.key(&["_events", "files"])
+}
+
 /// `_events/<status>/<sink>` (status: pending, delivered, dead).
 pub fn outbox_dir(lake: &Location, status: &str, sink: &str) -> Path {
     lake.key(&["_events", status, sink])
