@@ -97,22 +97,25 @@ impl Erasure<'_> {
         let result = async {
             let outbox = Outbox::new(self.lake.location.clone(), Vec::new());
             let delivery = outbox.hold_delivery(&self.holder, self.wait).await?;
-            let done = async {
-                report.lake = self.lake.erase_user(&lease, user_id, &run_id).await?;
-                outbox.erase_user(&delivery, user_id, &mut report.events).await?;
-                // The configured files sink, and the lake's default one (a pipeline that no longer
-                // names it, or `forget` run with another pipeline, still finds what it wrote).
-                let default = Location { prefix: keys::default_files_sink(&self.lake.location), ..self.lake.location.clone() };
-                let same = |l: &Location| l.store_url == default.store_url && l.prefix == default.prefix;
-                if self.files_sink.as_ref().is_none_or(|f| !same(f)) {
-                    erase_from_files_sink(&default, user_id, &mut report.events).await?;
-                }
-                if let Some(files) = &self.files_sink {
-                    erase_from_files_sink(files, user_id, &mut report.events).await?;
-                }
-                Ok::<(), ErasureError>(())
-            }
-            .await;
+            // Both leases stay renewed however long the erasure takes.
+            let done = lease
+                .renewing(delivery.renewing(async {
+                    report.lake = self.lake.erase_user(&lease, user_id, &run_id).await?;
+                    outbox.erase_user(user_id, &mut report.events).await?;
+                    // The configured files sink, and the lake's default one (a pipeline that no longer
+                    // names it, or `forget` run with another pipeline, still finds what it wrote).
+                    let default =
+                        Location { prefix: keys::default_files_sink(&self.lake.location), ..self.lake.location.clone() };
+                    let same = |l: &Location| l.store_url == default.store_url && l.prefix == default.prefix;
+                    if self.files_sink.as_ref().is_none_or(|f| !same(f)) {
+                        erase_from_files_sink(&default, user_id, &mut report.events).await?;
+                    }
+                    if let Some(files) = &self.files_sink {
+                        erase_from_files_sink(files, user_id, &mut report.events).await?;
+                    }
+                    Ok::<(), ErasureError>(())
+                }))
+                .await;
             delivery.release().await;
             done
         }

@@ -41,6 +41,35 @@ fn to_jsonl(lines: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// Rewrites the JSON-lines file `key` without the lines `erase` picks (deleted when none is
+/// left); how many it removed. A file gone meanwhile has nothing to remove.
+async fn erase_lines<T: serde::de::DeserializeOwned>(
+    loc: &Location,
+    key: &object_store::path::Path,
+    erase: impl Fn(&T) -> bool,
+) -> Result<usize, EventsError> {
+    let bytes = match loc.store.get(key).await {
+        Ok(r) => r.bytes().await.map_err(storage(key))?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(0),
+        Err(e) => return Err(storage(key)(e)),
+    };
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut removed = 0;
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
+        let v: T = serde_json::from_slice(line)
+            .map_err(|e| EventsError::Corrupt { key: key.to_string(), reason: format!("line {}: {e}", i + 1) })?;
+        if erase(&v) {
+            removed += 1;
+        } else {
+            kept.push(line);
+        }
+    }
+    if removed > 0 {
+        rewrite(loc, key, &kept).await?;
+    }
+    Ok(removed)
+}
+
 /// Rewrites `key` with `lines`, or deletes it when none are left.
 async fn rewrite(loc: &Location, key: &object_store::path::Path, lines: &[&[u8]]) -> Result<(), EventsError> {
     if lines.is_empty() {
@@ -63,40 +92,19 @@ impl Outbox {
         })
     }
 
-    /// Removes every record of `user_id` from the outbox (see the module doc); `lease` is the
-    /// delivery lease, renewed as it goes.
-    pub async fn erase_user(&self, lease: &Lease, user_id: &str, report: &mut OutboxErasure) -> Result<(), EventsError> {
+    /// Removes every record of `user_id` from the outbox (see the module doc); the caller holds
+    /// the delivery lease ([`Outbox::hold_delivery`]) and keeps it renewed.
+    pub async fn erase_user(&self, user_id: &str, report: &mut OutboxErasure) -> Result<(), EventsError> {
         for status in Status::ALL {
             for sink in self.sink_names(status).await? {
                 let dir = keys::outbox_dir(&self.lake, status.as_str(), &sink);
                 let files: Vec<object_store::path::Path> =
                     self.lake.store.list(Some(&dir)).map_ok(|m| m.location).try_collect().await.map_err(storage(&dir))?;
                 for key in files.into_iter().filter(|k| k.filename().is_some_and(|f| f.ends_with(".jsonl"))) {
-                    if !lease.renew().await.map_err(|e| EventsError::Busy { reason: e.to_string() })? {
-                        return Err(EventsError::LeaseLost);
-                    }
-                    let bytes = match self.lake.store.get(&key).await {
-                        Ok(r) => r.bytes().await.map_err(storage(&key))?,
-                        Err(object_store::Error::NotFound { .. }) => continue,
-                        Err(e) => return Err(storage(&key)(e)),
-                    };
-                    let mut kept: Vec<&[u8]> = Vec::new();
-                    let mut removed = 0;
-                    for (i, line) in bytes.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
-                        let r: super::Record = serde_json::from_slice(line)
-                            .map_err(|e| EventsError::Corrupt { key: key.to_string(), reason: format!("line {}: {e}", i + 1) })?;
-                        if r.user_id == user_id {
-                            removed += 1;
-                            if status == Status::Delivered && sink != "files" {
-                                report.webhook_events_already_delivered += 1;
-                            }
-                        } else {
-                            kept.push(line);
-                        }
-                    }
-                    if removed > 0 {
-                        rewrite(&self.lake, &key, &kept).await?;
-                        report.outbox_records_removed += removed;
+                    let removed = erase_lines::<super::Record>(&self.lake, &key, |r| r.user_id == user_id).await?;
+                    report.outbox_records_removed += removed;
+                    if status == Status::Delivered && sink != "files" {
+                        report.webhook_events_already_delivered += removed;
                     }
                 }
             }
@@ -115,27 +123,11 @@ pub async fn erase_from_files_sink(location: &Location, user_id: &str, report: &
         .await
         .map_err(storage(&location.prefix))?;
     for key in files.into_iter().filter(|k| k.filename().is_some_and(|f| f.ends_with(".jsonl"))) {
-        let bytes = match location.store.get(&key).await {
-            Ok(r) => r.bytes().await.map_err(storage(&key))?,
-            Err(object_store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(storage(&key)(e)),
-        };
-        let mut kept: Vec<&[u8]> = Vec::new();
-        let mut removed = 0;
-        for (i, line) in bytes.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
-            let v: serde_json::Value = serde_json::from_slice(line)
-                .map_err(|e| EventsError::Corrupt { key: key.to_string(), reason: format!("line {}: {e}", i + 1) })?;
-            let event = &v["event"];
-            if event["user_id"].as_str() == Some(user_id) || event["client_user_id"].as_str() == Some(user_id) {
-                removed += 1;
-            } else {
-                kept.push(line);
-            }
-        }
-        if removed > 0 {
-            rewrite(location, &key, &kept).await?;
-            report.files_sink_events_removed += removed;
-        }
+        report.files_sink_events_removed += erase_lines::<serde_json::Value>(location, &key, |line| {
+            let event = &line["event"];
+            event["user_id"].as_str() == Some(user_id) || event["client_user_id"].as_str() == Some(user_id)
+        })
+        .await?;
     }
     Ok(())
 }

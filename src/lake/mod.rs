@@ -174,6 +174,12 @@ impl ShardLease {
         self.lease.release().await
     }
 
+    /// Runs `work` while the lease is renewed every quarter of its lifetime
+    /// ([`crate::lease::Lease::renewing`]).
+    pub async fn renewing<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        self.lease.renewing(work).await
+    }
+
     /// Heartbeat; an error when the lease was lost (the holder must stop writing).
     pub async fn renew(&self) -> Result<(), LakeError> {
         if self.lease.renew().await.map_err(LakeError::Lease)? { Ok(()) } else { Err(LakeError::LeaseLost { shard: self.shard }) }

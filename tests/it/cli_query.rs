@@ -213,19 +213,7 @@ async fn forget_erases_a_person_from_the_lake_and_the_credentials() {
 
 /// Every file under `dir`, relative, sorted.
 fn files_under(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
+    crate::common::files_under(dir).iter().map(|p| p.strip_prefix(dir).unwrap().display().to_string()).collect()
 }
 
 #[tokio::test]

@@ -113,22 +113,27 @@ async fn a_callback_with_another_state_stores_nothing() {
     let sim = common::start(1, 0).await;
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), &sim, "").display().to_string();
-    let mut child = bin()
-        .args(["link", "--pipeline", &p, "--user-id", "mallory"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    // `link` for mallory: the process, and the redirect URI and state of its authorize URL.
+    let start = || async {
+        let mut child = bin()
+            .args(["link", "--pipeline", &p, "--user-id", "mallory"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let url = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            line
+        })
+        .await
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let url = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        line
-    })
-    .await
-    .unwrap();
-    let parsed = reqwest::Url::parse(url.trim()).unwrap();
-    let redirect = parsed.query_pairs().find(|(k, _)| k == "redirect_uri").unwrap().1.to_string();
+        let parsed = reqwest::Url::parse(url.trim()).unwrap();
+        let q = |name: &str| parsed.query_pairs().find(|(k, _)| k == name).unwrap().1.to_string();
+        (child, q("redirect_uri"), q("state"))
+    };
+    let (child, redirect, _) = start().await;
     // A forged callback's error text is not believed, nor printed: the state is checked first.
     reqwest::get(format!("{redirect}?error=%1b%5b2J%3Cscript%3Eowned&state=forged")).await.unwrap();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
@@ -138,23 +143,7 @@ async fn a_callback_with_another_state_stores_nothing() {
     assert!(!dir.path().join("creds/users/mallory.cred").exists());
 
     // With the right state, only a known error code is printed.
-    let mut child = bin()
-        .args(["link", "--pipeline", &p, "--user-id", "mallory"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let url = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        line
-    })
-    .await
-    .unwrap();
-    let parsed = reqwest::Url::parse(url.trim()).unwrap();
-    let q = |name: &str| parsed.query_pairs().find(|(k, _)| k == name).unwrap().1.to_string();
-    let (redirect, state) = (q("redirect_uri"), q("state"));
+    let (child, redirect, state) = start().await;
     reqwest::get(format!("{redirect}?error=%1b%5b2J%3Cscript%3Eowned&state={state}")).await.unwrap();
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
     assert!(!out.status.success());

@@ -147,3 +147,21 @@ pub fn own_fixture(name: &str) -> Value {
 pub fn ymd(days_before_now: i64) -> String {
     chrono::DateTime::from_timestamp(NOW - days_before_now * 86_400, 0).unwrap().format("%Y-%m-%d").to_string()
 }
+
+/// Every file under `dir` (recursively), sorted.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}

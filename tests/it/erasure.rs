@@ -24,40 +24,25 @@ use crate::sync::{bin, d, link, pipeline, text};
 /// Every file under `dir` with its content decoded to text: Parquet and Arrow IPC files as
 /// pretty-printed tables, everything else as it is.
 fn decoded_files(dir: &Path) -> Vec<(PathBuf, String)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let bytes = std::fs::read(&path).unwrap();
-            let name = path.to_string_lossy().to_string();
-            let batches: Option<Vec<RecordBatch>> = if name.ends_with(".parquet") {
-                let reader =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.clone()))
-                        .unwrap()
-                        .build()
-                        .unwrap();
-                Some(reader.map(|b| b.unwrap()).collect())
-            } else if name.ends_with(".arrow") {
-                let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes.clone()), None).unwrap();
-                Some(reader.map(|b| b.unwrap()).collect())
-            } else {
-                None
-            };
-            let content = match batches {
-                Some(b) => pretty_format_batches(&b).unwrap().to_string(),
-                None => String::from_utf8_lossy(&bytes).into_owned(),
-            };
-            out.push((path, content));
+    let decode = |path: &Path| {
+        let bytes = std::fs::read(path).unwrap();
+        let name = path.to_string_lossy();
+        let batches: Option<Vec<RecordBatch>> = if name.ends_with(".parquet") {
+            let builder =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes.clone()));
+            Some(builder.unwrap().build().unwrap().map(|b| b.unwrap()).collect())
+        } else if name.ends_with(".arrow") {
+            let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes.clone()), None).unwrap();
+            Some(reader.map(|b| b.unwrap()).collect())
+        } else {
+            None
+        };
+        match batches {
+            Some(b) => pretty_format_batches(&b).unwrap().to_string(),
+            None => String::from_utf8_lossy(&bytes).into_owned(),
         }
-    }
-    out.sort();
-    out
+    };
+    crate::common::files_under(dir).into_iter().map(|p| (p.clone(), decode(&p))).collect()
 }
 
 /// The objects under `dirs` that name any of `needles` in their path or decoded content.

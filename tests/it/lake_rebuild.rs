@@ -165,16 +165,9 @@ pub(crate) fn crash_at(mut cmd: Command, rule: &str) {
 
 /// No file a killed write left behind, anywhere under `dir`.
 pub(crate) fn assert_no_temporary_files(dir: &Path) {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                let name = e.file_name().to_string_lossy().to_string();
-                assert!(!name.contains('#'), "leftover temporary file {}", e.path().display());
-            }
-        }
+    for f in crate::common::files_under(dir) {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        assert!(!name.contains('#'), "leftover temporary file {}", f.display());
     }
 }
 
