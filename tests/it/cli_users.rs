@@ -115,21 +115,8 @@ async fn a_callback_with_another_state_stores_nothing() {
     let p = pipeline(dir.path(), &sim, "").display().to_string();
     // `link` for mallory: the process, and the redirect URI and state of its authorize URL.
     let start = || async {
-        let mut child = bin()
-            .args(["link", "--pipeline", &p, "--user-id", "mallory"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let url = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            stdout.read_line(&mut line).unwrap();
-            line
-        })
-        .await
-        .unwrap();
-        let parsed = reqwest::Url::parse(url.trim()).unwrap();
+        let (child, _, url) = start_link(&p, "mallory", &[]).await;
+        let parsed = reqwest::Url::parse(&url).unwrap();
         let q = |name: &str| parsed.query_pairs().find(|(k, _)| k == name).unwrap().1.to_string();
         (child, q("redirect_uri"), q("state"))
     };
@@ -208,9 +195,13 @@ async fn pipeline_mistakes_are_named() {
     assert!(text(&out).contains(SECRET_VAR), "{}", text(&out));
 }
 
-/// Runs `link` for `user_id` and approves as simulator user `sim_user` (the simulator approves
-/// at once; its `sim_user` parameter picks the account).
-async fn link_as(p: &str, user_id: &str, sim_user: usize, extra: &[&str]) -> (Option<i32>, String) {
+/// Starts `link` for `user_id`: the process, its stdout after the first line, and the
+/// authorize URL that line prints.
+async fn start_link(
+    p: &str,
+    user_id: &str,
+    extra: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStdout>, String) {
     let mut child = bin()
         .args(["link", "--pipeline", p, "--user-id", user_id])
         .args(extra)
@@ -219,15 +210,21 @@ async fn link_as(p: &str, user_id: &str, sim_user: usize, extra: &[&str]) -> (Op
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let url = tokio::task::spawn_blocking(move || {
+    let (url, stdout) = tokio::task::spawn_blocking(move || {
         let mut first = String::new();
         stdout.read_line(&mut first).unwrap();
-        (first, stdout)
+        (first.trim().to_string(), stdout)
     })
     .await
     .unwrap();
-    let (url, mut stdout) = url;
-    reqwest::get(format!("{}&sim_user={sim_user}", url.trim())).await.unwrap();
+    (child, stdout, url)
+}
+
+/// Runs `link` for `user_id` and approves as simulator user `sim_user` (the simulator approves
+/// at once; its `sim_user` parameter picks the account).
+async fn link_as(p: &str, user_id: &str, sim_user: usize, extra: &[&str]) -> (Option<i32>, String) {
+    let (child, mut stdout, url) = start_link(p, user_id, extra).await;
+    reqwest::get(format!("{url}&sim_user={sim_user}")).await.unwrap();
     tokio::task::spawn_blocking(move || {
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
