@@ -172,8 +172,16 @@ async fn import_proves_each_row_and_reports_it() {
     assert!(table.lines().any(|l| l.starts_with("carol") && l.contains("needs_reauth")), "{table}");
     // Importing an already linked user needs --replace.
     let again =
-        run(vec!["users".into(), "import".into(), "--pipeline".into(), p, "--file".into(), csv.display().to_string()]).await;
+        run(vec!["users".into(), "import".into(), "--pipeline".into(), p.clone(), "--file".into(), csv.display().to_string()])
+            .await;
     assert!(text(&again).contains("line 2: failed: user 'bob' is already linked"), "{}", text(&again));
+    // bob's Withings account under another id: refused before its token is used.
+    let twice = dir.path().join("twice.csv");
+    std::fs::write(&twice, "user_id,withings_user_id,refresh_token\ndave,31000001,unused\n").unwrap();
+    let out =
+        run(vec!["users".into(), "import".into(), "--pipeline".into(), p, "--file".into(), twice.display().to_string()]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("Withings userid 31000001 is already linked as user 'bob'"), "{}", text(&out));
 }
 
 #[tokio::test]
