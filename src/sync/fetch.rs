@@ -130,11 +130,16 @@ fn remember(p: &mut Piece, e: Endpoint, versions: &[(String, Option<i64>)]) {
 }
 
 fn max_modified<'a>(raws: impl Iterator<Item = &'a Value>) -> Option<i64> {
+    // An implausible `modified` (quarantined with its record) never becomes a cursor: one in
+    // 2100 would make every later `lastupdate` ask for nothing.
+    use crate::withings::types::{AHEAD_SECONDS, EARLIEST};
+    let plausible = EARLIEST..=chrono::Utc::now().timestamp() + AHEAD_SECONDS;
     raws.filter_map(|r| match r.get("modified")? {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.parse().ok(),
         _ => None,
     })
+    .filter(|m| plausible.contains(m))
     .max()
 }
 
