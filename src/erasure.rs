@@ -56,8 +56,9 @@ impl ErasureError {
 /// The erasure manifest (`_manifests/forget-<time>-000001.json`), also printed by `forget`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ForgetReport {
-    /// HMAC-SHA256 of the user id under a key derived from the credentials key.
-    pub user_id_hmac_sha256: String,
+    /// HMAC-SHA256 of the user id under a key derived from the credentials key; none when
+    /// the erasure ran without the key (records are deleted without being read).
+    pub user_id_hmac_sha256: Option<String>,
     pub completed_at: Option<DateTime<Utc>>,
     pub credentials_removed: bool,
     #[serde(flatten)]
@@ -79,6 +80,9 @@ pub struct Erasure<'a> {
     pub holder: String,
     /// How long to wait for a running writer or deliverer.
     pub wait: Duration,
+    /// Whether `credentials` holds the real key (the erasure manifest's hash needs it; the
+    /// erasure itself does not: a record is deleted without being read).
+    pub keyed: bool,
 }
 
 impl Erasure<'_> {
@@ -86,7 +90,7 @@ impl Erasure<'_> {
     pub async fn forget(&self, user_id: &str) -> Result<ForgetReport, ErasureError> {
         crate::credentials::validate_user_id(user_id)?;
         let mut report = ForgetReport {
-            user_id_hmac_sha256: self.credentials.erasure_tag(user_id),
+            user_id_hmac_sha256: self.keyed.then(|| self.credentials.erasure_tag(user_id)),
             beyond_reach: BEYOND_REACH.to_string(),
             ..ForgetReport::default()
         };
@@ -94,32 +98,39 @@ impl Erasure<'_> {
         let run_id = format!("forget-{}", Utc::now().format("%Y%m%dT%H%M%S%.6fZ"));
         let shard = shard_of(user_id, self.lake.meta.shards);
         let lease = self.lake.lease_shard(shard, &self.holder, self.wait).await?;
-        let result = async {
-            let outbox = Outbox::new(self.lake.location.clone(), Vec::new());
-            let delivery = outbox.hold_delivery(&self.holder, self.wait).await?;
-            // Both leases stay renewed however long the erasure takes.
-            let done = lease
-                .renewing(delivery.renewing(async {
-                    report.lake = self.lake.erase_user(&lease, user_id, &run_id).await?;
-                    outbox.erase_user(user_id, &mut report.events).await?;
-                    // The configured files sink, and the lake's default one (a pipeline that no longer
-                    // names it, or `forget` run with another pipeline, still finds what it wrote).
-                    let default =
-                        Location { prefix: keys::default_files_sink(&self.lake.location), ..self.lake.location.clone() };
-                    let same = |l: &Location| l.store_url == default.store_url && l.prefix == default.prefix;
-                    if self.files_sink.as_ref().is_none_or(|f| !same(f)) {
-                        erase_from_files_sink(&default, user_id, &mut report.events).await?;
-                    }
-                    if let Some(files) = &self.files_sink {
-                        erase_from_files_sink(files, user_id, &mut report.events).await?;
-                    }
-                    Ok::<(), ErasureError>(())
-                }))
-                .await;
-            delivery.release().await;
-            done
-        }
-        .await;
+        // The shard lease stays renewed while the delivery lease is waited for and while the
+        // erasure runs, and so does the delivery lease; each is checked still ours at the end
+        // (a lease lost half-way could let a writer put back what was erased).
+        let result = lease
+            .renewing(async {
+                let outbox = Outbox::new(self.lake.location.clone(), Vec::new());
+                let delivery = outbox.hold_delivery(&self.holder, self.wait).await?;
+                let done = delivery
+                    .renewing(async {
+                        report.lake = self.lake.erase_user(&lease, user_id, &run_id).await?;
+                        outbox.erase_user(user_id, &mut report.events).await?;
+                        // The configured files sink, and the lake's default one (a pipeline that
+                        // no longer names it, or `forget` run with another, still finds it).
+                        let default =
+                            Location { prefix: keys::default_files_sink(&self.lake.location), ..self.lake.location.clone() };
+                        let same = |l: &Location| l.store_url == default.store_url && l.prefix == default.prefix;
+                        if self.files_sink.as_ref().is_none_or(|f| !same(f)) {
+                            erase_from_files_sink(&default, user_id, &mut report.events).await?;
+                        }
+                        if let Some(files) = &self.files_sink {
+                            erase_from_files_sink(files, user_id, &mut report.events).await?;
+                        }
+                        if !delivery.renew().await.map_err(|e| EventsError::Busy { reason: e.to_string() })? {
+                            return Err(EventsError::LeaseLost.into());
+                        }
+                        lease.renew().await?;
+                        Ok::<(), ErasureError>(())
+                    })
+                    .await;
+                delivery.release().await;
+                done
+            })
+            .await;
         lease.release().await;
         result?;
         report.completed_at = Some(Utc::now());

@@ -89,7 +89,20 @@ fn holder_is_dead(holder: &str) -> bool {
     let Some(pid) = holder[at + marker.len()..].split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
         return false;
     };
-    pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    pid != std::process::id() && !process_exists(pid)
+}
+
+/// Whether a process with this pid exists in this pid namespace: `kill(pid, 0)` succeeds, or
+/// fails with EPERM (another user's process). Unlike a look in `/proc`, a `/proc` mounted
+/// with `hidepid` cannot make a live process look dead.
+pub(crate) fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    if pid <= 0 {
+        return true; // 0 and negatives mean groups to kill(2): never presumed dead
+    }
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 fn record(holder: &str, acquired_at: DateTime<Utc>, ttl: Duration) -> Vec<u8> {

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use withings_lake::credentials::{Cipher, CredentialStore, CredentialsError};
 use withings_lake::erasure::Erasure;
 use withings_lake::lake::Lake;
-use withings_lake::pipeline::PipelineFile;
+use withings_lake::pipeline::{PipelineError, PipelineFile};
 
 #[derive(Debug, Args)]
 pub struct ForgetArgs {
@@ -26,7 +27,19 @@ pub struct ForgetArgs {
 
 pub async fn run(args: ForgetArgs) -> anyhow::Result<()> {
     let pipeline = PipelineFile::load(&args.pipeline)?;
-    let credentials = pipeline.resolve_credentials().await?;
+    // Without the key (lost, or never on this machine) a person can still be erased: records
+    // are deleted unread; only the manifest's keyed hash of the id needs the key.
+    let (credentials, keyed) = match pipeline.resolve_credentials().await {
+        Ok(c) => (c, true),
+        Err(PipelineError::Credentials(CredentialsError::MissingKey { .. })) => {
+            tracing::warn!("no credentials key: erasing without it; the erasure manifest records no hash of the id");
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let cipher = Cipher::from_key(key, "an ephemeral key (erasure without the credentials key)");
+            (std::sync::Arc::new(CredentialStore::open(&pipeline.credentials_url(), cipher)?), false)
+        }
+        Err(e) => return Err(e.into()),
+    };
     let lake = Lake::open(pipeline.resolve_lake_location()?).await?;
     let erasure = Erasure {
         lake: &lake,
@@ -34,6 +47,7 @@ pub async fn run(args: ForgetArgs) -> anyhow::Result<()> {
         files_sink: pipeline.resolve_files_sink()?,
         holder: format!("forget-{}", withings_lake::lease::process_holder()),
         wait: Duration::from_secs(args.wait_seconds),
+        keyed,
     };
     let report = erasure.forget(&args.user_id).await?;
     tracing::info!(

@@ -319,9 +319,12 @@ impl CredentialStore {
     }
 
     /// Deletes the user's record and refresh lease (whose key names them). Whether a record
-    /// existed.
+    /// existed. Taken under the refresh lease: a refresh in flight saves its rotated pair
+    /// first, and none starts after (it would find no record), so a deleted record never
+    /// comes back.
     pub async fn delete(&self, user_id: &str) -> Result<bool, CredentialsError> {
         validate_user_id(user_id)?;
+        let _held = self.lease(user_id, Duration::from_secs(120)).await?;
         // Exists-check without decrypting: a corrupt record can still be removed.
         let existed = match self.loc.store.head(&self.key(user_id)).await {
             Ok(_) => true,

@@ -109,7 +109,7 @@ fn remove_orphans(base: &Path) {
         let name = e.file_name().to_string_lossy().into_owned();
         let mut parts = name.rsplitn(3, '-');
         let (Some(pid), Some(machine)) = (parts.next().and_then(|p| p.parse::<u32>().ok()), parts.next()) else { continue };
-        if machine == tag && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        if machine == tag && pid != std::process::id() && !crate::lease::process_exists(pid) {
             tracing::info!(folder = %e.path().display(), "removing the staging folder of a run that did not finish");
             let _ = std::fs::remove_dir_all(e.path());
         }

@@ -118,12 +118,23 @@ fn create_new(path: &FsPath) -> std::io::Result<std::fs::File> {
 
 /// The blocking part of a put: temporary file, then rename or link (see the module doc).
 fn write(dest: &FsPath, key: &str, payload: PutPayload, mode: &PutMode) -> Result<PutResult> {
-    let mut staged = dest.as_os_str().to_owned();
-    staged.push("#");
-    staged.push(next_suffix());
-    let staged = PathBuf::from(staged);
+    let staged_path = || {
+        let mut staged = dest.as_os_str().to_owned();
+        staged.push("#");
+        staged.push(next_suffix());
+        PathBuf::from(staged)
+    };
     let crash = crash::at_put(key);
-    let mut file = create_new(&staged).map_err(|e| generic("cannot create the temporary file", &staged, e))?;
+    // A name left by a dead process with our pid (a container's pid 1 after a restart) is
+    // skipped: the next sequence number is tried.
+    let (mut file, staged) = loop {
+        let staged = staged_path();
+        match create_new(&staged) {
+            Ok(f) => break (f, staged),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(generic("cannot create the temporary file", &staged, e)),
+        }
+    };
     let result = (|| {
         if crash == Some(Stage::During) {
             let bytes: Vec<u8> = payload.iter().flat_map(|c| c.iter().copied()).collect();
@@ -227,7 +238,7 @@ fn writer_is_dead(suffix: &str) -> bool {
         return false;
     }
     let (Ok(t), Ok(pid)) = (suffix[..8].parse::<u32>(), suffix[8..WRITER_DIGITS].parse::<u32>()) else { return false };
-    t == tag && pid != std::process::id() && !FsPath::new(&format!("/proc/{pid}")).exists()
+    t == tag && pid != std::process::id() && !crate::lease::process_exists(pid)
 }
 
 /// The key a temporary file was written for and its digits suffix, if `name` is one.

@@ -726,6 +726,16 @@ async fn a_missing_or_wrong_key_an_empty_store_and_a_corrupt_record_are_never_gr
     assert_eq!(r["users"]["ok"], 1, "{r}");
     assert_eq!(r["failures"][0]["user_id"], "user-1", "{r}");
     assert_eq!(r["failures"][0]["class"], "data", "{r}");
+
+    // Without the key a person can still be erased (records are deleted unread); the manifest
+    // then has no hash of the id, and still no key is created.
+    std::fs::remove_file(&key).unwrap();
+    let out = exec(vec!["forget".into(), "--pipeline".into(), p.clone(), "--user-id".into(), "user-0".into()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["credentials_removed"].as_bool().unwrap() && report["user_id_hmac_sha256"].is_null(), "{report}");
+    assert!(report["rows_removed"].as_u64().unwrap() > 0, "{report}");
+    assert!(!dir.path().join("creds/users/user-0.cred").exists() && !key.exists());
 }
 
 /// Every numeric key of a pipeline file, by section.
