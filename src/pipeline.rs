@@ -463,6 +463,23 @@ impl PipelineFile {
                 f.prefix
             )));
         }
+        // ... and not one the lake itself uses (the outbox, state, manifests, tables).
+        let first: Vec<&str> = f.prefix.split('/').filter(|p| !p.is_empty()).collect();
+        let reserved = match first.as_slice() {
+            [] => true,
+            ["_events", rest, ..] => ["pending", "delivered", "dead", "staged"].contains(rest),
+            ["_events"] => true,
+            [top, ..] => {
+                ["_state", "_manifests", "_raw", "_quarantine", "_lake.json"].contains(top)
+                    || crate::schema::Resource::ALL.iter().any(|r| r.as_str() == *top)
+            }
+        };
+        if !f.prefix.contains("://") && reserved {
+            return Err(invalid(format!(
+                "[events.files] prefix '{}' is a folder the lake itself uses: choose another (default _events/files)",
+                f.prefix
+            )));
+        }
         let options = self.lake.as_ref().map(|l| l.options.clone()).unwrap_or_default();
         let location = if f.prefix.contains("://") {
             crate::storage::open_with(&f.prefix, &options)

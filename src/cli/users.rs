@@ -122,15 +122,24 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
                     let tokens = client.refresh(&row.refresh_token).await?;
                     let userid = tokens.userid.clone().unwrap_or_default();
                     let now = chrono::Utc::now().timestamp();
-                    let taken = owners.get(&userid).filter(|o| **o != row.user_id).cloned();
-                    let mismatch = match taken {
-                        Some(other) => Some(format!(
-                            "the refresh token belongs to Withings userid {userid}, already linked as user '{other}'"
-                        )),
-                        None => (userid != row.withings_user_id).then(|| {
-                            format!("the refresh token belongs to Withings userid {userid}, not {}", row.withings_user_id)
-                        }),
-                    };
+                    if let Some(other) = owners.get(&userid).filter(|o| **o != row.user_id).cloned() {
+                        // The token is another linked user's: the rotated pair is theirs, saved
+                        // to their record (the one they had may be dead now), not a second one.
+                        if let Some(mut owner) = store.get(&other).await? {
+                            owner.access_token = tokens.access_token;
+                            owner.access_expires_at = now + withings_lake::credentials::token_lifetime(tokens.expires_in);
+                            owner.refresh_token = tokens.refresh_token;
+                            owner.updated_at = now;
+                            owner.last_refresh_at = Some(now);
+                            store.put(&owner).await?;
+                        }
+                        bail!(
+                            "the refresh token belongs to Withings userid {userid}, already linked as user '{other}' (its \
+                             rotated tokens were saved to '{other}')"
+                        );
+                    }
+                    let mismatch = (userid != row.withings_user_id)
+                        .then(|| format!("the refresh token belongs to Withings userid {userid}, not {}", row.withings_user_id));
                     // Another account for a linked user: its cursors belong to the old one.
                     if mismatch.is_none() && previous.as_ref().is_some_and(|p| p.withings_userid != userid) {
                         withings_lake::state::StateStore::new(pipeline.resolve_lake_location()?).delete(&row.user_id).await?;

@@ -147,10 +147,17 @@ impl Cipher {
     }
 }
 
+/// Writes a new key file whole or not at all: a temporary file (0600, synced), then a hard
+/// link to `path` (which fails if a key appeared meanwhile), so no process ever reads a
+/// half-written key and a kill leaves no empty one.
 fn write_new_key_file(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".new-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp); // a leftover of this pid's namesake
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -158,10 +165,15 @@ fn write_new_key_file(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path)?;
-    f.write_all(hex::encode(key).as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()
+    let written = (|| {
+        let mut f = opts.open(&tmp)?;
+        f.write_all(hex::encode(key).as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    written
 }
 
 /// `$XDG_CONFIG_HOME/withings-lake/credentials.key` (or `~/.config/...`).

@@ -178,7 +178,7 @@ impl CredentialStore {
         let loc = storage::open(location)?;
         // A process killed while saving a record leaves a temporary file beside it; nothing
         // but this store writes here, so whatever a dead writer left goes now.
-        loc.remove_interrupted_writes(&loc.prefix, &|_| false);
+        loc.remove_interrupted_writes(&loc.prefix, storage::local::Unattributed::OwnedOrOld(&|_| false));
         Ok(CredentialStore { loc, cipher })
     }
 
@@ -284,7 +284,9 @@ impl CredentialStore {
             match self.get(name).await {
                 Ok(Some(r)) => out.records.push(r),
                 Ok(None) => {}
-                Err(e @ CredentialsError::Corrupt { .. }) => out.unreadable.push((name.to_string(), e.to_string())),
+                Err(e @ (CredentialsError::Corrupt { .. } | CredentialsError::InvalidUserId { .. })) => {
+                    out.unreadable.push((name.to_string(), e.to_string()))
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -149,16 +149,19 @@ impl Deliverer {
     /// temporary file, removed here once its writer is dead (a `events deliver` schedule
     /// cleans up without ever holding a shard).
     async fn remove_interrupted_writes(&self) {
+        use crate::storage::local::Unattributed;
         let lake = &self.outbox.lake;
-        let mut dirs = vec![(lake.clone(), keys::events_dir(lake))];
+        let mut dirs = vec![(lake.clone(), keys::events_dir(lake), true)];
         for s in &self.outbox.sinks {
             if let SinkKind::Files(l) = &s.kind {
-                dirs.push((l.clone(), l.prefix.clone()));
+                // A files sink may share its folder with others: only our dead writers' files.
+                dirs.push((l.clone(), l.prefix.clone(), false));
             }
         }
         let _ = tokio::task::spawn_blocking(move || {
-            for (loc, dir) in dirs {
-                loc.remove_interrupted_writes(&dir, &|_| false);
+            for (loc, dir, ours) in dirs {
+                let rule = if ours { Unattributed::OwnedOrOld(&|_| false) } else { Unattributed::Keep };
+                loc.remove_interrupted_writes(&dir, rule);
             }
         })
         .await;
@@ -511,7 +514,10 @@ async fn post(client: &reqwest::Client, hook: &Webhook, r: &Record) -> Outcome {
             let after = retry_after(&resp);
             // Read (and drop) the answer so the connection can be reused; a receiver's answer
             // is an acknowledgement, never more than 64 KiB.
-            if let Err(crate::withings::CappedRead::TooLarge) = crate::withings::read_capped(resp, MAX_ANSWER_BYTES).await {
+            // A 2xx is a delivery whatever follows it; a large error page is a failed attempt.
+            if let Err(crate::withings::CappedRead::TooLarge) = crate::withings::read_capped(resp, MAX_ANSWER_BYTES).await
+                && !status.is_success()
+            {
                 return Outcome::Retry {
                     status: code,
                     error: format!("the endpoint answered {status} with more than {MAX_ANSWER_BYTES} bytes (not read)"),

@@ -292,9 +292,8 @@ impl Lake {
     async fn remove_interrupted_writes(&self, shard: u32) {
         let location = self.location.clone();
         let sweep = tokio::task::spawn_blocking(move || {
-            location.remove_interrupted_writes(&location.prefix, &|k| {
-                keys::parse_data_file(&location, k).is_some_and(|(_, _, s)| s == shard)
-            })
+            let owned = |k: &object_store::path::Path| keys::parse_data_file(&location, k).is_some_and(|(_, _, s)| s == shard);
+            location.remove_interrupted_writes(&location.prefix, crate::storage::local::Unattributed::OwnedOrOld(&owned))
         });
         if let Ok(n @ 1..) = sweep.await {
             tracing::info!(shard, removed = n, "removed the temporary files of interrupted writes");

@@ -247,11 +247,21 @@ fn temporary(name: &str) -> Option<(&str, &str)> {
     (!dest.is_empty() && !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit())).then_some((dest, suffix))
 }
 
+/// Which temporary files a sweep may remove besides those of dead writers.
+#[derive(Clone, Copy)]
+pub enum Unattributed<'a> {
+    /// Those whose key `owned` says the caller holds, and any older than
+    /// [`UNATTRIBUTED_AFTER`]: for folders only this program writes (the lake, credentials).
+    OwnedOrOld(&'a dyn Fn(&Path) -> bool),
+    /// None: for a folder others may share (a files sink), where `name#123` may be theirs.
+    Keep,
+}
+
 /// Removes the temporary files of interrupted writes under the folder `root` (see the module
-/// doc): those of dead writers of this machine, those whose key `owned` says the caller owns,
-/// and any older than [`UNATTRIBUTED_AFTER`]. Returns how many it removed. Best effort: a file
-/// it cannot read or remove is left for the next sweep.
-pub fn sweep(root: &FsPath, owned: &dyn Fn(&Path) -> bool) -> usize {
+/// doc): those of dead writers of this machine, and the unattributed ones `unattributed`
+/// allows. Returns how many it removed. Best effort: a file it cannot read or remove is left
+/// for the next sweep.
+pub fn sweep(root: &FsPath, unattributed: Unattributed<'_>) -> usize {
     let mut removed = 0;
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
@@ -264,14 +274,20 @@ pub fn sweep(root: &FsPath, owned: &dyn Fn(&Path) -> bool) -> usize {
             }
             let name = e.file_name().to_string_lossy().into_owned();
             let Some((dest, suffix)) = temporary(&name) else { continue };
-            let key = Path::from_absolute_path(dir.join(dest)).ok();
-            let old = e
-                .metadata()
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age >= UNATTRIBUTED_AFTER);
-            if writer_is_dead(suffix) || key.as_ref().is_some_and(owned) || old {
+            let remove = writer_is_dead(suffix)
+                || match unattributed {
+                    Unattributed::Keep => false,
+                    Unattributed::OwnedOrOld(owned) => {
+                        let old = e
+                            .metadata()
+                            .ok()
+                            .and_then(|m| m.modified().ok())
+                            .and_then(|t| t.elapsed().ok())
+                            .is_some_and(|age| age >= UNATTRIBUTED_AFTER);
+                        old || Path::from_absolute_path(dir.join(dest)).ok().as_ref().is_some_and(owned)
+                    }
+                };
+            if remove {
                 tracing::warn!(file = %e.path().display(), "removing the temporary file of an interrupted write");
                 if std::fs::remove_file(e.path()).is_ok() {
                     removed += 1;
@@ -339,7 +355,8 @@ mod tests {
             std::fs::write(dir.path().join(f), b"x").unwrap();
         }
         let owned = |k: &Path| k.filename() == Some("part-0001.parquet");
-        assert_eq!(sweep(dir.path(), &owned), 2);
+        assert_eq!(sweep(dir.path(), Unattributed::Keep), 1, "a shared folder: only the dead writer's");
+        assert_eq!(sweep(dir.path(), Unattributed::OwnedOrOld(&owned)), 1);
         let mut left: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
         left.sort();

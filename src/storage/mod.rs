@@ -62,14 +62,17 @@ impl Location {
     /// Removes the temporary files that writes killed half-way left under `dir` (a key of this
     /// location; its prefix for all of it), where the location is a local folder (object
     /// stores replace objects atomically and leave nothing): those of dead writers of this
-    /// machine, those of keys `owned` says the caller holds the lease of, and unattributed
-    /// ones older than an hour (see [`local`]). Blocking (it walks the folder); returns how
-    /// many it removed.
-    pub fn remove_interrupted_writes(&self, dir: &Path, owned: &dyn Fn(&Path) -> bool) -> usize {
+    /// machine, and the unattributed ones `unattributed` allows (see [`local`]). Blocking (it
+    /// walks the folder); returns how many it removed.
+    pub fn remove_interrupted_writes(&self, dir: &Path, unattributed: local::Unattributed<'_>) -> usize {
         if self.store_url != "file:///" {
             return 0;
         }
-        local::sweep(&std::path::PathBuf::from(format!("/{}", dir.as_ref())), owned)
+        // The file system path of the key (percent-encoded characters decoded).
+        match object_store::local::LocalFileSystem::new().path_to_filesystem(dir) {
+            Ok(root) => local::sweep(&root, unattributed),
+            Err(_) => 0,
+        }
     }
 
     /// `prefix/part/part...`

@@ -179,9 +179,21 @@ async fn import_proves_each_row_and_reports_it() {
     let twice = dir.path().join("twice.csv");
     std::fs::write(&twice, "user_id,withings_user_id,refresh_token\ndave,31000001,unused\n").unwrap();
     let out =
-        run(vec!["users".into(), "import".into(), "--pipeline".into(), p, "--file".into(), twice.display().to_string()]).await;
+        run(vec!["users".into(), "import".into(), "--pipeline".into(), p.clone(), "--file".into(), twice.display().to_string()])
+            .await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("Withings userid 31000001 is already linked as user 'bob'"), "{}", text(&out));
+    // A row claiming another account whose token turns out to be bob's: the rotated pair is
+    // saved to bob (whose own may now be dead), and no second record holds bob's account.
+    let bobs = sim.users().await[1]["refresh_token"].as_str().unwrap().to_string();
+    std::fs::write(&twice, format!("user_id,withings_user_id,refresh_token\nerin,31000005,{bobs}\n")).unwrap();
+    let out =
+        run(vec!["users".into(), "import".into(), "--pipeline".into(), p.clone(), "--file".into(), twice.display().to_string()])
+            .await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("already linked as user 'bob' (its rotated tokens were saved to 'bob')"), "{}", text(&out));
+    let listed = run(vec!["users".into(), "list".into(), "--pipeline".into(), p]).await;
+    assert!(!text(&listed).contains("erin") && text(&listed).contains("2 users"), "{}", text(&listed));
 }
 
 #[tokio::test]

@@ -540,6 +540,12 @@ async fn bad_events_settings_are_configuration_errors_that_name_the_webhook_not_
         assert_eq!(out.status.code(), Some(2), "{prefix}: {}", text(&out));
         assert!(text(&out).contains("inside the lake"), "{prefix}: {}", text(&out));
     }
+    // ... or that writes into a folder the lake itself uses (the outbox, manifests, a table).
+    for prefix in ["_events/pending/x", "_manifests", "steps/files", "_state"] {
+        let out = run_with(format!("[events]\n\n[events.files]\nprefix = \"{prefix}\"\n"), Some(SECRET)).await;
+        assert_eq!(out.status.code(), Some(2), "{prefix}: {}", text(&out));
+        assert!(text(&out).contains("the lake itself uses"), "{prefix}: {}", text(&out));
+    }
     assert!(!dir.path().join("outside").exists());
     // `events deliver` without an [events] section has nowhere to deliver to.
     let p = pipeline(dir.path(), &sim, "").display().to_string();

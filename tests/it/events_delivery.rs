@@ -761,8 +761,10 @@ async fn one_deliverer_at_a_time_and_a_dead_ones_lease_is_taken_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_larger_than_64_kib_is_not_read_and_is_retried() {
-    let rx = Receiver::start(|h| Reply { body_len: if h.prior == 0 { 1024 * 1024 } else { 0 }, ..Reply::status(200) }).await;
+async fn answers_are_read_up_to_64_kib_a_2xx_still_delivers() {
+    // First a 500 with a 1 MiB page (not read: a failed attempt, retried), then a 200 with a
+    // 1 MiB body (a delivery whatever follows the status: no duplicate).
+    let rx = Receiver::start(|h| Reply { body_len: 1024 * 1024, ..Reply::status(if h.prior == 0 { 500 } else { 200 }) }).await;
     let (_dir, location) = lake();
     let outbox = Outbox::new(location, vec![hook(&rx.url, Duration::from_secs(5), ms(&[10]))]);
     let e = event("msg_big_answer", "daily.data.steps.created", "u1");
@@ -774,4 +776,5 @@ async fn an_answer_larger_than_64_kib_is_not_read_and_is_retried() {
     assert!(error.contains("more than 65536 bytes"), "{error}");
     let again = deliver(&outbox, SETTLE).await;
     assert_eq!((again.delivered, again.pending), (1, 0), "{again:?}");
+    assert_eq!(rx.hits_of(&e.id).len(), 2, "delivered on the 200, not sent again");
 }
