@@ -253,6 +253,7 @@ async fn fetch() -> Vec<UserRaw> {
             run_id: "bench".into(),
             ingested_at: DateTime::from_timestamp(NOW, 0).unwrap(),
             time_zone: user["timezone"].as_str().map(str::to_string),
+            zones: Default::default(),
         };
         let getmeas = api.pages("/measure", &token, &[("action", "getmeas".to_string()), ("category", "1".to_string())]).await;
         let getactivity = api.pages("/v2/measure", &token, &window(ACTIVITY_FIELDS, "getactivity")).await;

@@ -22,6 +22,7 @@
 
 pub mod codes;
 mod table;
+mod zones;
 
 mod activity;
 mod blood_oxygen;
@@ -56,6 +57,8 @@ use crate::withings::types::{Activity, IntradaySample, Item, MeasureGroup, Sleep
 use crate::withings::{MeasureList, SleepGet};
 use codes::SourceType;
 use table::Table;
+pub use zones::{DaySet, Evidence, ZoneTimeline};
+use zones::Stamper;
 
 /// Who and which run the rows belong to. The same for every row of a harmonize call.
 #[derive(Debug, Clone)]
@@ -65,9 +68,12 @@ pub struct Context {
     pub withings_user_id: String,
     pub run_id: String,
     pub ingested_at: DateTime<Utc>,
-    /// The user's IANA zone, for endpoints that carry none (intraday, sleep get) and for
-    /// getmeas answers without one.
+    /// The user's current IANA zone: for records without a zone of their own, and for
+    /// samples without one when `zones` is empty.
     pub time_zone: Option<String>,
+    /// The zone of each local day ([`ZoneTimeline`]): samples without a zone of their own
+    /// (getmeas groups, intraday, sleep get outside a session) take the zone of their day.
+    pub zones: Arc<ZoneTimeline>,
 }
 
 /// An IANA zone name as Withings sent it, and the zone when chrono-tz knows the name.
@@ -498,7 +504,7 @@ fn measure_count(raw: &Value) -> usize {
 pub fn getmeas(ctx: &Context, list: &MeasureList, known_heights: &[(i64, f64)]) -> Harmonized {
     use Resource::*;
     let mut out = Out::new(ctx, "getmeas", &[Weight, Fat, BloodPressure, Heartrate, BloodOxygen, Vo2Max, Body]);
-    let zone = Zone::new(list.timezone.as_deref().or(ctx.time_zone.as_deref()));
+    let mut zones = Stamper::new(&ctx.zones, Zone::new(list.timezone.as_deref().or(ctx.time_zone.as_deref())));
 
     let mut decoded: Vec<(&MeasureGroup, &Value)> = Vec::new();
     for item in &list.groups {
@@ -604,14 +610,17 @@ pub fn getmeas(ctx: &Context, list: &MeasureList, known_heights: &[(i64, f64)]) 
     heights.extend(groups.iter().filter_map(|g| g.get(HEIGHT).map(|h| (g.date, h))));
     heights.sort_by_key(|h| h.0);
     for g in &groups {
-        weight::from_getmeas(&mut out, g, &zone);
-        fat::from_getmeas(&mut out, g, &zone);
-        blood_pressure::from_getmeas(&mut out, g, &zone);
-        heartrate::from_getmeas(&mut out, g, &zone);
-        blood_oxygen::from_getmeas(&mut out, g, &zone);
-        vo2_max::from_getmeas(&mut out, g, &zone);
+        // The zone of the day the group falls in (the current zone only where no record says).
+        let zone = zones.at(g.date).clone();
+        let zone = &zone;
+        weight::from_getmeas(&mut out, g, zone);
+        fat::from_getmeas(&mut out, g, zone);
+        blood_pressure::from_getmeas(&mut out, g, zone);
+        heartrate::from_getmeas(&mut out, g, zone);
+        blood_oxygen::from_getmeas(&mut out, g, zone);
+        vo2_max::from_getmeas(&mut out, g, zone);
         let height = heights.iter().take_while(|h| h.0 <= g.date).last().map(|h| h.1);
-        body::from_getmeas(&mut out, ctx, g, &zone, height);
+        body::from_getmeas(&mut out, ctx, g, zone, height);
     }
     out.finish()
 }
@@ -651,12 +660,13 @@ pub fn getactivity(ctx: &Context, items: &[Item<Activity>]) -> Harmonized {
 // getintradayactivity
 
 /// getintradayactivity -> steps, distance, calories_active, heartrate, blood_oxygen, hrv,
-/// respiratory_rate. Samples carry no zone: the user's zone from `ctx` is used.
+/// respiratory_rate. Samples carry no zone: each takes the zone of its local day
+/// (`ctx.zones`; the user's zone when the timeline is empty).
 pub fn getintradayactivity(ctx: &Context, series: &BTreeMap<i64, Item<IntradaySample>>) -> Harmonized {
     use Resource::*;
     let mut out =
         Out::new(ctx, "getintradayactivity", &[Steps, Distance, CaloriesActive, Heartrate, BloodOxygen, Hrv, RespiratoryRate]);
-    let zone = Zone::new(ctx.time_zone.as_deref());
+    let mut zones = Stamper::new(&ctx.zones, Zone::new(ctx.time_zone.as_deref()));
     for (t, item) in series {
         out.stats.samples_in += 1;
         let s = match &item.value {
@@ -695,7 +705,7 @@ pub fn getintradayactivity(ctx: &Context, series: &BTreeMap<i64, Item<IntradaySa
             }
         }
         let source = source_of(s.model_id, s.model.as_deref(), None, s.deviceid.as_deref(), SourceType::Watch);
-        let sample = IntradayRow { t: *t, s, source: &source, zone: &zone, raw: &item.raw };
+        let sample = IntradayRow { t: *t, s, source: &source, zone: zones.at(*t), raw: &item.raw };
         steps::from_intraday(&mut out, &sample);
         distance::from_intraday(&mut out, &sample);
         calories_active::from_intraday(&mut out, &sample);
@@ -889,7 +899,7 @@ fn session_at<'a>(sessions: &'a [SleepSession], device: Option<&str>, t: i64) ->
 pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) -> Harmonized {
     use Resource::*;
     let mut out = Out::new(ctx, "sleep_get", &[Hypnogram, SleepStream, Heartrate, Hrv, RespiratoryRate]);
-    let user_zone = Zone::new(ctx.time_zone.as_deref());
+    let mut zones = Stamper::new(&ctx.zones, Zone::new(ctx.time_zone.as_deref()));
     let fallback = codes::sleep_device_class(answer.model);
     // (metric, device, t) -> value: a point repeated by two segments is one sample.
     let mut seen: HashMap<(&'static str, Option<Arc<str>>, i64), f64> = HashMap::new();
@@ -918,10 +928,11 @@ pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) ->
         let source = source_of(seg.model_id, seg.model.as_deref(), None, seg.hash_deviceid.as_deref(), fallback);
         let device = source.device_id.as_deref();
         let session = session_at(sessions, device, seg.startdate);
-        // The zone of the night the segment belongs to (a traveller's nights differ).
+        // The zone of the night the segment belongs to (a traveller's nights differ); outside
+        // a session, the zone of the segment's local day.
         let zone = match session.and_then(|s| s.time_zone.as_deref()) {
             Some(z) => Zone::new(Some(z)),
-            None => user_zone.clone(),
+            None => zones.at(seg.startdate).clone(),
         };
         let known = seg.state.and_then(|s| codes::SLEEP_STATES.iter().find(|(c, _, _)| *c == s));
         // The first segment with a known state takes its (device, start) slot.

@@ -28,6 +28,34 @@ impl Landed {
         self.records.get(&e).into_iter().flatten().map(|(_, json, _)| Item::decode(json.clone())).collect()
     }
 
+    /// Zone evidence of the landed day-level records (as the sync takes it).
+    fn zone_evidence(&self) -> Vec<(chrono::NaiveDate, String, harmonize::Evidence)> {
+        use crate::withings::types::{Activity, SleepSummary, Workout};
+        let mut out = Vec::new();
+        for a in self.items::<Activity>(Endpoint::Getactivity).iter().filter_map(|i| i.value.as_ref().ok()) {
+            let ev = if a.is_tracker == Some(true) { harmonize::Evidence::Wearable } else { harmonize::Evidence::Activity };
+            if let (Ok(d), Some(z)) = (a.date.trim().parse(), a.timezone.clone()) {
+                out.push((d, z, ev));
+            }
+        }
+        for w in self.items::<Workout>(Endpoint::Getworkouts).iter().filter_map(|i| i.value.as_ref().ok()) {
+            if let (Some(Ok(d)), Some(z)) = (w.date.as_deref().map(|d| d.trim().parse()), w.timezone.clone()) {
+                out.push((d, z, harmonize::Evidence::Workout));
+            }
+        }
+        for s in self.items::<SleepSummary>(Endpoint::SleepGetsummary).iter().filter_map(|i| i.value.as_ref().ok()) {
+            let Some(z) = s.timezone.clone() else { continue };
+            let day = match s.date.as_deref().and_then(|d| d.trim().parse().ok()) {
+                Some(d) => Some(d),
+                None => s.enddate.and_then(|e| harmonize::Zone::new(Some(&z)).local_date(e)),
+            };
+            if let Some(d) = day {
+                out.push((d, z, harmonize::Evidence::Sleep));
+            }
+        }
+        out
+    }
+
     fn context(&self, e: Endpoint, field: &str) -> Option<Value> {
         self.records.get(&e)?.iter().find_map(|(_, _, c)| c.as_ref()?.get(field).cloned())
     }
@@ -59,14 +87,26 @@ impl Lake {
         let now = Utc::now();
         let mut batches: BTreeMap<Resource, Vec<RecordBatch>> = BTreeMap::new();
         let mut quarantine = Vec::new();
+        let states = crate::state::StateStore::new(self.location.clone());
         for (user_id, landed) in &users {
             let tz = landed.context(Endpoint::Getmeas, "timezone").and_then(|v| v.as_str().map(str::to_string));
+            // The zone timeline the syncs built (with the current zones they saw), and the
+            // day-level records of the landing on top (the same, unless the state is older).
+            let mut zones = match states.get(user_id).await {
+                Ok(Some(state)) => state.zones,
+                Ok(None) => harmonize::ZoneTimeline::default(),
+                Err(e) => return Err(LakeError::Corrupt { key: format!("state of user {user_id}"), reason: e.to_string() }),
+            };
+            for (day, zone, evidence) in landed.zone_evidence() {
+                zones.observe(day, &zone, evidence);
+            }
             let ctx = Context {
                 user_id: user_id.clone(),
                 withings_user_id: landed.withings_user_id.clone(),
                 run_id: run_id.to_string(),
                 ingested_at: now,
                 time_zone: tz.clone(),
+                zones: std::sync::Arc::new(zones),
             };
             let mut outputs: Vec<Harmonized> = Vec::new();
             // Records are harmonized with the context of the answer they came in (a person who

@@ -83,6 +83,15 @@ pub struct UserState {
     /// The user's IANA zone as getmeas last gave it (for endpoints that carry none).
     #[serde(default)]
     pub time_zone: Option<String>,
+    /// The zone of each local day the records committed so far tell (getactivity, sleep
+    /// getsummary, getworkouts days, and the current zone on the days it was seen): the zone
+    /// that zone-less samples take. Stored as runs of days.
+    #[serde(default, skip_serializing_if = "crate::harmonize::ZoneTimeline::is_empty")]
+    pub zones: crate::harmonize::ZoneTimeline,
+    /// Local days whose zone or span changed after rows of them were committed, and whose
+    /// zone-less rows (getmeas, intraday) are not yet re-stamped: the next run re-fetches them.
+    #[serde(default, skip_serializing_if = "crate::harmonize::DaySet::is_empty")]
+    pub zones_pending: crate::harmonize::DaySet,
     /// The latest height measure seen (body BMI needs it when a run carries no height).
     #[serde(default)]
     pub height: Option<KnownHeight>,

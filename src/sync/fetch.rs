@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::plan::{self, chunks, local_day, utc_window};
 use super::{Env, Mode};
 use crate::credentials::CredentialsError;
-use crate::harmonize::{self, Context, Harmonized, SleepSession};
+use crate::harmonize::{self, Context, Evidence, Harmonized, SleepSession};
 use crate::lake::{Coverage, Endpoint, TableId, Unit, raw};
 use crate::state::{DateRange, KnownHeight, UserState};
 use crate::withings::types::{Activity, Item, SleepSummary};
@@ -32,6 +32,14 @@ pub(crate) enum Mark {
     Success(Endpoint),
     Error(Endpoint, String),
     TimeZone(String),
+    /// Zone evidence of local days (the user's timeline), and the days whose zone or span it
+    /// changed (their zone-less rows are re-stamped, then [`Mark::Restamped`]).
+    Zones {
+        days: Vec<(NaiveDate, String, Evidence)>,
+        changed: Vec<NaiveDate>,
+    },
+    /// The zone-less rows of these days carry their zone again.
+    Restamped(BTreeSet<NaiveDate>),
     Height(KnownHeight),
     /// The user's whole history was searched for a height (done once per user).
     HeightLookedUp,
@@ -104,6 +112,9 @@ pub(crate) struct UserJob {
     pub current: std::sync::Mutex<Option<Endpoint>>,
     /// The run is a backfill: every piece is historical.
     pub historical: bool,
+    /// Local days whose zone-less rows must be stamped again (the state's pending days and
+    /// those this run's zone evidence changed).
+    pub restamp: BTreeSet<NaiveDate>,
 }
 
 fn modified_of(raw: &Value) -> Option<i64> {
@@ -222,6 +233,85 @@ impl UserJob {
     fn plan(&self, e: Endpoint, n: u64) {
         *self.current.lock().expect("current lock") = Some(e);
         self.env.planned(e, n);
+    }
+
+    /// Takes in zone evidence: the working timeline learns it (later harmonizing uses it) and
+    /// `p` carries it to the state, with the days whose zone or span it changed. Rows stamped
+    /// before exist only when the state already had a timeline (a lake written before zone
+    /// timelines is fixed by `reharmonize`).
+    fn learn_zones(&mut self, p: &mut Piece, days: Vec<(NaiveDate, String, Evidence)>) {
+        if days.is_empty() {
+            return;
+        }
+        let before = self.ctx.zones.clone();
+        let timeline = Arc::make_mut(&mut self.ctx.zones);
+        let mut moved = false;
+        for (d, z, e) in &days {
+            moved |= timeline.observe(*d, z, *e);
+        }
+        let changed = if moved && !self.state.zones.is_empty() {
+            let through = chrono::DateTime::from_timestamp(self.env.now, 0).unwrap_or_default().date_naive();
+            before.changed_days(&self.ctx.zones, through.succ_opt().unwrap_or(through))
+        } else {
+            Vec::new()
+        };
+        self.restamp.extend(changed.iter().copied());
+        p.marks.push(Mark::Zones { days, changed });
+    }
+
+    /// The current zone of a getmeas answer, as evidence of the day it was seen.
+    fn learn_current_zone(&mut self, p: &mut Piece, list: &MeasureList) {
+        let Some(tz) = list.timezone.as_deref().filter(|z| !z.trim().is_empty()) else { return };
+        let Some(today) = harmonize::Zone::new(Some(tz)).local_date(self.env.now) else { return };
+        self.learn_zones(p, vec![(today, tz.to_string(), Evidence::Current)]);
+    }
+
+    /// The wearable days whose intraday rows need stamping again and that this run does not
+    /// fetch anyway (`fetched`).
+    fn restamp_intraday_days(&self, fetched: &BTreeSet<NaiveDate>) -> Vec<NaiveDate> {
+        if self.restamp.is_empty() || !self.wants(Endpoint::Getintradayactivity) {
+            return Vec::new();
+        }
+        self.ctx.zones.wearable_days().filter(|d| self.restamp.contains(d) && !fetched.contains(d)).collect()
+    }
+
+    /// Re-lists getmeas over the runs of days needing a new stamp outside `covered` (the
+    /// getmeas windows this run lists anyway): a window replace each, harmonized with the
+    /// current timeline. Then every pending day is done.
+    async fn restamp_getmeas(&mut self, p: &mut Piece, covered: &[(i64, i64)]) -> Result<(), Stop> {
+        if !self.restamp.is_empty() && self.wants(Endpoint::Getmeas) {
+            let days = harmonize::DaySet(self.restamp.clone());
+            for (first, last) in days.runs() {
+                // Every instant of those local days, in any zone (UTC-12 to UTC+14).
+                let (a, _) = utc_window(DateRange { from: first, to: first });
+                let (_, b) = utc_window(DateRange { from: last, to: last });
+                let (a, b) = (a - 14 * 3600, b + 12 * 3600);
+                if covered.iter().any(|(x, y)| *x <= a && b <= *y) {
+                    continue;
+                }
+                let list =
+                    self.getmeas(MeasQuery { startdate: Some(a), enddate: Some(b - 1), ..MeasQuery::default() }).await?;
+                self.heights_for(&list, p).await?;
+                self.harmonize_getmeas(p, &list, self.window(Endpoint::Getmeas, a, b));
+            }
+        }
+        if !self.restamp.is_empty() {
+            p.marks.push(Mark::Restamped(std::mem::take(&mut self.restamp)));
+        }
+        Ok(())
+    }
+
+    /// Zone evidence of day-level records: getactivity days, workouts, sleep sessions.
+    fn activity_zones(items: &[Item<Activity>]) -> Vec<(NaiveDate, String, Evidence)> {
+        items
+            .iter()
+            .filter_map(|i| i.value.as_ref().ok())
+            .filter_map(|a| {
+                let day = a.date.trim().parse::<NaiveDate>().ok()?;
+                let ev = if a.is_tracker == Some(true) { Evidence::Wearable } else { Evidence::Activity };
+                Some((day, a.timezone.clone()?, ev))
+            })
+            .collect()
     }
 
     /// Runs one user's part of the run.
@@ -368,10 +458,15 @@ impl UserJob {
             .await?)
     }
 
-    /// Intraday for one local day (window replace over it).
+    /// Intraday for one local day (window replace over it): the day as the zone timeline
+    /// spans it (a day flown east is 19 hours, west 29), else the day in `zone`.
     async fn intraday_day(&self, day: NaiveDate, zone: Option<&str>) -> Result<Piece, Stop> {
         self.check_cancel()?;
-        let (a, b) = local_day(zone.or(self.ctx.time_zone.as_deref()), day);
+        let (a, b) = if self.ctx.zones.is_empty() {
+            local_day(zone.or(self.ctx.time_zone.as_deref()), day)
+        } else {
+            self.ctx.zones.day_span(day)
+        };
         self.plan(Endpoint::Getintradayactivity, chunks(a, b));
         let c = self.env.client.clone();
         let series = self
@@ -431,22 +526,26 @@ impl UserJob {
             p.marks.push(Mark::Success(e));
         };
 
+        // getmeas is listed first (its current zone is evidence) but harmonized once the
+        // day-level records have told the zone of each day.
+        let getmeas_window = (start - 14 * 3600, end + 12 * 3600);
+        let mut held = None;
         if need(self, Endpoint::Getmeas) {
             // Every local day of the window, in any zone (UTC-12 to UTC+14): the answer is the
             // complete list of that span, which the window replace mirrors.
-            let (a, b) = (start - 14 * 3600, end + 12 * 3600);
+            let (a, b) = getmeas_window;
             let list = self.getmeas(MeasQuery { startdate: Some(a), enddate: Some(b - 1), ..MeasQuery::default() }).await?;
             let mut p = self.piece();
             self.heights_for(&list, &mut p).await?;
-            self.harmonize_getmeas(&mut p, &list, self.window(Endpoint::Getmeas, a, b));
-            done(&mut p, Endpoint::Getmeas, max_modified(list.groups.iter().map(|g| &g.raw)));
-            self.send(p).await?;
+            self.learn_current_zone(&mut p, &list);
+            held = Some((list, p));
         }
 
         let mut activity = Vec::new();
         if need(self, Endpoint::Getactivity) || need_intraday {
             activity = self.getactivity(dates).await?;
             let mut p = self.piece();
+            self.learn_zones(&mut p, Self::activity_zones(&activity));
             self.land(&mut p, Endpoint::Getactivity, raw::getactivity(&self.ctx, &activity));
             if self.wants(Endpoint::Getactivity) {
                 self.add(&mut p, harmonize::getactivity(&self.ctx, &activity), self.window(Endpoint::Getactivity, start, end));
@@ -458,6 +557,7 @@ impl UserJob {
         if need(self, Endpoint::Getworkouts) {
             let items = self.getworkouts(dates).await?;
             let mut p = self.piece();
+            self.learn_zones(&mut p, workout_zones(&items));
             self.land(&mut p, Endpoint::Getworkouts, raw::by_id(&self.ctx, Endpoint::Getworkouts, &items));
             self.add(&mut p, harmonize::getworkouts(&self.ctx, &items), Coverage::Upsert);
             done(&mut p, Endpoint::Getworkouts, max_modified(items.iter().map(|i| &i.raw)));
@@ -468,9 +568,36 @@ impl UserJob {
         if need(self, Endpoint::SleepGetsummary) || need_sleep {
             summaries = self.getsummary(dates).await?;
             let mut p = self.piece();
+            self.learn_zones(&mut p, sleep_zones(&summaries));
             self.land(&mut p, Endpoint::SleepGetsummary, raw::by_id(&self.ctx, Endpoint::SleepGetsummary, &summaries));
             self.add(&mut p, harmonize::sleep_getsummary(&self.ctx, &summaries), Coverage::Upsert);
             done(&mut p, Endpoint::SleepGetsummary, max_modified(summaries.iter().map(|i| &i.raw)));
+            self.send(p).await?;
+        }
+
+        if let Some((list, mut p)) = held {
+            self.harmonize_getmeas(&mut p, &list, self.window(Endpoint::Getmeas, getmeas_window.0, getmeas_window.1));
+            done(&mut p, Endpoint::Getmeas, max_modified(list.groups.iter().map(|g| &g.raw)));
+            self.send(p).await?;
+        }
+
+        // Days outside the window whose zone this window's records changed.
+        let mut in_window: BTreeSet<NaiveDate> = BTreeSet::new();
+        if need_intraday {
+            in_window.extend(
+                wearable_days(&activity, |d| d >= r.from && d <= r.to)
+                    .into_iter()
+                    .map(|(d, _)| d)
+                    .filter(|d| !self.covered(Endpoint::Getintradayactivity, DateRange { from: *d, to: *d })),
+            );
+        }
+        for day in self.restamp_intraday_days(&in_window).into_iter().rev() {
+            let p = self.intraday_day(day, None).await?;
+            self.send(p).await?;
+        }
+        let mut p = self.piece();
+        self.restamp_getmeas(&mut p, &[getmeas_window]).await?;
+        if !p.marks.is_empty() || !p.units.is_empty() {
             self.send(p).await?;
         }
 
@@ -581,26 +708,36 @@ impl UserJob {
             }
         };
 
+        // getmeas is listed first (its current zone is evidence) but harmonized last, once
+        // the day-level records have told the zone of each day.
+        let mut held = None;
+        let mut relisted = Vec::new();
         if selected(self, Endpoint::Getmeas) {
             let mut p = piece_of(self, Endpoint::Getmeas);
+            let mut lists = Vec::new();
             if relist_due(&self.env, &self.state) {
                 let (a, b) = (now - i64::from(self.env.cfg.relist_days) * 86_400, now + 86_400);
                 let list = self.getmeas(MeasQuery { startdate: Some(a), enddate: Some(b - 1), ..MeasQuery::default() }).await?;
                 self.heights_for(&list, &mut p).await?;
-                self.harmonize_getmeas(&mut p, &list, self.window(Endpoint::Getmeas, a, b));
+                self.learn_current_zone(&mut p, &list);
                 p.marks.push(Mark::Relisted(Endpoint::Getmeas, self.env.now_utc));
+                relisted.push((a, b));
+                lists.push((list, self.window(Endpoint::Getmeas, a, b)));
             }
             let list =
                 self.getmeas(MeasQuery { lastupdate: Some(since(self, Endpoint::Getmeas)), ..MeasQuery::default() }).await?;
             self.heights_for(&list, &mut p).await?;
-            self.harmonize_getmeas(&mut p, &list, Coverage::Upsert);
-            finish(&mut p, Endpoint::Getmeas, max_modified(list.groups.iter().map(|g| &g.raw)));
-            self.send(p).await?;
+            self.learn_current_zone(&mut p, &list);
+            lists.push((list, Coverage::Upsert));
+            held = Some((lists, p));
         }
 
+        let mut intraday_days: Vec<(NaiveDate, Option<String>)> = Vec::new();
+        let mut activity_done = None;
         if selected(self, Endpoint::Getactivity) || do_intraday {
             let items = self.getactivity(Window::LastUpdate(since(self, Endpoint::Getactivity))).await?;
             let mut p = piece_of(self, Endpoint::Getactivity);
+            self.learn_zones(&mut p, Self::activity_zones(&items));
             self.land(&mut p, Endpoint::Getactivity, raw::getactivity(&self.ctx, &items));
             self.add(&mut p, harmonize::getactivity(&self.ctx, &items), Coverage::Upsert);
             let m = max_modified(items.iter().map(|i| &i.raw));
@@ -614,7 +751,54 @@ impl UserJob {
                 .collect();
             self.send(p).await?;
             if do_intraday {
-                for (day, zone) in wearable_days(&changed, |_| true).into_iter().rev() {
+                intraday_days = wearable_days(&changed, |_| true);
+            }
+            activity_done = Some((m, versions));
+        }
+
+        if selected(self, Endpoint::Getworkouts) {
+            let items = self.getworkouts(Window::LastUpdate(since(self, Endpoint::Getworkouts))).await?;
+            let mut p = piece_of(self, Endpoint::Getworkouts);
+            self.learn_zones(&mut p, workout_zones(&items));
+            self.land(&mut p, Endpoint::Getworkouts, raw::by_id(&self.ctx, Endpoint::Getworkouts, &items));
+            self.add(&mut p, harmonize::getworkouts(&self.ctx, &items), Coverage::Upsert);
+            finish(&mut p, Endpoint::Getworkouts, max_modified(items.iter().map(|i| &i.raw)));
+            self.send(p).await?;
+        }
+
+        let mut sleep_done = None;
+        let mut sleep_sessions = Vec::new();
+        if selected(self, Endpoint::SleepGetsummary) || do_sleep {
+            let items = self.getsummary(Window::LastUpdate(since(self, Endpoint::SleepGetsummary))).await?;
+            let mut p = piece_of(self, Endpoint::SleepGetsummary);
+            self.learn_zones(&mut p, sleep_zones(&items));
+            self.land(&mut p, Endpoint::SleepGetsummary, raw::by_id(&self.ctx, Endpoint::SleepGetsummary, &items));
+            self.add(&mut p, harmonize::sleep_getsummary(&self.ctx, &items), Coverage::Upsert);
+            let m = max_modified(items.iter().map(|i| &i.raw));
+            let sessions = SleepSession::from_summaries(&items);
+            let versions: Vec<(String, Option<i64>)> =
+                items.iter().map(|i| (i.raw.get("id").map(Value::to_string).unwrap_or_default(), modified_of(&i.raw))).collect();
+            let changed: BTreeSet<i64> = items
+                .iter()
+                .zip(&versions)
+                .filter(|(_, (k, v))| changed(self, Endpoint::SleepGetsummary, k, *v))
+                .filter_map(|(i, _)| i.value.as_ref().ok().map(|s| s.id))
+                .collect();
+            self.send(p).await?;
+            sleep_sessions = sessions;
+            sleep_done = Some((m, versions, changed));
+        }
+
+        // Intraday for the days whose activity changed, and for the wearable days whose zone
+        // or span changed (their rows are stamped again).
+        if let Some((m, versions)) = activity_done {
+            if do_intraday {
+                let fetched: BTreeSet<NaiveDate> = intraday_days.iter().map(|(d, _)| *d).collect();
+                let mut days: BTreeMap<NaiveDate, Option<String>> = intraday_days.into_iter().collect();
+                for d in self.restamp_intraday_days(&fetched) {
+                    days.entry(d).or_default();
+                }
+                for (day, zone) in days.into_iter().rev() {
                     let mut p = self.intraday_day(day, zone.as_deref()).await?;
                     p.historical = first.contains(&Endpoint::Getintradayactivity);
                     self.send(p).await?;
@@ -631,34 +815,10 @@ impl UserJob {
             self.send(p).await?;
         }
 
-        if selected(self, Endpoint::Getworkouts) {
-            let items = self.getworkouts(Window::LastUpdate(since(self, Endpoint::Getworkouts))).await?;
-            let mut p = piece_of(self, Endpoint::Getworkouts);
-            self.land(&mut p, Endpoint::Getworkouts, raw::by_id(&self.ctx, Endpoint::Getworkouts, &items));
-            self.add(&mut p, harmonize::getworkouts(&self.ctx, &items), Coverage::Upsert);
-            finish(&mut p, Endpoint::Getworkouts, max_modified(items.iter().map(|i| &i.raw)));
-            self.send(p).await?;
-        }
-
-        if selected(self, Endpoint::SleepGetsummary) || do_sleep {
-            let items = self.getsummary(Window::LastUpdate(since(self, Endpoint::SleepGetsummary))).await?;
-            let mut p = piece_of(self, Endpoint::SleepGetsummary);
-            self.land(&mut p, Endpoint::SleepGetsummary, raw::by_id(&self.ctx, Endpoint::SleepGetsummary, &items));
-            self.add(&mut p, harmonize::sleep_getsummary(&self.ctx, &items), Coverage::Upsert);
-            let m = max_modified(items.iter().map(|i| &i.raw));
-            let sessions = SleepSession::from_summaries(&items);
-            let versions: Vec<(String, Option<i64>)> =
-                items.iter().map(|i| (i.raw.get("id").map(Value::to_string).unwrap_or_default(), modified_of(&i.raw))).collect();
-            let changed: BTreeSet<i64> = items
-                .iter()
-                .zip(&versions)
-                .filter(|(_, (k, v))| changed(self, Endpoint::SleepGetsummary, k, *v))
-                .filter_map(|(i, _)| i.value.as_ref().ok().map(|s| s.id))
-                .collect();
-            self.send(p).await?;
+        if let Some((m, versions, changed)) = sleep_done {
             if do_sleep {
-                for s in sessions.iter().rev().filter(|s| changed.contains(&s.withings_id)) {
-                    let mut p = self.sleep_session(s, &sessions).await?;
+                for s in sleep_sessions.iter().rev().filter(|s| changed.contains(&s.withings_id)) {
+                    let mut p = self.sleep_session(s, &sleep_sessions).await?;
                     p.historical = first.contains(&Endpoint::SleepGet);
                     self.send(p).await?;
                 }
@@ -670,6 +830,28 @@ impl UserJob {
                 p.marks.push(Mark::Success(Endpoint::SleepGet));
             }
             self.send(p).await?;
+        }
+
+        // getmeas, stamped with the zones of their days; the days whose zone changed are listed
+        // again (a window replace) and done.
+        if let Some((lists, mut p)) = held {
+            let mut m = None;
+            for (list, coverage) in lists {
+                let upsert = coverage == Coverage::Upsert;
+                self.harmonize_getmeas(&mut p, &list, coverage);
+                if upsert {
+                    m = max_modified(list.groups.iter().map(|g| &g.raw));
+                }
+            }
+            self.restamp_getmeas(&mut p, &relisted).await?;
+            finish(&mut p, Endpoint::Getmeas, m);
+            self.send(p).await?;
+        } else {
+            let mut p = self.piece();
+            self.restamp_getmeas(&mut p, &relisted).await?;
+            if !p.marks.is_empty() || !p.units.is_empty() {
+                self.send(p).await?;
+            }
         }
         // The resources whose first sync this was, and those never announced whose families
         // have all succeeded by now (a first sync that failed part-way announces nothing).
@@ -702,6 +884,31 @@ fn relist_due(env: &Env, state: &UserState) -> bool {
 fn wake_date(s: &SleepSession) -> NaiveDate {
     let zone = crate::harmonize::Zone::new(s.time_zone.as_deref());
     zone.local_date(s.end).unwrap_or_else(|| chrono::DateTime::from_timestamp(s.end, 0).unwrap_or_default().date_naive())
+}
+
+/// Zone evidence of workouts: each record's local date and zone.
+fn workout_zones(items: &[Item<crate::withings::types::Workout>]) -> Vec<(NaiveDate, String, Evidence)> {
+    items
+        .iter()
+        .filter_map(|i| i.value.as_ref().ok())
+        .filter_map(|w| Some((w.date.as_deref()?.trim().parse().ok()?, w.timezone.clone()?, Evidence::Workout)))
+        .collect()
+}
+
+/// Zone evidence of sleep sessions: each session's wake-up date and zone.
+fn sleep_zones(items: &[Item<SleepSummary>]) -> Vec<(NaiveDate, String, Evidence)> {
+    items
+        .iter()
+        .filter_map(|i| i.value.as_ref().ok())
+        .filter_map(|s| {
+            let zone = s.timezone.clone()?;
+            let day = match s.date.as_deref().and_then(|d| d.trim().parse().ok()) {
+                Some(d) => d,
+                None => harmonize::Zone::new(Some(&zone)).local_date(s.enddate?)?,
+            };
+            Some((day, zone, Evidence::Sleep))
+        })
+        .collect()
 }
 
 /// Local days (with their zone) whose activity comes from a Withings wearable, ascending.

@@ -592,15 +592,18 @@ impl Engine {
                         run_id: run_id.clone(),
                         ingested_at,
                         time_zone: state.time_zone.clone(),
+                        zones: std::sync::Arc::new(state.zones.clone()),
                     };
                     let heights = state
                         .height
                         .and_then(|h| crate::harmonize::scaled(h.value, h.unit).map(|v| (h.at, v)))
                         .into_iter()
                         .collect();
+                    let restamp = state.zones_pending.0.clone();
                     let job = UserJob {
                         env: env.clone(),
                         user_id: user_id.clone(),
+                        restamp,
                         state,
                         tx: tx.clone(),
                         ctx,
@@ -833,6 +836,13 @@ fn apply(state: &mut UserState, m: Mark, now: DateTime<Utc>, overlap: i64) {
         }
         Mark::Error(e, msg) => state.families.entry(e.as_str().to_string()).or_default().last_error = Some(msg),
         Mark::TimeZone(tz) => state.time_zone = Some(tz),
+        Mark::Zones { days, changed } => {
+            for (day, zone, evidence) in days {
+                state.zones.observe(day, &zone, evidence);
+            }
+            state.zones_pending.0.extend(changed);
+        }
+        Mark::Restamped(days) => state.zones_pending.0.retain(|d| !days.contains(d)),
         Mark::Height(h) => {
             if state.height.is_none_or(|s| s.at <= h.at) {
                 state.height = Some(h);

@@ -30,6 +30,7 @@ pub fn ctx() -> Context {
         run_id: "run-golden".into(),
         ingested_at: chrono::DateTime::from_timestamp(1_718_452_800, 0).unwrap(),
         time_zone: Some("Europe/Paris".into()),
+        zones: Default::default(),
     }
 }
 
@@ -200,4 +201,79 @@ fn constants_are_filled_on_every_row() {
     let q = h.quarantine_batch(&ctx());
     assert_eq!(q.num_rows(), h.quarantine.len());
     assert_eq!(q.schema(), harmonize::quarantine_schema());
+}
+
+/// A traveller (`*_traveller.json`): New York -> London on 2026-01-11 (the 10th, flown east,
+/// lasts 19 hours), London -> New York on 2026-01-21 (the 20th, flown west, lasts 29 hours),
+/// New York -> London on 2026-03-29, the day London springs forward. Intraday samples every
+/// 2 hours from each local midnight, weigh-ins at 07:30 local; the getmeas answer carries only
+/// the current zone (London). Every sample takes the zone of its local day, so the local date
+/// of `start + timezone_offset` sums to each day's activity steps.
+#[test]
+fn a_traveller_s_samples_take_the_zone_of_their_local_day() {
+    use arrow::array::{AsArray, Float64Array};
+    use arrow::datatypes::{Int32Type, TimestampMicrosecondType};
+    use std::collections::BTreeMap;
+    use withings_lake::harmonize::{Evidence, ZoneTimeline};
+
+    let activity: Vec<Item<Activity>> = decode_list(body("getactivity_traveller.json"), "activities", "getactivity").unwrap();
+    let mut zones = ZoneTimeline::default();
+    for a in activity.iter().map(|i| i.value.as_ref().unwrap()) {
+        zones.observe(a.date.parse().unwrap(), a.timezone.as_deref().unwrap(), Evidence::Wearable);
+    }
+    let ctx = Context { time_zone: Some("Europe/London".into()), zones: Arc::new(zones), ..ctx() };
+    let series = intraday_series(body("getintradayactivity_traveller.json"), None).unwrap();
+    let intraday = harmonize::getintradayactivity(&ctx, &series);
+    let list = MeasureList::from_body(body("getmeas_traveller.json")).unwrap();
+    let getmeas = harmonize::getmeas(&ctx, &list, &[]);
+
+    // start | local wall clock | time_zone | timezone_offset | value, one line per row.
+    let lines = |b: &RecordBatch, time: &str| -> Vec<(String, chrono::NaiveDate, f64)> {
+        let t = b.column_by_name(time).unwrap().as_primitive::<TimestampMicrosecondType>();
+        let z = b.column_by_name("time_zone").unwrap().as_string::<i32>();
+        let o = b.column_by_name("timezone_offset").unwrap().as_primitive::<Int32Type>();
+        let v = b.column_by_name("value").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+        (0..b.num_rows())
+            .map(|i| {
+                let at = chrono::DateTime::from_timestamp_micros(t.value(i)).unwrap();
+                let local = at.naive_utc() + chrono::Duration::seconds(i64::from(o.value(i)));
+                let line = format!("{} | {} | {:<16} | {:>6} | {}", at.format("%Y-%m-%dT%H:%MZ"), local.format("%a %Y-%m-%d %H:%M"), z.value(i), o.value(i), v.value(i));
+                (line, local.date(), v.value(i))
+            })
+            .collect()
+    };
+    let steps = lines(&intraday.tables[&Resource::Steps], "start");
+    let weights = lines(&getmeas.tables[&Resource::Weight], "timestamp");
+    let mut text = String::from("## steps: start | local | time_zone | timezone_offset | value\n");
+    for (l, _, _) in &steps {
+        text.push_str(l);
+        text.push('\n');
+    }
+    text.push_str("## weight: timestamp | local | time_zone | timezone_offset | value\n");
+    for (l, _, _) in &weights {
+        text.push_str(l);
+        text.push('\n');
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/golden/traveller.txt");
+    if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    assert!(expected == text, "traveller differs from {}:\n{text}", path.display());
+
+    // The local-day sums equal each day's activity steps; the 19- and 29-hour days included.
+    let mut sums: BTreeMap<chrono::NaiveDate, f64> = BTreeMap::new();
+    for (_, day, v) in &steps {
+        *sums.entry(*day).or_default() += v;
+    }
+    let daily: BTreeMap<chrono::NaiveDate, f64> = activity
+        .iter()
+        .map(|i| i.value.as_ref().unwrap())
+        .map(|a| (a.date.parse().unwrap(), a.steps.unwrap() as f64))
+        .collect();
+    assert_eq!(sums, daily, "local-day sums of steps against activity steps");
+    // Every weigh-in reads 07:30 on its local clock but the one before the flight east.
+    let local_times: Vec<&str> = weights.iter().map(|(l, _, _)| l.split(" | ").nth(1).unwrap()).collect();
+    assert_eq!(local_times.iter().filter(|t| t.ends_with("07:30")).count(), 12, "{local_times:?}");
+    assert!(weights.iter().any(|(l, _, _)| l.contains("Sat 2026-01-10 18:45 | America/New_York")), "{text}");
 }
