@@ -92,11 +92,11 @@ impl Lake {
             let tz = landed.context(Endpoint::Getmeas, "timezone").and_then(|v| v.as_str().map(str::to_string));
             // The zone timeline the syncs built (with the current zones they saw), and the
             // day-level records of the landing on top (the same, unless the state is older).
-            let mut zones = match states.get(user_id).await {
-                Ok(Some(state)) => state.zones,
-                Ok(None) => harmonize::ZoneTimeline::default(),
+            let state = match states.get(user_id).await {
+                Ok(state) => state.unwrap_or_default(),
                 Err(e) => return Err(LakeError::Corrupt { key: format!("state of user {user_id}"), reason: e.to_string() }),
             };
+            let mut zones = state.zones;
             for (day, zone, evidence) in landed.zone_evidence() {
                 zones.observe(day, &zone, evidence);
             }
@@ -117,7 +117,12 @@ impl Lake {
                     let zone = c.as_ref().and_then(|c| c.get("timezone")?.as_str().map(str::to_string));
                     by_zone.entry(zone).or_default().push(Item::decode(json.clone()));
                 }
-                let heights: Vec<(i64, f64)> = by_zone
+                // The height the sync found by its height-only listing (not landed: its groups
+                // are partial) counts, as it did for the sync.
+                let known = state.height.and_then(|h| Some((h.at, harmonize::scaled(h.value, h.unit)?)));
+                let heights: Vec<(i64, f64)> = known
+                    .into_iter()
+                    .chain(by_zone
                     .values()
                     .flatten()
                     .filter_map(|i| i.value.as_ref().ok())
@@ -126,7 +131,7 @@ impl Lake {
                             .iter()
                             .filter(|m| m.kind == 4)
                             .filter_map(|m| Some((g.date, harmonize::scaled(m.value, m.unit)?)))
-                    })
+                    }))
                     .collect();
                 for (zone, groups) in by_zone {
                     let list = MeasureList { timezone: zone, groups };

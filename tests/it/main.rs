@@ -37,6 +37,8 @@
 //! - `poisoned`: a fake Withings server serving one absurd record among good ones (a sleep
 //!   session ending at 1e15, a five-day workout, an activity in 2199, a measure modified in
 //!   2100...): quarantined with the reason, the rest lands, requests and cursors stay sane.
+//! - `zones`: the simulator's mover (New York to London): every row carries the zone of its local
+//!   day through a backfill, syncs across the move, `reharmonize` and a fresh backfill.
 //! - `harmonize_props`: property tests on random well-typed responses (schema, no panic, conservation).
 
 mod airflow;
@@ -64,3 +66,4 @@ mod sim_notify;
 mod sim_oauth;
 mod sim_shapes;
 mod sync;
+mod zones;
