@@ -57,8 +57,8 @@ use crate::withings::types::{Activity, IntradaySample, Item, MeasureGroup, Sleep
 use crate::withings::{MeasureList, SleepGet};
 use codes::SourceType;
 use table::Table;
-pub use zones::{DaySet, Evidence, ZoneTimeline};
 use zones::Stamper;
+pub use zones::{DaySet, Evidence, ZoneTimeline};
 
 /// Who and which run the rows belong to. The same for every row of a harmonize call.
 #[derive(Debug, Clone)]

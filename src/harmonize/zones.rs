@@ -195,11 +195,7 @@ impl ZoneTimeline {
     /// The zone name of `day`: its own evidence, else the latest day before it with some,
     /// else the first day after it. `None` for an empty timeline.
     pub fn zone_name_of_day(&self, day: NaiveDate) -> Option<&Arc<str>> {
-        self.days
-            .range(..=day)
-            .next_back()
-            .or_else(|| self.days.range(day..).next())
-            .map(|(_, d)| &d.zone)
+        self.days.range(..=day).next_back().or_else(|| self.days.range(day..).next()).map(|(_, d)| &d.zone)
     }
 
     /// The zone of `day` (see [`zone_name_of_day`](Self::zone_name_of_day)).
@@ -254,10 +250,11 @@ impl ZoneTimeline {
         self.stretch_at(t).map(|(_, _, z)| Zone::new(Some(&z)))
     }
 
-    /// The local days whose span or zone differs between `self` (before) and `after`, between
-    /// the earliest and the latest evidence of either (and `through`, usually today). A day
-    /// outside that range changes only with the first or last evidence: it is included when
-    /// that changed (`None` bounds mean "from the first day Withings can hold" or "through").
+    /// The local days whose span or zone differs between `self` (before) and `after`, from the
+    /// day before the earliest evidence of either through the day after the latest evidence or
+    /// `through` (usually today). Days before every evidence repeat the first zone; they are
+    /// not listed when it changes (a lake holds rows there only from late-entered history,
+    /// which `reharmonize` re-stamps).
     pub fn changed_days(&self, after: &ZoneTimeline, through: NaiveDate) -> Vec<NaiveDate> {
         let bounds = |t: &ZoneTimeline| Some((*t.days.keys().next()?, *t.days.keys().next_back()?));
         let (lo, hi) = match (bounds(self), bounds(after)) {
@@ -265,13 +262,6 @@ impl ZoneTimeline {
             (Some(a), None) | (None, Some(a)) => a,
             (Some(a), Some(b)) => (a.0.min(b.0), a.1.max(b.1)),
         };
-        let first = |t: &ZoneTimeline| t.days.values().next().map(|d| d.zone.clone());
-        let earliest = chrono::DateTime::from_timestamp(crate::withings::types::EARLIEST, 0)
-            .map(|t| t.date_naive())
-            .unwrap_or(lo);
-        // Before every evidence, each timeline repeats its first zone: the days before change
-        // together when that zone changed.
-        let lo = if first(self) != first(after) { earliest.min(lo) } else { lo };
         let hi = hi.max(through);
         let (lo, hi) = (lo.pred_opt().unwrap_or(lo), hi.succ_opt().unwrap_or(hi));
         lo.iter_days()

@@ -122,11 +122,7 @@ impl Lake {
                 let known = state.height.and_then(|h| Some((h.at, harmonize::scaled(h.value, h.unit)?)));
                 let heights: Vec<(i64, f64)> = known
                     .into_iter()
-                    .chain(by_zone
-                    .values()
-                    .flatten()
-                    .filter_map(|i| i.value.as_ref().ok())
-                    .flat_map(|g| {
+                    .chain(by_zone.values().flatten().filter_map(|i| i.value.as_ref().ok()).flat_map(|g| {
                         g.measures
                             .iter()
                             .filter(|m| m.kind == 4)

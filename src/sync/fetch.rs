@@ -115,6 +115,9 @@ pub(crate) struct UserJob {
     /// Local days whose zone-less rows must be stamped again (the state's pending days and
     /// those this run's zone evidence changed).
     pub restamp: BTreeSet<NaiveDate>,
+    /// getmeas answers listed but not yet harmonized (they wait for the day-level records
+    /// that tell the zone of each day), with their piece and its marks.
+    pub held: Option<(Vec<(MeasureList, Coverage)>, Piece)>,
 }
 
 fn modified_of(raw: &Value) -> Option<i64> {
@@ -289,8 +292,7 @@ impl UserJob {
                 if covered.iter().any(|(x, y)| *x <= a && b <= *y) {
                     continue;
                 }
-                let list =
-                    self.getmeas(MeasQuery { startdate: Some(a), enddate: Some(b - 1), ..MeasQuery::default() }).await?;
+                let list = self.getmeas(MeasQuery { startdate: Some(a), enddate: Some(b - 1), ..MeasQuery::default() }).await?;
                 self.heights_for(&list, p).await?;
                 self.harmonize_getmeas(p, &list, self.window(Endpoint::Getmeas, a, b));
             }
@@ -299,6 +301,15 @@ impl UserJob {
             p.marks.push(Mark::Restamped(std::mem::take(&mut self.restamp)));
         }
         Ok(())
+    }
+
+    /// Harmonizes the held getmeas answers with the timeline as it stands and sends them.
+    async fn flush_getmeas(&mut self) -> Result<(), Stop> {
+        let Some((lists, mut p)) = self.held.take() else { return Ok(()) };
+        for (list, coverage) in lists {
+            self.harmonize_getmeas(&mut p, &list, coverage);
+        }
+        self.send(p).await
     }
 
     /// Zone evidence of day-level records: getactivity days, workouts, sleep sessions.
@@ -348,6 +359,11 @@ impl UserJob {
             Mode::Incremental => self.incremental(None).await,
             Mode::Refresh { families } => self.incremental(Some(families)).await,
         };
+        // A part that stopped after its getmeas listing still commits it, stamped with the
+        // zones learned so far (days learned later are re-stamped then: they are pending).
+        if matches!(result, Err(Stop::Failed { .. } | Stop::Interrupted)) && self.held.is_some() {
+            let _ = self.flush_getmeas().await;
+        }
         match result {
             Err(Stop::Failed { class, error, family: None }) => {
                 Err(Stop::Failed { class, error, family: *self.current.lock().expect("current lock") })
@@ -529,7 +545,6 @@ impl UserJob {
         // getmeas is listed first (its current zone is evidence) but harmonized once the
         // day-level records have told the zone of each day.
         let getmeas_window = (start - 14 * 3600, end + 12 * 3600);
-        let mut held = None;
         if need(self, Endpoint::Getmeas) {
             // Every local day of the window, in any zone (UTC-12 to UTC+14): the answer is the
             // complete list of that span, which the window replace mirrors.
@@ -538,7 +553,9 @@ impl UserJob {
             let mut p = self.piece();
             self.heights_for(&list, &mut p).await?;
             self.learn_current_zone(&mut p, &list);
-            held = Some((list, p));
+            done(&mut p, Endpoint::Getmeas, max_modified(list.groups.iter().map(|g| &g.raw)));
+            let coverage = self.window(Endpoint::Getmeas, a, b);
+            self.held = Some((vec![(list, coverage)], p));
         }
 
         let mut activity = Vec::new();
@@ -575,11 +592,7 @@ impl UserJob {
             self.send(p).await?;
         }
 
-        if let Some((list, mut p)) = held {
-            self.harmonize_getmeas(&mut p, &list, self.window(Endpoint::Getmeas, getmeas_window.0, getmeas_window.1));
-            done(&mut p, Endpoint::Getmeas, max_modified(list.groups.iter().map(|g| &g.raw)));
-            self.send(p).await?;
-        }
+        self.flush_getmeas().await?;
 
         // Days outside the window whose zone this window's records changed.
         let mut in_window: BTreeSet<NaiveDate> = BTreeSet::new();
@@ -710,7 +723,6 @@ impl UserJob {
 
         // getmeas is listed first (its current zone is evidence) but harmonized last, once
         // the day-level records have told the zone of each day.
-        let mut held = None;
         let mut relisted = Vec::new();
         if selected(self, Endpoint::Getmeas) {
             let mut p = piece_of(self, Endpoint::Getmeas);
@@ -728,8 +740,9 @@ impl UserJob {
                 self.getmeas(MeasQuery { lastupdate: Some(since(self, Endpoint::Getmeas)), ..MeasQuery::default() }).await?;
             self.heights_for(&list, &mut p).await?;
             self.learn_current_zone(&mut p, &list);
+            finish(&mut p, Endpoint::Getmeas, max_modified(list.groups.iter().map(|g| &g.raw)));
             lists.push((list, Coverage::Upsert));
-            held = Some((lists, p));
+            self.held = Some((lists, p));
         }
 
         let mut intraday_days: Vec<(NaiveDate, Option<String>)> = Vec::new();
@@ -834,24 +847,11 @@ impl UserJob {
 
         // getmeas, stamped with the zones of their days; the days whose zone changed are listed
         // again (a window replace) and done.
-        if let Some((lists, mut p)) = held {
-            let mut m = None;
-            for (list, coverage) in lists {
-                let upsert = coverage == Coverage::Upsert;
-                self.harmonize_getmeas(&mut p, &list, coverage);
-                if upsert {
-                    m = max_modified(list.groups.iter().map(|g| &g.raw));
-                }
-            }
-            self.restamp_getmeas(&mut p, &relisted).await?;
-            finish(&mut p, Endpoint::Getmeas, m);
+        self.flush_getmeas().await?;
+        let mut p = self.piece();
+        self.restamp_getmeas(&mut p, &relisted).await?;
+        if !p.marks.is_empty() || !p.units.is_empty() {
             self.send(p).await?;
-        } else {
-            let mut p = self.piece();
-            self.restamp_getmeas(&mut p, &relisted).await?;
-            if !p.marks.is_empty() || !p.units.is_empty() {
-                self.send(p).await?;
-            }
         }
         // The resources whose first sync this was, and those never announced whose families
         // have all succeeded by now (a first sync that failed part-way announces nothing).

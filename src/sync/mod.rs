@@ -604,6 +604,7 @@ impl Engine {
                         env: env.clone(),
                         user_id: user_id.clone(),
                         restamp,
+                        held: None,
                         state,
                         tx: tx.clone(),
                         ctx,

@@ -237,7 +237,14 @@ fn a_traveller_s_samples_take_the_zone_of_their_local_day() {
             .map(|i| {
                 let at = chrono::DateTime::from_timestamp_micros(t.value(i)).unwrap();
                 let local = at.naive_utc() + chrono::Duration::seconds(i64::from(o.value(i)));
-                let line = format!("{} | {} | {:<16} | {:>6} | {}", at.format("%Y-%m-%dT%H:%MZ"), local.format("%a %Y-%m-%d %H:%M"), z.value(i), o.value(i), v.value(i));
+                let line = format!(
+                    "{} | {} | {:<16} | {:>6} | {}",
+                    at.format("%Y-%m-%dT%H:%MZ"),
+                    local.format("%a %Y-%m-%d %H:%M"),
+                    z.value(i),
+                    o.value(i),
+                    v.value(i)
+                );
                 (line, local.date(), v.value(i))
             })
             .collect()
@@ -258,7 +265,8 @@ fn a_traveller_s_samples_take_the_zone_of_their_local_day() {
     if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
         std::fs::write(&path, &text).unwrap();
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
     assert!(expected == text, "traveller differs from {}:\n{text}", path.display());
 
     // The local-day sums equal each day's activity steps; the 19- and 29-hour days included.
@@ -266,11 +274,8 @@ fn a_traveller_s_samples_take_the_zone_of_their_local_day() {
     for (_, day, v) in &steps {
         *sums.entry(*day).or_default() += v;
     }
-    let daily: BTreeMap<chrono::NaiveDate, f64> = activity
-        .iter()
-        .map(|i| i.value.as_ref().unwrap())
-        .map(|a| (a.date.parse().unwrap(), a.steps.unwrap() as f64))
-        .collect();
+    let daily: BTreeMap<chrono::NaiveDate, f64> =
+        activity.iter().map(|i| i.value.as_ref().unwrap()).map(|a| (a.date.parse().unwrap(), a.steps.unwrap() as f64)).collect();
     assert_eq!(sums, daily, "local-day sums of steps against activity steps");
     // Every weigh-in reads 07:30 on its local clock but the one before the flight east.
     let local_times: Vec<&str> = weights.iter().map(|(l, _, _)| l.split(" | ").nth(1).unwrap()).collect();

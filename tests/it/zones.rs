@@ -61,7 +61,13 @@ async fn assert_zones(lake: &Lake, move_day: NaiveDate, when: &str) {
                 }
                 _ => expected_zone(times[i], move_at),
             };
-            assert_eq!(zones.value(i), want.name(), "{when}: {r} row at {} ({})", times[i], DateTime::from_timestamp(times[i], 0).unwrap());
+            assert_eq!(
+                zones.value(i),
+                want.name(),
+                "{when}: {r} row at {} ({})",
+                times[i],
+                DateTime::from_timestamp(times[i], 0).unwrap()
+            );
             if !matches!(r, Resource::Activity | Resource::Sleep | Resource::Workouts) {
                 let utc = DateTime::from_timestamp(times[i], 0).unwrap().naive_utc();
                 let off = want.offset_from_utc_datetime(&utc).fix().local_minus_utc();
@@ -77,7 +83,10 @@ async fn assert_zones(lake: &Lake, move_day: NaiveDate, when: &str) {
 /// timezone_offset` equal the watch's activity steps of that day.
 async fn assert_local_days_sum_to_activity(lake: &Lake, when: &str) {
     let steps = all_rows(lake, Resource::Steps).await;
-    let (u, dev) = (steps.column_by_name("user_id").unwrap().as_string::<i32>(), steps.column_by_name("source_device_id").unwrap().as_string::<i32>());
+    let (u, dev) = (
+        steps.column_by_name("user_id").unwrap().as_string::<i32>(),
+        steps.column_by_name("source_device_id").unwrap().as_string::<i32>(),
+    );
     let start = steps.column_by_name("start").unwrap().as_primitive::<TimestampMicrosecondType>();
     let off = steps.column_by_name("timezone_offset").unwrap().as_primitive::<Int32Type>();
     let v = steps.column_by_name("value").unwrap().as_primitive::<Float64Type>();
@@ -87,7 +96,10 @@ async fn assert_local_days_sum_to_activity(lake: &Lake, when: &str) {
         *sums.entry((u.value(i).into(), dev.value(i).into(), local)).or_default() += v.value(i);
     }
     let act = all_rows(lake, Resource::Activity).await;
-    let (au, adev) = (act.column_by_name("user_id").unwrap().as_string::<i32>(), act.column_by_name("source_device_id").unwrap().as_string::<i32>());
+    let (au, adev) = (
+        act.column_by_name("user_id").unwrap().as_string::<i32>(),
+        act.column_by_name("source_device_id").unwrap().as_string::<i32>(),
+    );
     let kind = act.column_by_name("source_type").unwrap().as_string::<i32>();
     let date = act.column_by_name("calendar_date").unwrap().as_primitive::<Date32Type>();
     let asteps = act.column_by_name("steps").unwrap();
@@ -154,11 +166,13 @@ async fn a_mover_s_rows_carry_the_zone_of_their_local_day_through_backfill_syncs
     assert_local_days_sum_to_activity(&lake, "later sync").await;
 
     // 5. reharmonize rebuilds the same tables from the raw landing.
-    let before: Vec<Vec<String>> = futures::future::join_all(Resource::ALL.iter().map(|r| table_lines(&lake, (*r).into(), 0))).await;
+    let before: Vec<Vec<String>> =
+        futures::future::join_all(Resource::ALL.iter().map(|r| table_lines(&lake, (*r).into(), 0))).await;
     let lease = lake.lease_shard(0, "rebuilder", Duration::ZERO).await.unwrap();
     let m = lake.reharmonize(&lease, "rebuild-zones", &Resource::ALL).await.unwrap();
     lease.release().await;
-    let after: Vec<Vec<String>> = futures::future::join_all(Resource::ALL.iter().map(|r| table_lines(&lake, (*r).into(), 0))).await;
+    let after: Vec<Vec<String>> =
+        futures::future::join_all(Resource::ALL.iter().map(|r| table_lines(&lake, (*r).into(), 0))).await;
     for (r, (a, b)) in Resource::ALL.iter().zip(before.iter().zip(&after)) {
         let diff: Vec<(&String, &String)> = a.iter().zip(b).filter(|(x, y)| x != y).take(2).collect();
         assert!(diff.is_empty() && a.len() == b.len(), "{r}: a rebuild changed rows: {diff:#?}");
