@@ -58,7 +58,7 @@ use crate::withings::{MeasureList, SleepGet};
 use codes::SourceType;
 use table::Table;
 use zones::Stamper;
-pub use zones::{DaySet, Evidence, ZoneTimeline};
+pub use zones::{DaySet, DayZone, Evidence, ZoneTimeline, activity_evidence, sleep_evidence, workout_evidence};
 
 /// Who and which run the rows belong to. The same for every row of a harmonize call.
 #[derive(Debug, Clone)]

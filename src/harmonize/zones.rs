@@ -23,6 +23,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::Zone;
+use crate::withings::types::{Activity, Item, SleepSummary, Workout};
 
 /// How a day's zone is known, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -90,6 +91,47 @@ impl<'de> Deserialize<'de> for ZoneTimeline {
         }
         Ok(t)
     }
+}
+
+/// A day's zone and how it is known, as the day-level records give it.
+pub type DayZone = (NaiveDate, String, Evidence);
+
+/// Zone evidence of getactivity days (a wearable's days apart from other sources').
+pub fn activity_evidence(items: &[Item<Activity>]) -> Vec<DayZone> {
+    items
+        .iter()
+        .filter_map(|i| i.value.as_ref().ok())
+        .filter_map(|a| {
+            let ev = if a.is_tracker == Some(true) { Evidence::Wearable } else { Evidence::Activity };
+            Some((a.date.trim().parse().ok()?, a.timezone.clone()?, ev))
+        })
+        .collect()
+}
+
+/// Zone evidence of workouts: each record's local date and zone.
+pub fn workout_evidence(items: &[Item<Workout>]) -> Vec<DayZone> {
+    items
+        .iter()
+        .filter_map(|i| i.value.as_ref().ok())
+        .filter_map(|w| Some((w.date.as_deref()?.trim().parse().ok()?, w.timezone.clone()?, Evidence::Workout)))
+        .collect()
+}
+
+/// Zone evidence of sleep sessions: each session's wake-up date (its `date`, else the local
+/// date of its end) and zone.
+pub fn sleep_evidence(items: &[Item<SleepSummary>]) -> Vec<DayZone> {
+    items
+        .iter()
+        .filter_map(|i| i.value.as_ref().ok())
+        .filter_map(|s| {
+            let zone = s.timezone.clone()?;
+            let day = match s.date.as_deref().and_then(|d| d.trim().parse().ok()) {
+                Some(d) => d,
+                None => Zone::new(Some(&zone)).local_date(s.enddate?)?,
+            };
+            Some((day, zone, Evidence::Sleep))
+        })
+        .collect()
 }
 
 /// A set of local days, stored as `[from, to]` runs.

@@ -29,30 +29,10 @@ impl Landed {
     }
 
     /// Zone evidence of the landed day-level records (as the sync takes it).
-    fn zone_evidence(&self) -> Vec<(chrono::NaiveDate, String, harmonize::Evidence)> {
-        use crate::withings::types::{Activity, SleepSummary, Workout};
-        let mut out = Vec::new();
-        for a in self.items::<Activity>(Endpoint::Getactivity).iter().filter_map(|i| i.value.as_ref().ok()) {
-            let ev = if a.is_tracker == Some(true) { harmonize::Evidence::Wearable } else { harmonize::Evidence::Activity };
-            if let (Ok(d), Some(z)) = (a.date.trim().parse(), a.timezone.clone()) {
-                out.push((d, z, ev));
-            }
-        }
-        for w in self.items::<Workout>(Endpoint::Getworkouts).iter().filter_map(|i| i.value.as_ref().ok()) {
-            if let (Some(Ok(d)), Some(z)) = (w.date.as_deref().map(|d| d.trim().parse()), w.timezone.clone()) {
-                out.push((d, z, harmonize::Evidence::Workout));
-            }
-        }
-        for s in self.items::<SleepSummary>(Endpoint::SleepGetsummary).iter().filter_map(|i| i.value.as_ref().ok()) {
-            let Some(z) = s.timezone.clone() else { continue };
-            let day = match s.date.as_deref().and_then(|d| d.trim().parse().ok()) {
-                Some(d) => Some(d),
-                None => s.enddate.and_then(|e| harmonize::Zone::new(Some(&z)).local_date(e)),
-            };
-            if let Some(d) = day {
-                out.push((d, z, harmonize::Evidence::Sleep));
-            }
-        }
+    fn zone_evidence(&self) -> Vec<harmonize::DayZone> {
+        let mut out = harmonize::activity_evidence(&self.items(Endpoint::Getactivity));
+        out.extend(harmonize::workout_evidence(&self.items(Endpoint::Getworkouts)));
+        out.extend(harmonize::sleep_evidence(&self.items(Endpoint::SleepGetsummary)));
         out
     }
 

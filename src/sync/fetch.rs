@@ -35,7 +35,7 @@ pub(crate) enum Mark {
     /// Zone evidence of local days (the user's timeline), and the days whose zone or span it
     /// changed (their zone-less rows are re-stamped, then [`Mark::Restamped`]).
     Zones {
-        days: Vec<(NaiveDate, String, Evidence)>,
+        days: Vec<harmonize::DayZone>,
         changed: Vec<NaiveDate>,
     },
     /// The zone-less rows of these days carry their zone again.
@@ -242,7 +242,7 @@ impl UserJob {
     /// `p` carries it to the state, with the days whose zone or span it changed. Rows stamped
     /// before exist only when the state already had a timeline (a lake written before zone
     /// timelines is fixed by `reharmonize`).
-    fn learn_zones(&mut self, p: &mut Piece, days: Vec<(NaiveDate, String, Evidence)>) {
+    fn learn_zones(&mut self, p: &mut Piece, days: Vec<harmonize::DayZone>) {
         if days.is_empty() {
             return;
         }
@@ -310,19 +310,6 @@ impl UserJob {
             self.harmonize_getmeas(&mut p, &list, coverage);
         }
         self.send(p).await
-    }
-
-    /// Zone evidence of day-level records: getactivity days, workouts, sleep sessions.
-    fn activity_zones(items: &[Item<Activity>]) -> Vec<(NaiveDate, String, Evidence)> {
-        items
-            .iter()
-            .filter_map(|i| i.value.as_ref().ok())
-            .filter_map(|a| {
-                let day = a.date.trim().parse::<NaiveDate>().ok()?;
-                let ev = if a.is_tracker == Some(true) { Evidence::Wearable } else { Evidence::Activity };
-                Some((day, a.timezone.clone()?, ev))
-            })
-            .collect()
     }
 
     /// Runs one user's part of the run.
@@ -562,7 +549,7 @@ impl UserJob {
         if need(self, Endpoint::Getactivity) || need_intraday {
             activity = self.getactivity(dates).await?;
             let mut p = self.piece();
-            self.learn_zones(&mut p, Self::activity_zones(&activity));
+            self.learn_zones(&mut p, harmonize::activity_evidence(&activity));
             self.land(&mut p, Endpoint::Getactivity, raw::getactivity(&self.ctx, &activity));
             if self.wants(Endpoint::Getactivity) {
                 self.add(&mut p, harmonize::getactivity(&self.ctx, &activity), self.window(Endpoint::Getactivity, start, end));
@@ -574,7 +561,7 @@ impl UserJob {
         if need(self, Endpoint::Getworkouts) {
             let items = self.getworkouts(dates).await?;
             let mut p = self.piece();
-            self.learn_zones(&mut p, workout_zones(&items));
+            self.learn_zones(&mut p, harmonize::workout_evidence(&items));
             self.land(&mut p, Endpoint::Getworkouts, raw::by_id(&self.ctx, Endpoint::Getworkouts, &items));
             self.add(&mut p, harmonize::getworkouts(&self.ctx, &items), Coverage::Upsert);
             done(&mut p, Endpoint::Getworkouts, max_modified(items.iter().map(|i| &i.raw)));
@@ -585,7 +572,7 @@ impl UserJob {
         if need(self, Endpoint::SleepGetsummary) || need_sleep {
             summaries = self.getsummary(dates).await?;
             let mut p = self.piece();
-            self.learn_zones(&mut p, sleep_zones(&summaries));
+            self.learn_zones(&mut p, harmonize::sleep_evidence(&summaries));
             self.land(&mut p, Endpoint::SleepGetsummary, raw::by_id(&self.ctx, Endpoint::SleepGetsummary, &summaries));
             self.add(&mut p, harmonize::sleep_getsummary(&self.ctx, &summaries), Coverage::Upsert);
             done(&mut p, Endpoint::SleepGetsummary, max_modified(summaries.iter().map(|i| &i.raw)));
@@ -750,7 +737,7 @@ impl UserJob {
         if selected(self, Endpoint::Getactivity) || do_intraday {
             let items = self.getactivity(Window::LastUpdate(since(self, Endpoint::Getactivity))).await?;
             let mut p = piece_of(self, Endpoint::Getactivity);
-            self.learn_zones(&mut p, Self::activity_zones(&items));
+            self.learn_zones(&mut p, harmonize::activity_evidence(&items));
             self.land(&mut p, Endpoint::Getactivity, raw::getactivity(&self.ctx, &items));
             self.add(&mut p, harmonize::getactivity(&self.ctx, &items), Coverage::Upsert);
             let m = max_modified(items.iter().map(|i| &i.raw));
@@ -772,7 +759,7 @@ impl UserJob {
         if selected(self, Endpoint::Getworkouts) {
             let items = self.getworkouts(Window::LastUpdate(since(self, Endpoint::Getworkouts))).await?;
             let mut p = piece_of(self, Endpoint::Getworkouts);
-            self.learn_zones(&mut p, workout_zones(&items));
+            self.learn_zones(&mut p, harmonize::workout_evidence(&items));
             self.land(&mut p, Endpoint::Getworkouts, raw::by_id(&self.ctx, Endpoint::Getworkouts, &items));
             self.add(&mut p, harmonize::getworkouts(&self.ctx, &items), Coverage::Upsert);
             finish(&mut p, Endpoint::Getworkouts, max_modified(items.iter().map(|i| &i.raw)));
@@ -784,7 +771,7 @@ impl UserJob {
         if selected(self, Endpoint::SleepGetsummary) || do_sleep {
             let items = self.getsummary(Window::LastUpdate(since(self, Endpoint::SleepGetsummary))).await?;
             let mut p = piece_of(self, Endpoint::SleepGetsummary);
-            self.learn_zones(&mut p, sleep_zones(&items));
+            self.learn_zones(&mut p, harmonize::sleep_evidence(&items));
             self.land(&mut p, Endpoint::SleepGetsummary, raw::by_id(&self.ctx, Endpoint::SleepGetsummary, &items));
             self.add(&mut p, harmonize::sleep_getsummary(&self.ctx, &items), Coverage::Upsert);
             let m = max_modified(items.iter().map(|i| &i.raw));
@@ -884,31 +871,6 @@ fn relist_due(env: &Env, state: &UserState) -> bool {
 fn wake_date(s: &SleepSession) -> NaiveDate {
     let zone = crate::harmonize::Zone::new(s.time_zone.as_deref());
     zone.local_date(s.end).unwrap_or_else(|| chrono::DateTime::from_timestamp(s.end, 0).unwrap_or_default().date_naive())
-}
-
-/// Zone evidence of workouts: each record's local date and zone.
-fn workout_zones(items: &[Item<crate::withings::types::Workout>]) -> Vec<(NaiveDate, String, Evidence)> {
-    items
-        .iter()
-        .filter_map(|i| i.value.as_ref().ok())
-        .filter_map(|w| Some((w.date.as_deref()?.trim().parse().ok()?, w.timezone.clone()?, Evidence::Workout)))
-        .collect()
-}
-
-/// Zone evidence of sleep sessions: each session's wake-up date and zone.
-fn sleep_zones(items: &[Item<SleepSummary>]) -> Vec<(NaiveDate, String, Evidence)> {
-    items
-        .iter()
-        .filter_map(|i| i.value.as_ref().ok())
-        .filter_map(|s| {
-            let zone = s.timezone.clone()?;
-            let day = match s.date.as_deref().and_then(|d| d.trim().parse().ok()) {
-                Some(d) => d,
-                None => harmonize::Zone::new(Some(&zone)).local_date(s.enddate?)?,
-            };
-            Some((day, zone, Evidence::Sleep))
-        })
-        .collect()
 }
 
 /// Local days (with their zone) whose activity comes from a Withings wearable, ascending.
