@@ -229,6 +229,12 @@ impl ZoneTimeline {
         self.days.iter().map(|(d, day)| (*d, day.zone.to_string(), day.evidence)).collect()
     }
 
+    /// Whether a day-level record (any evidence but the current zone) names a day in
+    /// `[from, to]`.
+    pub fn has_record_between(&self, from: NaiveDate, to: NaiveDate) -> bool {
+        from <= to && self.days.range(from..=to).any(|(_, d)| d.evidence != Evidence::Current)
+    }
+
     /// The days a wearable recorded (intraday exists for those days only).
     pub fn wearable_days(&self) -> impl Iterator<Item = NaiveDate> + '_ {
         self.days.iter().filter(|(_, d)| d.evidence == Evidence::Wearable).map(|(d, _)| *d)

@@ -89,9 +89,12 @@ pub struct UserState {
     #[serde(default, skip_serializing_if = "crate::harmonize::ZoneTimeline::is_empty")]
     pub zones: crate::harmonize::ZoneTimeline,
     /// Local days whose zone or span changed after rows of them were committed, and whose
-    /// zone-less rows (getmeas, intraday) are not yet re-stamped: the next run re-fetches them.
+    /// getmeas rows are not yet re-stamped: the next run lists getmeas over them again.
     #[serde(default, skip_serializing_if = "crate::harmonize::DaySet::is_empty")]
-    pub zones_pending: crate::harmonize::DaySet,
+    pub restamp_getmeas: crate::harmonize::DaySet,
+    /// The same for intraday rows: the next run fetches those wearable days again.
+    #[serde(default, skip_serializing_if = "crate::harmonize::DaySet::is_empty")]
+    pub restamp_intraday: crate::harmonize::DaySet,
     /// The latest height measure seen (body BMI needs it when a run carries no height).
     #[serde(default)]
     pub height: Option<KnownHeight>,

@@ -38,8 +38,11 @@ pub(crate) enum Mark {
         days: Vec<harmonize::DayZone>,
         changed: Vec<NaiveDate>,
     },
-    /// The zone-less rows of these days carry their zone again.
-    Restamped(BTreeSet<NaiveDate>),
+    /// The zone-less rows of these days carry their zone again: getmeas rows, intraday rows.
+    Restamped {
+        getmeas: BTreeSet<NaiveDate>,
+        intraday: BTreeSet<NaiveDate>,
+    },
     Height(KnownHeight),
     /// The user's whole history was searched for a height (done once per user).
     HeightLookedUp,
@@ -112,9 +115,12 @@ pub(crate) struct UserJob {
     pub current: std::sync::Mutex<Option<Endpoint>>,
     /// The run is a backfill: every piece is historical.
     pub historical: bool,
-    /// Local days whose zone-less rows must be stamped again (the state's pending days and
-    /// those this run's zone evidence changed).
-    pub restamp: BTreeSet<NaiveDate>,
+    /// Local days whose getmeas rows, and whose intraday rows, must be stamped again (the
+    /// state's pending days and those this run's zone evidence changed).
+    pub restamp_getmeas: BTreeSet<NaiveDate>,
+    pub restamp_intraday: BTreeSet<NaiveDate>,
+    /// Intraday days this run fetched with the timeline as it stands.
+    pub intraday_fetched: BTreeSet<NaiveDate>,
     /// getmeas answers listed but not yet harmonized (they wait for the day-level records
     /// that tell the zone of each day), with their piece and its marks.
     pub held: Option<(Vec<(MeasureList, Coverage)>, Piece)>,
@@ -253,37 +259,90 @@ impl UserJob {
             moved |= timeline.observe(*d, z, *e);
         }
         let changed = if moved && !self.state.zones.is_empty() {
-            let through = chrono::DateTime::from_timestamp(self.env.now, 0).unwrap_or_default().date_naive();
-            before.changed_days(&self.ctx.zones, through.succ_opt().unwrap_or(through))
+            before.changed_days(&self.ctx.zones, self.today().succ_opt().unwrap_or(self.today()))
         } else {
             Vec::new()
         };
-        self.restamp.extend(changed.iter().copied());
+        for d in &changed {
+            // A day fetched before this evidence was stamped with the old zone: fetched again.
+            self.intraday_fetched.remove(d);
+        }
+        self.restamp_getmeas.extend(changed.iter().copied());
+        self.restamp_intraday.extend(changed.iter().copied());
         p.marks.push(Mark::Zones { days, changed });
     }
 
-    /// The current zone of a getmeas answer, as evidence of the day it was seen.
+    fn today(&self) -> NaiveDate {
+        chrono::DateTime::from_timestamp(self.env.now, 0).unwrap_or_default().date_naive()
+    }
+
+    /// The current zone of a getmeas answer, as evidence of the day it was seen: only for a
+    /// user whose day-level records stopped (none in the last two days). While records come,
+    /// they say where the person is; an account zone that differs from the device's (or names
+    /// it by an alias) would otherwise flip today's zone back and forth every run.
     fn learn_current_zone(&mut self, p: &mut Piece, list: &MeasureList) {
         let Some(tz) = list.timezone.as_deref().filter(|z| !z.trim().is_empty()) else { return };
         let Some(today) = harmonize::Zone::new(Some(tz)).local_date(self.env.now) else { return };
+        let recent = today.checked_sub_days(chrono::Days::new(2)).unwrap_or(today);
+        if self.ctx.zones.has_record_between(recent, today) {
+            return;
+        }
         self.learn_zones(p, vec![(today, tz.to_string(), Evidence::Current)]);
     }
 
-    /// The wearable days whose intraday rows need stamping again and that this run does not
-    /// fetch anyway (`fetched`).
-    fn restamp_intraday_days(&self, fetched: &BTreeSet<NaiveDate>) -> Vec<NaiveDate> {
-        if self.restamp.is_empty() || !self.wants(Endpoint::Getintradayactivity) {
-            return Vec::new();
-        }
-        self.ctx.zones.wearable_days().filter(|d| self.restamp.contains(d) && !fetched.contains(d)).collect()
+    /// Intraday for one local day, remembered as fetched with the timeline as it stands.
+    async fn fetch_intraday_day(&mut self, day: NaiveDate, zone: Option<&str>) -> Result<Piece, Stop> {
+        let p = self.intraday_day(day, zone).await?;
+        self.intraday_fetched.insert(day);
+        Ok(p)
     }
 
-    /// Re-lists getmeas over the runs of days needing a new stamp outside `covered` (the
-    /// getmeas windows this run lists anyway): a window replace each, harmonized with the
-    /// current timeline. Then every pending day is done.
-    async fn restamp_getmeas(&mut self, p: &mut Piece, covered: &[(i64, i64)]) -> Result<(), Stop> {
-        if !self.restamp.is_empty() && self.wants(Endpoint::Getmeas) {
-            let days = harmonize::DaySet(self.restamp.clone());
+    /// The pending wearable days not fetched by this run otherwise, fetched again (their
+    /// rows take their day's zone and span), then a piece clearing every pending day whose
+    /// intraday is stamped: fetched by this run, or not a wearable day. Nothing is cleared
+    /// while this run may not fetch intraday (a refresh of other families).
+    async fn restamp_intraday(&mut self, allowed: bool) -> Result<(), Stop> {
+        if self.restamp_intraday.is_empty() || (self.wants(Endpoint::Getintradayactivity) && !allowed) {
+            return Ok(());
+        }
+        if self.wants(Endpoint::Getintradayactivity) {
+            let days: Vec<NaiveDate> = self
+                .ctx
+                .zones
+                .wearable_days()
+                .filter(|d| self.restamp_intraday.contains(d) && !self.intraday_fetched.contains(d))
+                .collect();
+            for day in days.into_iter().rev() {
+                let p = self.fetch_intraday_day(day, None).await?;
+                self.send(p).await?;
+            }
+        }
+        let wearable: BTreeSet<NaiveDate> = self.ctx.zones.wearable_days().collect();
+        let done: BTreeSet<NaiveDate> = self
+            .restamp_intraday
+            .iter()
+            .copied()
+            .filter(|d| !self.wants(Endpoint::Getintradayactivity) || !wearable.contains(d) || self.intraday_fetched.contains(d))
+            .collect();
+        if !done.is_empty() {
+            self.restamp_intraday.retain(|d| !done.contains(d));
+            let mut p = self.piece();
+            p.marks.push(Mark::Restamped { getmeas: BTreeSet::new(), intraday: done });
+            self.send(p).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-lists getmeas over the runs of pending days outside `covered` (the getmeas windows
+    /// this run listed): a window replace each, harmonized with the timeline as it stands; then
+    /// every pending day is done. Nothing happens while this run may not list getmeas.
+    async fn restamp_getmeas(&mut self, covered: &[(i64, i64)], allowed: bool) -> Result<(), Stop> {
+        if self.restamp_getmeas.is_empty() || (self.wants(Endpoint::Getmeas) && !allowed) {
+            return Ok(());
+        }
+        let mut p = self.piece();
+        if self.wants(Endpoint::Getmeas) {
+            let days = harmonize::DaySet(self.restamp_getmeas.clone());
             for (first, last) in days.runs() {
                 // Every instant of those local days, in any zone (UTC-12 to UTC+14).
                 let (a, _) = utc_window(DateRange { from: first, to: first });
@@ -293,14 +352,12 @@ impl UserJob {
                     continue;
                 }
                 let list = self.getmeas(MeasQuery { startdate: Some(a), enddate: Some(b - 1), ..MeasQuery::default() }).await?;
-                self.heights_for(&list, p).await?;
-                self.harmonize_getmeas(p, &list, self.window(Endpoint::Getmeas, a, b));
+                self.heights_for(&list, &mut p).await?;
+                self.harmonize_getmeas(&mut p, &list, self.window(Endpoint::Getmeas, a, b));
             }
         }
-        if !self.restamp.is_empty() {
-            p.marks.push(Mark::Restamped(std::mem::take(&mut self.restamp)));
-        }
-        Ok(())
+        p.marks.push(Mark::Restamped { getmeas: std::mem::take(&mut self.restamp_getmeas), intraday: BTreeSet::new() });
+        self.send(p).await
     }
 
     /// Harmonizes the held getmeas answers with the timeline as it stands and sends them.
@@ -580,37 +637,22 @@ impl UserJob {
         }
 
         self.flush_getmeas().await?;
-
-        // Days outside the window whose zone this window's records changed.
-        let mut in_window: BTreeSet<NaiveDate> = BTreeSet::new();
-        if need_intraday {
-            in_window.extend(
-                wearable_days(&activity, |d| d >= r.from && d <= r.to)
-                    .into_iter()
-                    .map(|(d, _)| d)
-                    .filter(|d| !self.covered(Endpoint::Getintradayactivity, DateRange { from: *d, to: *d })),
-            );
-        }
-        for day in self.restamp_intraday_days(&in_window).into_iter().rev() {
-            let p = self.intraday_day(day, None).await?;
-            self.send(p).await?;
-        }
-        let mut p = self.piece();
-        self.restamp_getmeas(&mut p, &[getmeas_window]).await?;
-        if !p.marks.is_empty() || !p.units.is_empty() {
-            self.send(p).await?;
-        }
+        // getmeas over the pending days this call did not list.
+        let listed: Vec<(i64, i64)> = if need(self, Endpoint::Getmeas) { vec![getmeas_window] } else { Vec::new() };
+        self.restamp_getmeas(&listed, true).await?;
 
         if need_intraday {
             for (day, zone) in wearable_days(&activity, |d| d >= r.from && d <= r.to).into_iter().rev() {
                 if self.covered(Endpoint::Getintradayactivity, DateRange { from: day, to: day }) {
                     continue;
                 }
-                let mut p = self.intraday_day(day, zone.as_deref()).await?;
+                let mut p = self.fetch_intraday_day(day, zone.as_deref()).await?;
                 p.marks.push(Mark::Backfilled(Endpoint::Getintradayactivity, DateRange { from: day, to: day }));
                 self.send(p).await?;
             }
         }
+        // The pending wearable days this window did not fetch.
+        self.restamp_intraday(true).await?;
 
         if need_sleep {
             let sessions = SleepSession::from_summaries(&summaries);
@@ -708,8 +750,8 @@ impl UserJob {
             }
         };
 
-        // getmeas is listed first (its current zone is evidence) but harmonized last, once
-        // the day-level records have told the zone of each day.
+        // getmeas is listed first (its current zone is evidence) but harmonized once the
+        // day-level records have told the zone of each day (or when a later step fails).
         let mut relisted = Vec::new();
         if selected(self, Endpoint::Getmeas) {
             let mut p = piece_of(self, Endpoint::Getmeas);
@@ -732,8 +774,6 @@ impl UserJob {
             self.held = Some((lists, p));
         }
 
-        let mut intraday_days: Vec<(NaiveDate, Option<String>)> = Vec::new();
-        let mut activity_done = None;
         if selected(self, Endpoint::Getactivity) || do_intraday {
             let items = self.getactivity(Window::LastUpdate(since(self, Endpoint::Getactivity))).await?;
             let mut p = piece_of(self, Endpoint::Getactivity);
@@ -751,9 +791,23 @@ impl UserJob {
                 .collect();
             self.send(p).await?;
             if do_intraday {
-                intraday_days = wearable_days(&changed, |_| true);
+                for (day, zone) in wearable_days(&changed, |_| true).into_iter().rev() {
+                    let mut p = self.fetch_intraday_day(day, zone.as_deref()).await?;
+                    p.historical = first.contains(&Endpoint::Getintradayactivity);
+                    self.send(p).await?;
+                }
             }
-            activity_done = Some((m, versions));
+            // The wearable days whose zone or span changed (their rows take it again).
+            self.restamp_intraday(do_intraday).await?;
+            // The cursor moves once the intraday days it implies are in: after a failure, the
+            // next run sees the same days as changed.
+            let mut p = self.piece();
+            finish(&mut p, Endpoint::Getactivity, m);
+            remember(&mut p, Endpoint::Getactivity, &versions);
+            if do_intraday {
+                p.marks.push(Mark::Success(Endpoint::Getintradayactivity));
+            }
+            self.send(p).await?;
         }
 
         if selected(self, Endpoint::Getworkouts) {
@@ -766,8 +820,6 @@ impl UserJob {
             self.send(p).await?;
         }
 
-        let mut sleep_done = None;
-        let mut sleep_sessions = Vec::new();
         if selected(self, Endpoint::SleepGetsummary) || do_sleep {
             let items = self.getsummary(Window::LastUpdate(since(self, Endpoint::SleepGetsummary))).await?;
             let mut p = piece_of(self, Endpoint::SleepGetsummary);
@@ -785,40 +837,9 @@ impl UserJob {
                 .filter_map(|(i, _)| i.value.as_ref().ok().map(|s| s.id))
                 .collect();
             self.send(p).await?;
-            sleep_sessions = sessions;
-            sleep_done = Some((m, versions, changed));
-        }
-
-        // Intraday for the days whose activity changed, and for the wearable days whose zone
-        // or span changed (their rows are stamped again).
-        if let Some((m, versions)) = activity_done {
-            if do_intraday {
-                let fetched: BTreeSet<NaiveDate> = intraday_days.iter().map(|(d, _)| *d).collect();
-                let mut days: BTreeMap<NaiveDate, Option<String>> = intraday_days.into_iter().collect();
-                for d in self.restamp_intraday_days(&fetched) {
-                    days.entry(d).or_default();
-                }
-                for (day, zone) in days.into_iter().rev() {
-                    let mut p = self.intraday_day(day, zone.as_deref()).await?;
-                    p.historical = first.contains(&Endpoint::Getintradayactivity);
-                    self.send(p).await?;
-                }
-            }
-            // The cursor moves once the intraday days it implies are in: after a failure, the
-            // next run sees the same days as changed.
-            let mut p = self.piece();
-            finish(&mut p, Endpoint::Getactivity, m);
-            remember(&mut p, Endpoint::Getactivity, &versions);
-            if do_intraday {
-                p.marks.push(Mark::Success(Endpoint::Getintradayactivity));
-            }
-            self.send(p).await?;
-        }
-
-        if let Some((m, versions, changed)) = sleep_done {
             if do_sleep {
-                for s in sleep_sessions.iter().rev().filter(|s| changed.contains(&s.withings_id)) {
-                    let mut p = self.sleep_session(s, &sleep_sessions).await?;
+                for s in sessions.iter().rev().filter(|s| changed.contains(&s.withings_id)) {
+                    let mut p = self.sleep_session(s, &sessions).await?;
                     p.historical = first.contains(&Endpoint::SleepGet);
                     self.send(p).await?;
                 }
@@ -832,14 +853,12 @@ impl UserJob {
             self.send(p).await?;
         }
 
-        // getmeas, stamped with the zones of their days; the days whose zone changed are listed
-        // again (a window replace) and done.
+        // getmeas, stamped with the zones of their days; then the pending days listed again
+        // (a window replace), unless this run may not list getmeas (a refresh of others).
         self.flush_getmeas().await?;
-        let mut p = self.piece();
-        self.restamp_getmeas(&mut p, &relisted).await?;
-        if !p.marks.is_empty() || !p.units.is_empty() {
-            self.send(p).await?;
-        }
+        self.restamp_getmeas(&relisted, selected(self, Endpoint::Getmeas)).await?;
+        // Intraday pending days left by evidence learned after the intraday step (workouts,
+        // sleep) wait for the next run that fetches intraday.
         // The resources whose first sync this was, and those never announced whose families
         // have all succeeded by now (a first sync that failed part-way announces nothing).
         let resources = self.historical_due(&first, |r| {

@@ -599,11 +599,13 @@ impl Engine {
                         .and_then(|h| crate::harmonize::scaled(h.value, h.unit).map(|v| (h.at, v)))
                         .into_iter()
                         .collect();
-                    let restamp = state.zones_pending.0.clone();
+                    let (restamp_getmeas, restamp_intraday) = (state.restamp_getmeas.0.clone(), state.restamp_intraday.0.clone());
                     let job = UserJob {
                         env: env.clone(),
                         user_id: user_id.clone(),
-                        restamp,
+                        restamp_getmeas,
+                        restamp_intraday,
+                        intraday_fetched: Default::default(),
                         held: None,
                         state,
                         tx: tx.clone(),
@@ -841,9 +843,13 @@ fn apply(state: &mut UserState, m: Mark, now: DateTime<Utc>, overlap: i64) {
             for (day, zone, evidence) in days {
                 state.zones.observe(day, &zone, evidence);
             }
-            state.zones_pending.0.extend(changed);
+            state.restamp_getmeas.0.extend(changed.iter().copied());
+            state.restamp_intraday.0.extend(changed);
         }
-        Mark::Restamped(days) => state.zones_pending.0.retain(|d| !days.contains(d)),
+        Mark::Restamped { getmeas, intraday } => {
+            state.restamp_getmeas.0.retain(|d| !getmeas.contains(d));
+            state.restamp_intraday.0.retain(|d| !intraday.contains(d));
+        }
         Mark::Height(h) => {
             if state.height.is_none_or(|s| s.at <= h.at) {
                 state.height = Some(h);

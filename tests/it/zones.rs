@@ -194,3 +194,45 @@ async fn a_mover_s_rows_carry_the_zone_of_their_local_day_through_backfill_syncs
         assert!(diff.is_empty() && a.len() == b.len(), "{r}: the synced lake differs from a fresh backfill: {diff:#?}");
     }
 }
+
+/// A backfill whose activity listing fails still commits its getmeas answer, stamped with the
+/// only zone known then (the current one, London, also on the New York weeks). The re-run does
+/// not list getmeas again (its window is done) but learns the New York days from the activity
+/// listing and lists getmeas over them once more: every weigh-in ends in its day's zone.
+#[tokio::test]
+async fn weigh_ins_committed_before_the_day_records_are_stamped_again_when_they_arrive() {
+    let sim = common::start(2, 0).await;
+    let move_day: NaiveDate = sim.users().await[1]["moves"]["on"].as_str().unwrap().parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = link(&sim, &dir.path().join("creds"), 2).await;
+    let lake = lake_at(&dir.path().join("lake"), 1).await;
+    let engine = Engine::new(lake.clone(), client(&sim, 0), store, SyncConfig::default());
+    let window = Mode::Backfill { from: d(30), to: d(0) };
+
+    sim.admin_post("/_sim/faults", serde_json::json!({"kind": "status_2554", "count": 1000, "endpoint": "getactivity"})).await;
+    let failed = run(&engine, &spec(window.clone(), NOW)).await;
+    assert_eq!(failed.users.failed, 2, "{}", failed.to_text());
+    let weights = all_rows(&lake, Resource::Weight).await;
+    let (users, zones) = (
+        weights.column_by_name("user_id").unwrap().as_string::<i32>(),
+        weights.column_by_name("time_zone").unwrap().as_string::<i32>(),
+    );
+    let times = row_times(Resource::Weight, &weights);
+    let london_too_early = (0..weights.num_rows())
+        .filter(|i| users.value(*i) == MOVER && times[*i] < move_instant(move_day) && zones.value(*i) == "Europe/London")
+        .count();
+    assert!(london_too_early >= 5, "the New York weigh-ins first carry the current zone: {london_too_early}");
+
+    sim.admin_post("/_sim/faults", serde_json::json!({"clear": true})).await;
+    let ok = run(&engine, &spec(window, NOW)).await;
+    assert_eq!(ok.users.ok, 2, "{}", ok.to_text());
+    assert!(ok.rows["weight"].updated >= london_too_early as u64, "{}", ok.to_text());
+    assert_zones(&lake, move_day, "re-run").await;
+    assert_local_days_sum_to_activity(&lake, "re-run").await;
+    // The other user never moved: nothing of theirs was listed again.
+    assert!(
+        ok.requests.sent.get("getmeas").copied().unwrap_or(0) <= 1,
+        "one listing, for the mover's New York days: {}",
+        ok.to_text()
+    );
+}
