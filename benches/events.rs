@@ -200,7 +200,7 @@ fn main() {
             }
             let n: usize = changes.iter().map(|(_, c)| c.rows.num_rows()).sum();
             let started = Instant::now();
-            let mut b = withings_lake::events::Builder::new("bench", chrono::Utc::now(), "team", 1000);
+            let mut b = withings_lake::events::Builder::new("bench", chrono::Utc::now(), &withings_lake::events::EventsConfig { team_id: "team".into(), ..Default::default() });
             b.daily(&changes).unwrap();
             let built = b.finish();
             let secs = started.elapsed().as_secs_f64();

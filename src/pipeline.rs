@@ -169,6 +169,28 @@ pub struct EventsSection {
     /// Manifest mode: the events as JSON-lines files, one per checkpoint.
     #[serde(default)]
     pub files: Option<FilesSection>,
+    /// Vital's `logo` of the Withings provider (a URL; Vital's models require a string).
+    #[serde(default = "default_provider_logo")]
+    pub provider_logo: String,
+    /// The provider fields Vital still documents though deprecated (`name`, `slug`, `logo` in
+    /// a time series' `source`); on while Vital documents them.
+    #[serde(default = "default_true")]
+    pub legacy_fields: bool,
+    /// `daily.data.hypnogram.*` events (on: Withings' resource list has them; Vital's SDK has
+    /// no model, as Vital deprecated the resource).
+    #[serde(default = "default_true")]
+    pub hypnogram_events: bool,
+    /// `daily.data.sleep_stream.*` events (off: no Vital version defines them).
+    #[serde(default)]
+    pub sleep_stream_events: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_provider_logo() -> String {
+    crate::events::WITHINGS_LOGO.to_string()
 }
 
 /// `[[events.webhooks]]`: one endpoint.
@@ -577,6 +599,10 @@ impl PipelineFile {
             delivered_retention: (e.delivered_retention_days > 0)
                 .then(|| std::time::Duration::from_secs(u64::from(e.delivered_retention_days) * 86_400)),
             sinks,
+            provider_logo: e.provider_logo.clone(),
+            legacy_fields: e.legacy_fields,
+            hypnogram_events: e.hypnogram_events,
+            sleep_stream_events: e.sleep_stream_events,
         }))
     }
 

@@ -47,6 +47,10 @@ type SeriesKey = (String, usize, bool, String);
 pub struct Builder {
     pub team_id: String,
     pub max_samples_per_event: usize,
+    logo: String,
+    legacy_fields: bool,
+    hypnogram: bool,
+    sleep_stream: bool,
     batch: String,
     at: DateTime<Utc>,
     events: Vec<Event>,
@@ -94,10 +98,14 @@ fn value_at(c: &ArrayRef, i: usize) -> Value {
 }
 
 impl Builder {
-    pub fn new(batch: &str, at: DateTime<Utc>, team_id: &str, max_samples_per_event: usize) -> Builder {
+    pub fn new(batch: &str, at: DateTime<Utc>, cfg: &super::EventsConfig) -> Builder {
         Builder {
-            team_id: team_id.to_string(),
-            max_samples_per_event: max_samples_per_event.max(1),
+            team_id: cfg.team_id.clone(),
+            max_samples_per_event: cfg.max_samples_per_event.max(1),
+            logo: cfg.provider_logo.clone(),
+            legacy_fields: cfg.legacy_fields,
+            hypnogram: cfg.hypnogram_events,
+            sleep_stream: cfg.sleep_stream_events,
             batch: batch.to_string(),
             at,
             events: Vec::new(),
@@ -110,6 +118,20 @@ impl Builder {
 
     pub fn finish(self) -> Vec<Event> {
         self.events
+    }
+
+    /// Whether events of `resource` are sent (hypnogram and sleep_stream are settings).
+    fn announces(&self, resource: Resource) -> bool {
+        match resource {
+            Resource::Hypnogram => self.hypnogram,
+            Resource::SleepStream => self.sleep_stream,
+            _ => true,
+        }
+    }
+
+    /// Vital's provider object (`ClientFacingProvider`).
+    fn provider(&self) -> Value {
+        json!({ "name": "Withings", "slug": "withings", "logo": self.logo })
     }
 
     fn push(&mut self, event_type: String, user_id: &str, data: Value) {
@@ -141,6 +163,9 @@ impl Builder {
         let mut series: BTreeMap<SeriesKey, (Value, Vec<Value>)> = BTreeMap::new();
         for (table, changed) in changes {
             let TableId::Resource(resource) = table else { continue };
+            if !self.announces(*resource) {
+                continue;
+            }
             let order = Resource::ALL.iter().position(|r| r == resource).unwrap_or(usize::MAX);
             let schema = resource.schema();
             let rows = &changed.rows;
@@ -226,7 +251,13 @@ impl Builder {
                             .entry((users.value(i).to_string(), order, *updated, group))
                             .or_insert_with(|| {
                                 let v = |k: usize| value_at(source_cols[k], i);
-                                (json!({"provider": v(0), "type": v(1), "device_id": v(2), "device_model": v(3)}), Vec::new())
+                                let mut source = json!({"provider": v(0), "type": v(1), "device_id": v(2), "device_model": v(3)});
+                                if self.legacy_fields {
+                                    source["name"] = json!("Withings");
+                                    source["slug"] = json!("withings");
+                                    source["logo"] = json!(self.logo);
+                                }
+                                (source, Vec::new())
                             })
                             .1
                             .push(Value::Object(sample));
@@ -266,6 +297,9 @@ impl Builder {
     /// `historical.data.<resource>.created`: the backfill of that (user, resource) is done
     /// over `[start, end]`.
     pub fn historical(&mut self, user_id: &str, resource: Resource, start: DateTime<Utc>, end: DateTime<Utc>) {
+        if !self.announces(resource) {
+            return;
+        }
         let data = json!({
             "user_id": user_id,
             "start_date": start.to_rfc3339(),
@@ -295,29 +329,28 @@ impl Builder {
         }
         let data = json!({
             "user_id": user_id,
-            "provider": provider(),
-            "source": provider(),
+            "provider": self.provider(),
+            "source": self.provider(),
             "external_user_id": withings_userid,
             "resource_availability": availability,
         });
         self.push("provider.connection.created".into(), user_id, data);
     }
 
-    /// `provider.connection.error` (`error_type`: `token_refresh_failed`, ...).
-    pub fn connection_error(&mut self, user_id: &str, error_type: &str, message: &str) {
+    /// `provider.connection.error` in Vital's shape (`provider` the slug, `error_details` a
+    /// string): `error_type` one of Vital's (`token_refresh_failed`,
+    /// `deregistered_per_provider`, `required_scopes_not_granted`, ...), `message` what
+    /// happened, `details` what Withings said.
+    pub fn connection_error(&mut self, user_id: &str, error_type: &str, message: &str, details: &str) {
         let data = json!({
             "user_id": user_id,
-            "provider": provider(),
+            "provider": "withings",
             "message": message,
             "error_type": error_type,
-            "error_details": Value::Null,
+            "error_details": details,
         });
         self.push("provider.connection.error".into(), user_id, data);
     }
-}
-
-fn provider() -> Value {
-    json!({ "name": "Withings", "slug": "withings", "logo": Value::Null })
 }
 
 /// The Withings scopes a resource's endpoints need.
@@ -343,11 +376,12 @@ mod tests {
     #[test]
     fn ids_follow_the_batch_and_position() {
         let at = Utc::now();
-        let mut a = Builder::new("b-1", at, "team", 10);
-        a.connection_error("u1", "token_refresh_failed", "refused");
-        a.connection_error("u1", "token_refresh_failed", "refused");
-        let mut b = Builder::new("b-1", at, "team", 10);
-        b.connection_error("u1", "token_refresh_failed", "refused");
+        let cfg = super::super::EventsConfig { team_id: "team".into(), max_samples_per_event: 10, ..Default::default() };
+        let mut a = Builder::new("b-1", at, &cfg);
+        a.connection_error("u1", "token_refresh_failed", "link again", "refused");
+        a.connection_error("u1", "token_refresh_failed", "link again", "refused");
+        let mut b = Builder::new("b-1", at, &cfg);
+        b.connection_error("u1", "token_refresh_failed", "link again", "refused");
         let (a, b) = (a.finish(), b.finish());
         assert_eq!(a[0].id, b[0].id);
         assert_ne!(a[0].id, a[1].id);
@@ -360,7 +394,7 @@ mod tests {
 
     #[test]
     fn connection_created_names_unavailable_resources() {
-        let mut b = Builder::new("b", Utc::now(), "t", 10);
+        let mut b = Builder::new("b", Utc::now(), &super::super::EventsConfig::default());
         b.connection_created("u1", "123", &["user.metrics".into(), "user.activity".into()]);
         let env: Value = serde_json::from_str(&b.finish()[0].body).unwrap();
         let avail = &env["data"]["resource_availability"];

@@ -186,7 +186,21 @@ pub struct EventsConfig {
     /// Delivered records are kept this long (none: forever).
     pub delivered_retention: Option<Duration>,
     pub sinks: Vec<Sink>,
+    /// Vital's `logo` of the Withings provider: a URL (Vital's models require a string).
+    pub provider_logo: String,
+    /// The provider fields Vital still documents though deprecated: `name`, `slug` and `logo`
+    /// in a time series' `source`.
+    pub legacy_fields: bool,
+    /// `daily.data.hypnogram.*` and `historical.data.hypnogram.created` (Vital deprecated the
+    /// resource; its SDK has no model for them).
+    pub hypnogram_events: bool,
+    /// `daily.data.sleep_stream.*` and `historical.data.sleep_stream.created` (no Vital
+    /// version defines them).
+    pub sleep_stream_events: bool,
 }
+
+/// Withings' logo, as `provider.logo` and the legacy `source.logo` carry it by default.
+pub const WITHINGS_LOGO: &str = "https://www.withings.com/favicon.ico";
 
 impl EventsConfig {
     /// How long the last delivery pass of a run (or of `link`) may start attempts: at least
@@ -205,6 +219,10 @@ impl Default for EventsConfig {
             final_wait: Duration::from_secs(10),
             delivered_retention: Some(Duration::from_secs(30 * 86_400)),
             sinks: Vec::new(),
+            provider_logo: WITHINGS_LOGO.into(),
+            legacy_fields: true,
+            hypnogram_events: true,
+            sleep_stream_events: false,
         }
     }
 }
@@ -226,7 +244,7 @@ pub async fn announce_link(
     let now = Utc::now();
     let tag = hex::encode(&sha2::Sha256::digest(user.user_id.as_bytes())[..6]);
     let batch = batch_name(now, &format!("link-{tag}"));
-    let mut b = Builder::new(&batch, now, &cfg.team_id, cfg.max_samples_per_event);
+    let mut b = Builder::new(&batch, now, cfg);
     b.connection_created(&user.user_id, &user.withings_userid, &user.scopes);
     let outbox = Outbox::new(lake.location.clone(), cfg.sinks.clone()).with_retention(cfg.delivered_retention);
     outbox.enqueue(&batch, &b.finish()).await?;
@@ -248,7 +266,7 @@ pub async fn recover(
 ) -> Result<Vec<Event>, EventsError> {
     let mut out = Vec::new();
     for (batch, changes) in lake.staged_changes(shard).await? {
-        let mut b = Builder::new(&batch, Utc::now(), &cfg.team_id, cfg.max_samples_per_event);
+        let mut b = Builder::new(&batch, Utc::now(), cfg);
         b.daily(&changes).map_err(|e| EventsError::Build(e.to_string()))?;
         let events = b.finish();
         // Per sink: one that has the batch (pending, delivered or dead) keeps it as it is.

@@ -37,6 +37,7 @@ pub(super) fn push(out: &mut Out, ctx: &Context, w: &Workout, start: i64, end: i
     t.set("time_end", ts(end));
     t.set("sport_slug", slug);
     t.set("sport_name", name);
+    t.set("sport_id", w.category.unwrap_or(0));
     t.set("withings_category", w.category);
     t.set("average_hr", d.hr_average);
     t.set("max_hr", d.hr_max);

@@ -756,7 +756,7 @@ impl Engine {
         // Events after the commit and before the cursors: a crash in between re-fetches and
         // finds nothing new, so the events must be in the outbox first.
         if let (Some(ev), Some(batch)) = (events, &batch) {
-            let mut b = crate::events::Builder::new(batch, Utc::now(), &ev.cfg.team_id, ev.cfg.max_samples_per_event);
+            let mut b = crate::events::Builder::new(batch, Utc::now(), &ev.cfg);
             b.daily(&changes).map_err(|e| crate::events::EventsError::Build(e.to_string()))?;
             for (user_id, ms) in marks.iter() {
                 for m in ms {
@@ -767,7 +767,9 @@ impl Engine {
                                 b.historical(user_id, *r, t(*start), t(*end));
                             }
                         }
-                        Mark::ConnectionError { error_type, message, .. } => b.connection_error(user_id, error_type, message),
+                        Mark::ConnectionError { error_type, message, .. } => {
+                            b.connection_error(user_id, error_type, message, "the user must link their Withings account again")
+                        }
                         _ => {}
                     }
                 }

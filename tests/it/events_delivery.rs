@@ -258,8 +258,12 @@ async fn fails_three_times_then_succeeds_with_the_same_id_and_fresh_valid_signat
     let (_dir, location) = lake();
     let outbox = Outbox::new(location, vec![hook(&rx.url, Duration::from_secs(5), ms(&[50, 50, 50, 50]))]);
     let batch = "20260101T000000000Z-retry";
-    let mut b = Builder::new(batch, an_hour_ago(), "team-test", 100);
-    b.connection_error("u1", "token_refresh_failed", "the refresh token was refused");
+    let mut b = Builder::new(
+        batch,
+        an_hour_ago(),
+        &withings_lake::events::EventsConfig { team_id: "team-test".into(), max_samples_per_event: 100, ..Default::default() },
+    );
+    b.connection_error("u1", "token_refresh_failed", "link again", "the refresh token was refused");
     let events = b.finish();
     assert_eq!(outbox.enqueue(batch, &events).await.unwrap(), 1);
 
@@ -644,10 +648,14 @@ async fn filters_route_events_and_the_files_sink_writes_one_file_per_batch() {
 
     let batch = "20260101T000000000Z-mix";
     let at = an_hour_ago();
-    let mut b = Builder::new(batch, at, "team-test", 100);
+    let mut b = Builder::new(
+        batch,
+        at,
+        &withings_lake::events::EventsConfig { team_id: "team-test".into(), max_samples_per_event: 100, ..Default::default() },
+    );
     b.connection_created("u1", "31000001", &["user.metrics".into(), "user.activity".into()]);
     b.historical("u1", Resource::Steps, at - chrono::Duration::days(30), at);
-    b.connection_error("u2", "token_refresh_failed", "refused");
+    b.connection_error("u2", "token_refresh_failed", "link again", "refused");
     let mut events = b.finish();
     events.push(event("msg_daily_1", "daily.data.steps.created", "u1"));
     events.push(event("msg_daily_2", "daily.data.weight.updated", "u2"));
