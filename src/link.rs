@@ -43,6 +43,8 @@ pub enum LinkError {
          are routed by Withings userid; one account, one user). Remove '{linked_as}' first (`users remove`)"
     )]
     AccountTaken { withings_userid: String, linked_as: String, user_id: String },
+    #[error("Vital user id {vital_user_id} is already user '{linked_as}' (one Vital user, one user): not linking '{user_id}'")]
+    VitalIdTaken { vital_user_id: String, linked_as: String, user_id: String },
     #[error("resetting the sync state of user '{user_id}' for the new account: {reason}")]
     Reset { user_id: String, reason: String },
     #[error(transparent)]
@@ -56,7 +58,9 @@ impl LinkError {
             LinkError::Denied { .. } | LinkError::StateMismatch | LinkError::NoCode => ErrorClass::Auth,
             LinkError::NoUserid { .. } => ErrorClass::Internal,
             LinkError::Withings { source, .. } => source.class(),
-            LinkError::OtherAccount { .. } | LinkError::AccountTaken { .. } => ErrorClass::Config,
+            LinkError::OtherAccount { .. } | LinkError::AccountTaken { .. } | LinkError::VitalIdTaken { .. } => {
+                ErrorClass::Config
+            }
             LinkError::Reset { .. } => ErrorClass::Transient,
             LinkError::Credentials(c) => c.class(),
         }
@@ -78,6 +82,9 @@ pub struct LinkRequest {
     pub url: String,
     pub state: String,
     pub redirect_uri: String,
+    /// The person's Vital user id when a migrating team keeps it (canonical UUID); none: the
+    /// one the record already has, else the derived one.
+    pub vital_user_id: Option<String>,
 }
 
 impl LinkRequest {
@@ -109,7 +116,19 @@ impl LinkRequest {
         for (k, v) in extra {
             url.query_pairs_mut().append_pair(k, v);
         }
-        Ok(LinkRequest { user_id: user_id.into(), url: url.to_string(), state, redirect_uri: redirect_uri.into() })
+        Ok(LinkRequest {
+            user_id: user_id.into(),
+            url: url.to_string(),
+            state,
+            redirect_uri: redirect_uri.into(),
+            vital_user_id: None,
+        })
+    }
+
+    /// Links the person under an existing Vital user id (checked: a UUID).
+    pub fn with_vital_user_id(mut self, id: Option<&str>) -> Result<LinkRequest, LinkError> {
+        self.vital_user_id = id.map(crate::credentials::parse_vital_user_id).transpose()?;
+        Ok(self)
     }
 
     /// Checks the callback, exchanges the code and stores the user (active). Returns the
@@ -141,10 +160,22 @@ impl LinkRequest {
         let withings_userid = tokens.userid.clone().ok_or_else(|| LinkError::NoUserid { user_id: self.user_id.clone() })?;
         let now = chrono::Utc::now().timestamp();
         let previous = store.get(&self.user_id).await?;
-        if let Some(other) =
-            store.list().await?.into_iter().find(|r| r.withings_userid == withings_userid && r.user_id != self.user_id)
-        {
-            return Err(LinkError::AccountTaken { withings_userid, linked_as: other.user_id, user_id: self.user_id.clone() });
+        let others: Vec<UserRecord> = store.list().await?.into_iter().filter(|r| r.user_id != self.user_id).collect();
+        if let Some(other) = others.iter().find(|r| r.withings_userid == withings_userid) {
+            return Err(LinkError::AccountTaken {
+                withings_userid,
+                linked_as: other.user_id.clone(),
+                user_id: self.user_id.clone(),
+            });
+        }
+        let vital_user_id = self.vital_user_id.clone().or_else(|| previous.as_ref().and_then(|p| p.vital_user_id.clone()));
+        let vital = vital_user_id.clone().unwrap_or_else(|| crate::credentials::derived_vital_user_id(&self.user_id));
+        if let Some(other) = others.iter().find(|r| r.vital_id() == vital) {
+            return Err(LinkError::VitalIdTaken {
+                vital_user_id: vital,
+                linked_as: other.user_id.clone(),
+                user_id: self.user_id.clone(),
+            });
         }
         let switched = previous.as_ref().filter(|p| p.withings_userid != withings_userid);
         if let Some(p) = switched {
@@ -174,6 +205,7 @@ impl LinkRequest {
             created_at: previous.as_ref().filter(|_| switched.is_none()).map(|p| p.created_at).unwrap_or(now),
             updated_at: now,
             last_refresh_at: Some(now),
+            vital_user_id,
         };
         store.put(&record).await?;
         Ok((record, previous.is_some()))

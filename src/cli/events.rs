@@ -132,13 +132,28 @@ async fn open(pipeline: &std::path::Path, need_sinks: bool) -> anyhow::Result<(O
 async fn recover(p: &PipelineFile, outbox: &Outbox) -> anyhow::Result<()> {
     let Some(cfg) = p.resolve_events()? else { return Ok(()) };
     let lake = Lake::open(p.resolve_lake_location()?).await?;
+    // Events name people by their Vital user ids, which the credentials records keep: without
+    // the store (no key here), interrupted commits are left to the next sync of their shard.
+    let vital_ids: std::collections::HashMap<String, String> = match p.resolve_credentials().await {
+        Ok(store) => match store.list_all().await {
+            Ok(l) => l.records.into_iter().filter_map(|r| Some((r.user_id, r.vital_user_id?))).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "events of interrupted commits are left to the next sync: the credentials store cannot be listed");
+                return Ok(());
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "events of interrupted commits are left to the next sync: the credentials store does not open here");
+            return Ok(());
+        }
+    };
     for shard in 0..lake.meta.shards {
         let lease = match lake.lease_shard(shard, &withings_lake::lease::process_holder(), Duration::ZERO).await {
             Ok(l) => l,
             Err(withings_lake::lake::LakeError::Busy { .. }) => continue,
             Err(e) => return Err(e.into()),
         };
-        let recovered = withings_lake::events::recover(&lake, shard, &cfg, outbox).await;
+        let recovered = withings_lake::events::recover(&lake, shard, &cfg, outbox, &vital_ids).await;
         lease.release().await;
         let n = recovered?.len();
         if n > 0 {

@@ -34,6 +34,11 @@ pub struct LinkArgs {
     /// `forget` first to remove them.
     #[arg(long)]
     pub replace: bool,
+    /// The person's Vital user id (a UUID), for a team moving users off Vital: events then
+    /// carry it as `user_id`, as Vital's did. Default: the id the user already has, else one
+    /// derived from --user-id.
+    #[arg(long)]
+    pub vital_user_id: Option<String>,
 }
 
 pub async fn run(args: LinkArgs) -> anyhow::Result<()> {
@@ -53,7 +58,8 @@ pub async fn run(args: LinkArgs) -> anyhow::Result<()> {
         &listener.redirect_uri,
         &args.user_id,
         &[],
-    )?;
+    )?
+    .with_vital_user_id(args.vital_user_id.as_deref())?;
     println!("{}", request.url);
     tracing::info!(user_id = %args.user_id, redirect_uri = %request.redirect_uri, "open the printed URL to link the Withings account");
     let cb = listener
@@ -66,7 +72,13 @@ pub async fn run(args: LinkArgs) -> anyhow::Result<()> {
         false => None,
     };
     let (record, relinked) = request.complete(&client, &store, cb, args.replace, state.as_ref()).await?;
-    println!("linked user {} (Withings userid {}, scopes {})", record.user_id, record.withings_userid, record.scopes.join(","));
+    println!(
+        "linked user {} (Vital user id {}, Withings userid {}, scopes {})",
+        record.user_id,
+        record.vital_id(),
+        record.withings_userid,
+        record.scopes.join(",")
+    );
     tracing::info!(user_id = %record.user_id, withings_userid = %record.withings_userid, relinked, "user linked");
     if let Some(cfg) = events {
         let lake = withings_lake::lake::Lake::open_or_create(pipeline.resolve_lake_location()?, pipeline.shards()).await?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Deserialize;
-use withings_lake::credentials::{UserRecord, UserStatus, validate_user_id};
+use withings_lake::credentials::{UserRecord, UserStatus, derived_vital_user_id, parse_vital_user_id, validate_user_id};
 use withings_lake::pipeline::PipelineFile;
 use withings_lake::secret::Secret;
 
@@ -20,8 +20,10 @@ pub struct UsersArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
-    /// Import users linked elsewhere: CSV (header user_id,withings_user_id,refresh_token) or
-    /// JSON lines with those keys. Each row is refreshed once to prove it.
+    /// Import users linked elsewhere: CSV (header user_id,withings_user_id,refresh_token, and
+    /// optionally vital_user_id) or JSON lines with those keys. Each row is refreshed once to
+    /// prove it. `vital_user_id`: the person's id at Vital (a UUID), kept as the `user_id` of
+    /// their events, so a team moving off Vital keeps its ids.
     Import {
         #[arg(long)]
         file: PathBuf,
@@ -55,6 +57,8 @@ struct ImportRow {
     user_id: String,
     withings_user_id: String,
     refresh_token: Secret,
+    #[serde(default)]
+    vital_user_id: Option<String>,
 }
 
 fn rows(text: &str, file: &str) -> Vec<(usize, Result<ImportRow, String>)> {
@@ -72,6 +76,7 @@ fn rows(text: &str, file: &str) -> Vec<(usize, Result<ImportRow, String>)> {
     let (Some(u), Some(w), Some(r)) = (col("user_id"), col("withings_user_id"), col("refresh_token")) else {
         return vec![(1, Err(format!("{file}: the CSV header must name user_id, withings_user_id, refresh_token")))];
     };
+    let vital = col("vital_user_id");
     lines[1..]
         .iter()
         .map(|(n, l)| {
@@ -85,6 +90,7 @@ fn rows(text: &str, file: &str) -> Vec<(usize, Result<ImportRow, String>)> {
                     user_id: cells[u].into(),
                     withings_user_id: cells[w].into(),
                     refresh_token: Secret::new(cells[r]),
+                    vital_user_id: vital.map(|v| cells[v].to_string()).filter(|v| !v.is_empty()),
                 }),
             )
         })
@@ -103,13 +109,22 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
             store.check_writable().await?;
             let (mut ok, mut failed) = (0, 0);
             // One Withings account, one user (notifications are routed by Withings userid).
+            let linked = store.list().await?;
+            let mut vital_owners: std::collections::HashMap<String, String> =
+                linked.iter().map(|r| (r.vital_id(), r.user_id.clone())).collect();
             let mut owners: std::collections::HashMap<String, String> =
-                store.list().await?.into_iter().map(|r| (r.withings_userid, r.user_id)).collect();
+                linked.into_iter().map(|r| (r.withings_userid, r.user_id)).collect();
             for (line, row) in rows(&text, &name) {
                 let outcome = async {
                     let row = row.map_err(anyhow::Error::msg)?;
                     validate_user_id(&row.user_id)?;
+                    let given = row.vital_user_id.as_deref().map(parse_vital_user_id).transpose()?;
                     let previous = store.get(&row.user_id).await?;
+                    let vital_user_id = given.or_else(|| previous.as_ref().and_then(|p| p.vital_user_id.clone()));
+                    let vital = vital_user_id.clone().unwrap_or_else(|| derived_vital_user_id(&row.user_id));
+                    if let Some(other) = vital_owners.get(&vital).filter(|o| **o != row.user_id) {
+                        bail!("Vital user id {vital} is already user '{other}' (one Vital user, one user)");
+                    }
                     if !replace && previous.is_some() {
                         bail!("user '{}' is already linked (use --replace to overwrite)", row.user_id);
                     }
@@ -165,8 +180,10 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
                         created_at: now,
                         updated_at: now,
                         last_refresh_at: Some(now),
+                        vital_user_id,
                     };
                     store.put(&record).await?;
+                    vital_owners.insert(record.vital_id(), record.user_id.clone());
                     if mismatch.is_none() {
                         owners.insert(record.withings_userid.clone(), record.user_id.clone());
                     }
@@ -200,6 +217,7 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
                     for u in &users {
                         let v = serde_json::json!({
                             "user_id": u.user_id,
+                            "vital_user_id": u.vital_id(),
                             "withings_userid": u.withings_userid,
                             "status": u.status.as_str(),
                             "status_reason": u.status_reason,
@@ -218,11 +236,15 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
                             .map(|d| d.format("%Y-%m-%d %H:%M:%SZ").to_string())
                             .unwrap_or_else(|| "-".into())
                     };
-                    println!("{:<24} {:<12} {:<13} {:<21} {:<45}", "user_id", "withings", "status", "last_refresh", "scopes");
+                    println!(
+                        "{:<24} {:<36} {:<12} {:<13} {:<21} {:<45}",
+                        "user_id", "vital_user_id", "withings", "status", "last_refresh", "scopes"
+                    );
                     for u in &users {
                         println!(
-                            "{:<24} {:<12} {:<13} {:<21} {:<45}",
+                            "{:<24} {:<36} {:<12} {:<13} {:<21} {:<45}",
                             u.user_id,
+                            u.vital_id(),
                             u.withings_userid,
                             u.status.as_str(),
                             ts(u.last_refresh_at),

@@ -70,6 +70,34 @@ pub struct UserRecord {
     pub updated_at: i64,
     #[serde(default)]
     pub last_refresh_at: Option<i64>,
+    /// The Vital-style `user_id` given for the person (a team leaving Vital keeps its users'
+    /// ids); none: derived from `user_id` ([`derived_vital_user_id`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vital_user_id: Option<String>,
+}
+
+impl UserRecord {
+    /// The person's Vital-style `user_id` (a UUID): the one given, else the derived one.
+    pub fn vital_id(&self) -> String {
+        self.vital_user_id.clone().unwrap_or_else(|| derived_vital_user_id(&self.user_id))
+    }
+}
+
+/// The namespace of derived Vital-style user ids (a fixed random UUID: ids never change).
+const VITAL_USER_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x8e4f_2b17_6c3d_4a90_b1e5_7d2c_9f06_3a58);
+
+/// The Vital-style `user_id` of an application id that was given none: a UUIDv5 of it, the
+/// same on every machine and in every version.
+pub fn derived_vital_user_id(user_id: &str) -> String {
+    uuid::Uuid::new_v5(&VITAL_USER_NAMESPACE, format!("withings-lake/user/{user_id}").as_bytes()).to_string()
+}
+
+/// A Vital user id as given (`link --vital-user-id`, `users import`): a UUID, returned in
+/// its canonical lowercase hyphenated form.
+pub fn parse_vital_user_id(value: &str) -> Result<String, CredentialsError> {
+    uuid::Uuid::parse_str(value.trim())
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| CredentialsError::InvalidVitalUserId { value: value.to_string() })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +119,8 @@ pub enum CredentialsError {
     NoKeyOpens { location: String, key_source: String, failing: usize },
     #[error("user id '{user_id}' is not valid: use 1-128 characters among letters, digits, '.', '_' and '-'")]
     InvalidUserId { user_id: String },
+    #[error("Vital user id '{value}' is not valid: Vital's user ids are UUIDs (e.g. 0b4a2a3e-5c1d-4f8e-9a6b-2f3c4d5e6f70)")]
+    InvalidVitalUserId { value: String },
     #[error("credentials store {location}: {operation} failed: {reason}")]
     Io { location: String, operation: String, reason: String },
     #[error("credentials of user '{user_id}' at {location}: {reason}")]
@@ -110,7 +140,8 @@ impl CredentialsError {
             | CredentialsError::Key { .. }
             | CredentialsError::MissingKey { .. }
             | CredentialsError::NoKeyOpens { .. }
-            | CredentialsError::InvalidUserId { .. } => ErrorClass::Config,
+            | CredentialsError::InvalidUserId { .. }
+            | CredentialsError::InvalidVitalUserId { .. } => ErrorClass::Config,
             CredentialsError::Io { .. } => ErrorClass::Transient,
             CredentialsError::Corrupt { .. } => ErrorClass::Data,
             CredentialsError::UnknownUser { .. } | CredentialsError::NeedsReauth { .. } => ErrorClass::Auth,

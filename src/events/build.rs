@@ -51,6 +51,8 @@ pub struct Builder {
     legacy_fields: bool,
     hypnogram: bool,
     sleep_stream: bool,
+    /// Application id -> Vital-style user id, for users whose id was given (others derive).
+    vital_ids: std::collections::HashMap<String, String>,
     batch: String,
     at: DateTime<Utc>,
     events: Vec<Event>,
@@ -106,6 +108,7 @@ impl Builder {
             legacy_fields: cfg.legacy_fields,
             hypnogram: cfg.hypnogram_events,
             sleep_stream: cfg.sleep_stream_events,
+            vital_ids: Default::default(),
             batch: batch.to_string(),
             at,
             events: Vec::new(),
@@ -118,6 +121,18 @@ impl Builder {
 
     pub fn finish(self) -> Vec<Event> {
         self.events
+    }
+
+    /// The Vital-style user ids of the people whose id was given (application id -> UUID);
+    /// the others get the id derived from their application id.
+    pub fn with_vital_ids(mut self, ids: std::collections::HashMap<String, String>) -> Builder {
+        self.vital_ids = ids;
+        self
+    }
+
+    /// The Vital-style `user_id` of an application id.
+    fn vital(&self, user_id: &str) -> String {
+        self.vital_ids.get(user_id).cloned().unwrap_or_else(|| crate::credentials::derived_vital_user_id(user_id))
     }
 
     /// Whether events of `resource` are sent (hypnogram and sleep_stream are settings).
@@ -139,9 +154,10 @@ impl Builder {
         let seq = self.events.len();
         let digest = sha2::Sha256::digest(format!("{}:{seq}", self.batch).as_bytes());
         let id = format!("msg_{}", &hex::encode(digest)[..27]);
+        // Vital's identity: `user_id` the Vital-style UUID, `client_user_id` the application's.
         let envelope = json!({
             "event_type": event_type,
-            "user_id": user_id,
+            "user_id": self.vital(user_id),
             "client_user_id": user_id,
             "team_id": self.team_id,
             "data": data,
@@ -222,6 +238,9 @@ impl Builder {
                         {
                             o.insert("created_at".into(), u);
                         }
+                        // Vital's `user_id` in the object too; the application's id stays in
+                        // the envelope's `client_user_id`.
+                        o.insert("user_id".into(), Value::from(self.vital(users.value(i))));
                         summaries.entry((users.value(i).to_string(), order, *updated)).or_default().push(Value::Object(o));
                     }
                 }
@@ -286,7 +305,7 @@ impl Builder {
                 let t = |v: &Value| v.get("timestamp").and_then(Value::as_str).unwrap_or_default().to_string();
                 samples.sort_by_cached_key(t);
                 for chunk in samples.chunks(self.max_samples_per_event) {
-                    let data = json!({ "data": chunk, "source": source, "user_id": user });
+                    let data = json!({ "data": chunk, "source": source, "user_id": self.vital(&user) });
                     self.push(event_type.clone(), &user, data);
                 }
             }
@@ -301,7 +320,7 @@ impl Builder {
             return;
         }
         let data = json!({
-            "user_id": user_id,
+            "user_id": self.vital(user_id),
             "start_date": start.to_rfc3339(),
             "end_date": end.to_rfc3339(),
             "is_final": true,
@@ -328,7 +347,7 @@ impl Builder {
             availability.insert(r.as_str().to_string(), v);
         }
         let data = json!({
-            "user_id": user_id,
+            "user_id": self.vital(user_id),
             "provider": self.provider(),
             "source": self.provider(),
             "external_user_id": withings_userid,
@@ -343,7 +362,7 @@ impl Builder {
     /// happened, `details` what Withings said.
     pub fn connection_error(&mut self, user_id: &str, error_type: &str, message: &str, details: &str) {
         let data = json!({
-            "user_id": user_id,
+            "user_id": self.vital(user_id),
             "provider": "withings",
             "message": message,
             "error_type": error_type,

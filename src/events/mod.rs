@@ -244,7 +244,8 @@ pub async fn announce_link(
     let now = Utc::now();
     let tag = hex::encode(&sha2::Sha256::digest(user.user_id.as_bytes())[..6]);
     let batch = batch_name(now, &format!("link-{tag}"));
-    let mut b = Builder::new(&batch, now, cfg);
+    let ids = user.vital_user_id.iter().map(|v| (user.user_id.clone(), v.clone())).collect();
+    let mut b = Builder::new(&batch, now, cfg).with_vital_ids(ids);
     b.connection_created(&user.user_id, &user.withings_userid, &user.scopes);
     let outbox = Outbox::new(lake.location.clone(), cfg.sinks.clone()).with_retention(cfg.delivered_retention);
     outbox.enqueue(&batch, &b.finish()).await?;
@@ -257,16 +258,18 @@ pub async fn announce_link(
 /// Enqueues the events of commits of `shard` that died before their outbox write (their
 /// captured changes are still under `_events/staged/`), under their own batch names, so with
 /// the same event ids; a batch some sink already has (the run died after its enqueue) is left
-/// as it is. The caller holds the shard's lease. Returns the events enqueued.
+/// as it is. The caller holds the shard's lease. `vital_ids`: the given Vital user ids
+/// (application id -> UUID) of the linked users. Returns the events enqueued.
 pub async fn recover(
     lake: &crate::lake::Lake,
     shard: u32,
     cfg: &EventsConfig,
     outbox: &Outbox,
+    vital_ids: &std::collections::HashMap<String, String>,
 ) -> Result<Vec<Event>, EventsError> {
     let mut out = Vec::new();
     for (batch, changes) in lake.staged_changes(shard).await? {
-        let mut b = Builder::new(&batch, Utc::now(), cfg);
+        let mut b = Builder::new(&batch, Utc::now(), cfg).with_vital_ids(vital_ids.clone());
         b.daily(&changes).map_err(|e| EventsError::Build(e.to_string()))?;
         let events = b.finish();
         // Per sink: one that has the batch (pending, delivered or dead) keeps it as it is.

@@ -220,6 +220,8 @@ struct Reauth {
 /// A run's change events: where they go and the delivery running beside the run.
 struct RunEvents {
     cfg: crate::events::EventsConfig,
+    /// The given Vital user ids of the linked users (application id -> UUID).
+    vital_ids: HashMap<String, String>,
     outbox: crate::events::Outbox,
     background: crate::events::deliver::Background,
     /// Batches enqueued by this run (names them).
@@ -406,7 +408,8 @@ impl Engine {
                 let deliverer = Arc::new(crate::events::Deliverer::new(outbox.clone())?);
                 let background = crate::events::deliver::Background::spawn(deliverer, cfg.final_wait);
                 report.events = Some(report::EventsReport::default());
-                Some(RunEvents { cfg: cfg.clone(), outbox, background, batches: AtomicU64::new(0) })
+                let vital_ids = linked.iter().filter_map(|r| Some((r.user_id.clone(), r.vital_user_id.clone()?))).collect();
+                Some(RunEvents { cfg: cfg.clone(), vital_ids, outbox, background, batches: AtomicU64::new(0) })
             }
             None => None,
         };
@@ -466,7 +469,7 @@ impl Engine {
     /// changes are still under `_events/staged/`), under their own batch names (so the same
     /// event ids).
     async fn recover_events(&self, ev: &RunEvents, shard: u32, report: &mut Report) -> Result<(), SyncError> {
-        let events = crate::events::recover(&self.lake, shard, &ev.cfg, &ev.outbox).await?;
+        let events = crate::events::recover(&self.lake, shard, &ev.cfg, &ev.outbox, &ev.vital_ids).await?;
         if let Some(r) = report.events.as_mut() {
             r.recovered += events.len() as u64;
             for e in &events {
@@ -756,7 +759,7 @@ impl Engine {
         // Events after the commit and before the cursors: a crash in between re-fetches and
         // finds nothing new, so the events must be in the outbox first.
         if let (Some(ev), Some(batch)) = (events, &batch) {
-            let mut b = crate::events::Builder::new(batch, Utc::now(), &ev.cfg);
+            let mut b = crate::events::Builder::new(batch, Utc::now(), &ev.cfg).with_vital_ids(ev.vital_ids.clone());
             b.daily(&changes).map_err(|e| crate::events::EventsError::Build(e.to_string()))?;
             for (user_id, ms) in marks.iter() {
                 for m in ms {

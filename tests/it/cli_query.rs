@@ -180,6 +180,7 @@ async fn forget_erases_a_person_from_the_lake_and_the_credentials() {
         created_at: 0,
         updated_at: 0,
         last_refresh_at: None,
+        vital_user_id: None,
     };
     store.put(&record).await.unwrap();
     let lake = Lake::open_or_create(storage::open(dir.path().join("lake").to_str().unwrap()).unwrap(), 1).await.unwrap();

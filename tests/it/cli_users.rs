@@ -196,6 +196,42 @@ async fn import_proves_each_row_and_reports_it() {
     assert!(!text(&listed).contains("erin") && text(&listed).contains("2 users"), "{}", text(&listed));
 }
 
+/// A team moving off Vital imports its users with their Vital ids: kept (canonical form) and
+/// listed; a value that is not a UUID, or a Vital id another user has, fails that row alone.
+#[tokio::test]
+async fn import_keeps_vital_user_ids() {
+    let sim = common::start(3, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &sim, "").display().to_string();
+    let users = sim.users().await;
+    let token = |i: usize| users[i]["refresh_token"].as_str().unwrap().to_string();
+    let file = dir.path().join("from-vital.jsonl");
+    std::fs::write(
+        &file,
+        format!(
+            "{{\"user_id\":\"ann\",\"withings_user_id\":\"31000000\",\"refresh_token\":\"{}\",\"vital_user_id\":\"9F1C3B6A-2D4E-4F70-8A1B-3C5D7E9F0A12\"}}\n\
+             {{\"user_id\":\"ben\",\"withings_user_id\":\"31000001\",\"refresh_token\":\"{}\",\"vital_user_id\":\"not-a-uuid\"}}\n\
+             {{\"user_id\":\"cat\",\"withings_user_id\":\"31000002\",\"refresh_token\":\"{}\",\"vital_user_id\":\"9f1c3b6a-2d4e-4f70-8a1b-3c5d7e9f0a12\"}}\n",
+            token(0),
+            token(1),
+            token(2)
+        ),
+    )
+    .unwrap();
+    let out =
+        run(vec!["users".into(), "import".into(), "--pipeline".into(), p.clone(), "--file".into(), file.display().to_string()])
+            .await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("line 1: ann: imported"), "{all}");
+    assert!(all.contains("line 2: failed: Vital user id 'not-a-uuid' is not valid"), "{all}");
+    assert!(all.contains("line 3: failed: Vital user id 9f1c3b6a-2d4e-4f70-8a1b-3c5d7e9f0a12 is already user 'ann'"), "{all}");
+    let listed = run(vec!["users".into(), "list".into(), "--pipeline".into(), p, "--format".into(), "json".into()]).await;
+    let rows: Vec<serde_json::Value> = text(&listed).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let ann = rows.iter().find(|r| r["user_id"] == "ann").unwrap();
+    assert_eq!(ann["vital_user_id"], "9f1c3b6a-2d4e-4f70-8a1b-3c5d7e9f0a12");
+}
+
 #[tokio::test]
 async fn pipeline_mistakes_are_named() {
     let sim = common::start(1, 0).await;

@@ -22,6 +22,7 @@ fn record(user_id: &str, withings_userid: i64, refresh: &str) -> UserRecord {
         created_at: 1,
         updated_at: 1,
         last_refresh_at: None,
+        vital_user_id: None,
     }
 }
 

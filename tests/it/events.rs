@@ -202,7 +202,11 @@ async fn a_backfill_announces_history_a_sync_each_change_once_and_an_idle_run_no
     for g in &history {
         let e = g.envelope();
         assert_eq!(e["team_id"], "team-test");
-        assert_eq!(e["user_id"], e["client_user_id"]);
+        // Vital's identity: a UUID `user_id` derived from the application's id (no Vital id
+        // was given), the application's id in `client_user_id`.
+        let app = e["client_user_id"].as_str().unwrap();
+        assert!(app.starts_with("user-"), "{e}");
+        assert_eq!(e["user_id"], withings_lake::credentials::derived_vital_user_id(app));
         assert_eq!(e["data"]["provider"], "withings");
         assert_eq!(e["data"]["user_id"], e["user_id"]);
         let (s, end) = (e["data"]["start_date"].as_str().unwrap(), e["data"]["end_date"].as_str().unwrap());
@@ -486,8 +490,11 @@ async fn a_run_killed_between_outbox_and_delivery_loses_nothing_and_a_lost_autho
     let errors: Vec<Got> = receiver.events().into_iter().filter(|g| g.event_type() == "provider.connection.error").collect();
     assert_eq!(errors.len(), 1);
     let e = errors[0].envelope();
-    assert_eq!(e["user_id"], "user-1");
+    assert_eq!(e["client_user_id"], "user-1");
+    assert_eq!(e["user_id"], withings_lake::credentials::derived_vital_user_id("user-1"));
     assert_eq!(e["data"]["error_type"], "token_refresh_failed");
+    assert_eq!(e["data"]["provider"], "withings", "a string, as Vital's model says");
+    assert!(e["data"]["error_details"].is_string());
     assert!(lines_in(&dir.path().join("lake/_events/files")).iter().any(|l| l["event_type"] == "provider.connection.error"));
     for secret in [SECRET, "demo-secret", user1.refresh_token.expose(), user1.access_token.expose()] {
         assert!(!text(&out).contains(secret) && !text(&deliver).contains(secret), "a secret reached the output");
@@ -623,7 +630,9 @@ async fn linking_an_account_announces_provider_connection_created() {
     let p = pipeline(dir.path(), &sim, &events_section(&receiver.url, 5.0)).display().to_string();
     let mut child = bin()
         .env(SECRET_ENV, SECRET)
-        .args(["link", "--pipeline", &p, "--user-id", "alice"])
+        // A team moving off Vital keeps the person's Vital user id (given in upper case: it is
+        // stored in its canonical form).
+        .args(["link", "--pipeline", &p, "--user-id", "alice", "--vital-user-id", "0B4A2A3E-5C1D-4F8E-9A6B-2F3C4D5E6F70"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -649,7 +658,12 @@ async fn linking_an_account_announces_provider_connection_created() {
     assert_eq!(got.len(), 1, "{got:?}");
     let e = got[0].envelope();
     assert_eq!(e["event_type"], "provider.connection.created");
-    assert_eq!(e["user_id"], "alice");
+    assert_eq!(
+        (e["user_id"].as_str(), e["client_user_id"].as_str()),
+        (Some("0b4a2a3e-5c1d-4f8e-9a6b-2f3c4d5e6f70"), Some("alice"))
+    );
+    assert_eq!(e["data"]["user_id"], e["user_id"]);
+    assert!(e["data"]["provider"]["logo"].as_str().is_some_and(|l| l.starts_with("https://")), "{e}");
     assert_eq!(e["data"]["provider"]["slug"], "withings");
     assert!(e["data"]["external_user_id"].is_string());
     assert_eq!(e["data"]["resource_availability"]["weight"]["status"], "available");
@@ -782,6 +796,11 @@ async fn every_event_passes_the_models_of_vital_s_own_sdk() {
         }],
         ..EventsConfig::default()
     };
+    // user-0 came from Vital with its id; user-1 gets a derived one.
+    const FROM_VITAL: &str = "5e0f2c1a-7b3d-4e9f-a1c2-d3e4f5a6b7c8";
+    let mut user0 = store.get("user-0").await.unwrap().unwrap();
+    user0.vital_user_id = Some(FROM_VITAL.into());
+    store.put(&user0).await.unwrap();
     for u in ["user-0", "user-1"] {
         let record = store.get(u).await.unwrap().unwrap();
         withings_lake::events::announce_link(&cfg, &lake, &record).await.unwrap();
@@ -828,4 +847,16 @@ async fn every_event_passes_the_models_of_vital_s_own_sdk() {
     );
     assert!(types.contains_key("daily.data.activity.updated"), "late data arrives as updates");
     assert!(!without.iter().any(|t| t.contains("sleep_stream")), "sleep_stream events are off by default");
+    // Every event names the person by the Vital id, in the envelope and in `data`.
+    for line in lines_in(&files) {
+        let e = &line["event"];
+        let want = match e["client_user_id"].as_str().unwrap() {
+            "user-0" => FROM_VITAL.to_string(),
+            other => withings_lake::credentials::derived_vital_user_id(other),
+        };
+        assert_eq!(e["user_id"], want.as_str(), "{}", e["event_type"]);
+        if let Some(u) = e["data"].get("user_id") {
+            assert_eq!(u, want.as_str(), "{}", e["event_type"]);
+        }
+    }
 }

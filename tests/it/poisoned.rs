@@ -130,6 +130,7 @@ async fn backfill_against(case: &str, bodies: std::collections::HashMap<&'static
             created_at: now,
             updated_at: now,
             last_refresh_at: Some(now),
+            vital_user_id: None,
         })
         .await
         .unwrap();
