@@ -25,6 +25,7 @@ pub async fn link_cohort(url: &str, client: &WithingsClient, store: &CredentialS
                 created_at: now,
                 updated_at: now,
                 last_refresh_at: Some(now),
+                vital_user_id: None,
             })
             .await
             .unwrap();
