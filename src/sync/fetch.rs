@@ -215,6 +215,31 @@ impl UserJob {
         self.env.cfg.resources.iter().copied().filter(|r| fed(*r) || owed(*r)).collect()
     }
 
+    /// Announces the resources of this backfill whose families are all `done` and that were
+    /// not announced yet (a `historical.data.<resource>.created` each, as each completes),
+    /// over `[start, end]` with `end` never past now.
+    async fn announce_done(
+        &self,
+        candidates: &[crate::schema::Resource],
+        done: &BTreeSet<Endpoint>,
+        announced: &mut BTreeSet<crate::schema::Resource>,
+        (start, end): (i64, i64),
+    ) -> Result<(), Stop> {
+        let due: Vec<crate::schema::Resource> = candidates
+            .iter()
+            .copied()
+            .filter(|r| !announced.contains(r))
+            .filter(|r| plan::families_for(&[*r]).iter().filter(|f| self.wants(**f)).all(|f| done.contains(f)))
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        announced.extend(due.iter().copied());
+        let mut p = self.piece();
+        p.marks.push(Mark::Historical { resources: due, start, end: end.min(self.env.now) });
+        self.send(p).await
+    }
+
     /// Adds the harmonized tables (the run's resources only) and the quarantine to `p`.
     fn add(&self, p: &mut Piece, h: Harmonized, coverage: Coverage) {
         if !h.quarantine.is_empty() {
@@ -576,6 +601,12 @@ impl UserJob {
         let fetched: BTreeSet<Endpoint> = Endpoint::ALL.into_iter().filter(|e| need(self, *e)).collect();
         let (start, end) = utc_window(r);
         let dates = Window::Dates { from: r.from, to: r.to };
+        // The resources this call completes, and those whose completion was never announced
+        // (a backfill that failed part-way announced only what it completed): each announced
+        // as soon as its families are done.
+        let candidates = self.historical_due(&fetched, |_| true);
+        let mut announced = BTreeSet::new();
+        let mut finished: BTreeSet<Endpoint> = Endpoint::ALL.into_iter().filter(|e| !need(self, *e)).collect();
         // A first cursor from a backfill: the newest `modified` seen, but never past the
         // window's last day (a historical window's edits must not hide the data after it).
         let done = |p: &mut Piece, e: Endpoint, raws: Option<i64>| {
@@ -614,6 +645,8 @@ impl UserJob {
             }
             self.send(p).await?;
         }
+        finished.insert(Endpoint::Getactivity);
+        self.announce_done(&candidates, &finished, &mut announced, (start, end)).await?;
 
         if need(self, Endpoint::Getworkouts) {
             let items = self.getworkouts(dates).await?;
@@ -624,6 +657,8 @@ impl UserJob {
             done(&mut p, Endpoint::Getworkouts, max_modified(items.iter().map(|i| &i.raw)));
             self.send(p).await?;
         }
+        finished.insert(Endpoint::Getworkouts);
+        self.announce_done(&candidates, &finished, &mut announced, (start, end)).await?;
 
         let mut summaries = Vec::new();
         if need(self, Endpoint::SleepGetsummary) || need_sleep {
@@ -635,11 +670,15 @@ impl UserJob {
             done(&mut p, Endpoint::SleepGetsummary, max_modified(summaries.iter().map(|i| &i.raw)));
             self.send(p).await?;
         }
+        finished.insert(Endpoint::SleepGetsummary);
+        self.announce_done(&candidates, &finished, &mut announced, (start, end)).await?;
 
         self.flush_getmeas().await?;
         // getmeas over the pending days this call did not list.
         let listed: Vec<(i64, i64)> = if need(self, Endpoint::Getmeas) { vec![getmeas_window] } else { Vec::new() };
         self.restamp_getmeas(&listed, true).await?;
+        finished.insert(Endpoint::Getmeas);
+        self.announce_done(&candidates, &finished, &mut announced, (start, end)).await?;
 
         if need_intraday {
             for (day, zone) in wearable_days(&activity, |d| d >= r.from && d <= r.to).into_iter().rev() {
@@ -653,6 +692,14 @@ impl UserJob {
         }
         // The pending wearable days this window did not fetch.
         self.restamp_intraday(true).await?;
+        if need_intraday {
+            let mut p = self.piece();
+            p.marks.push(Mark::Backfilled(Endpoint::Getintradayactivity, r));
+            p.marks.push(Mark::Success(Endpoint::Getintradayactivity));
+            self.send(p).await?;
+        }
+        finished.insert(Endpoint::Getintradayactivity);
+        self.announce_done(&candidates, &finished, &mut announced, (start, end)).await?;
 
         if need_sleep {
             let sessions = SleepSession::from_summaries(&summaries);
@@ -675,23 +722,15 @@ impl UserJob {
             }
         }
 
-        // Every day of the window is done for intraday and sleep get, fetched or not needed.
-        let mut p = self.piece();
-        for e in [Endpoint::Getintradayactivity, Endpoint::SleepGet] {
-            if need(self, e) {
-                p.marks.push(Mark::Backfilled(e, r));
-                p.marks.push(Mark::Success(e));
-            }
-        }
-        // The resources this call completed, and those whose completion was never announced
-        // (a backfill that failed part-way announces nothing; its re-run announces all).
-        let resources = self.historical_due(&fetched, |_| true);
-        if !resources.is_empty() {
-            p.marks.push(Mark::Historical { resources, start, end });
-        }
-        if !p.marks.is_empty() {
+        // Every day of the window is done for sleep get, fetched or not needed.
+        if need_sleep {
+            let mut p = self.piece();
+            p.marks.push(Mark::Backfilled(Endpoint::SleepGet, r));
+            p.marks.push(Mark::Success(Endpoint::SleepGet));
             self.send(p).await?;
         }
+        finished.insert(Endpoint::SleepGet);
+        self.announce_done(&candidates, &finished, &mut announced, (start, end)).await?;
         Ok(())
     }
 
