@@ -241,6 +241,7 @@ impl Builder {
                         // Vital's `user_id` in the object too; the application's id stays in
                         // the envelope's `client_user_id`.
                         o.insert("user_id".into(), Value::from(self.vital(users.value(i))));
+                        vital_values(*resource, &mut o);
                         summaries.entry((users.value(i).to_string(), order, *updated)).or_default().push(Value::Object(o));
                     }
                 }
@@ -265,6 +266,13 @@ impl Builder {
                         let kind = metric.map(|m| value_at(plan[m].0, i)).unwrap_or(Value::Null);
                         sample.entry("type".to_string()).or_insert(kind);
                         sample.entry("timezone_offset".to_string()).or_insert(Value::Null);
+                        // Vital's sample `id` (its own row id): none here.
+                        sample.entry("id".to_string()).or_insert(Value::Null);
+                        if *resource == Resource::BloodPressure {
+                            // Vital's `grouping` of a reading: none from Withings.
+                            sample.entry("grouping".to_string()).or_insert(Value::Null);
+                        }
+                        whole_counts(*resource, &mut sample);
                         let group = source_cols.iter().map(|c| text(c, i)).collect::<Vec<_>>().join("\u{1f}");
                         series
                             .entry((users.value(i).to_string(), order, *updated, group))
@@ -369,6 +377,61 @@ impl Builder {
             "error_details": details,
         });
         self.push("provider.connection.error".into(), user_id, data);
+    }
+}
+
+/// Fields Vital's models declare for a summary that Withings data cannot fill: present as
+/// null rather than absent (a handler reading them finds a null, as from Vital).
+fn unfilled(r: Resource) -> &'static [&'static str] {
+    match r {
+        Resource::Activity => &["daily_movement", "wheelchair_push", "wheelchair_use"],
+        Resource::Body => &["waist_circumference_centimeter"],
+        Resource::Sleep => &["hr_dip", "hr_resting", "skin_temperature", "sleep_stream", "state", "temperature_delta"],
+        Resource::Workouts => &[
+            "average_speed",
+            "average_watts",
+            "device_watts",
+            "elev_high",
+            "elev_low",
+            "map",
+            "max_speed",
+            "max_watts",
+            "moving_time",
+            "title",
+            "total_elevation_gain",
+            "weighted_average_watts",
+        ],
+        _ => &[],
+    }
+}
+
+/// A summary object in Vital's values: sleep `efficiency` on the scale Vital's schema states
+/// (a percentage, `100 * total / duration`; the lake keeps the 0-1 ratio), and the fields it
+/// declares that we cannot fill as null.
+fn vital_values(r: Resource, o: &mut Map<String, Value>) {
+    if r == Resource::Sleep
+        && let Some(e) = o.get("efficiency").and_then(Value::as_f64)
+    {
+        let pct = (e * 100.0 * 1e6).round() / 1e6;
+        o.insert("efficiency".into(), serde_json::Number::from_f64(pct).map_or(Value::Null, Value::Number));
+    }
+    for f in unfilled(r) {
+        o.entry(f.to_string()).or_insert(Value::Null);
+    }
+}
+
+/// Counts as integers where Vital's examples are integers (steps, systolic, diastolic, heart
+/// rate in bpm), when the value is whole.
+fn whole_counts(r: Resource, sample: &mut Map<String, Value>) {
+    let fields: &[&str] = match r {
+        Resource::Steps | Resource::Heartrate => &["value"],
+        Resource::BloodPressure => &["systolic", "diastolic"],
+        _ => return,
+    };
+    for f in fields {
+        if let Some(v) = sample.get(*f).and_then(Value::as_f64).filter(|v| v.fract() == 0.0 && v.abs() < 9.0e15) {
+            sample.insert(f.to_string(), Value::from(v as i64));
+        }
     }
 }
 

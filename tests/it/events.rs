@@ -830,6 +830,13 @@ async fn every_event_passes_the_models_of_vital_s_own_sdk() {
     let types = report["types"].as_object().unwrap();
     let bad: Vec<(&String, &Value)> = types.iter().filter(|(_, t)| t["invalid"].as_u64() != Some(0)).collect();
     assert!(bad.is_empty() && out.status.success(), "Vital's models refuse events: {bad:#?}");
+    // Fields Vital declares and we cannot fill are there, as null.
+    let absent: Vec<(&String, &Value)> = types
+        .iter()
+        .filter(|(_, t)| t["absent"].as_array().is_some_and(|a| !a.is_empty()))
+        .map(|(k, t)| (k, &t["absent"]))
+        .collect();
+    assert!(absent.is_empty(), "declared fields left out: {absent:?}");
     let without: BTreeSet<&str> = report["without_model"].as_object().unwrap().keys().map(String::as_str).collect();
     assert!(
         without.iter().all(|t| t.starts_with("daily.data.hypnogram.") || *t == "historical.data.hypnogram.created"),
@@ -862,6 +869,16 @@ async fn every_event_passes_the_models_of_vital_s_own_sdk() {
         assert_eq!(e["user_id"], want.as_str(), "{}", e["event_type"]);
         if let Some(u) = e["data"].get("user_id") {
             assert_eq!(u, want.as_str(), "{}", e["event_type"]);
+        }
+        // Values as Vital writes them: step counts are integers, sleep efficiency a percentage.
+        let t = e["event_type"].as_str().unwrap();
+        if t.starts_with("daily.data.steps.") {
+            assert!(e["data"]["data"].as_array().unwrap().iter().all(|s| s["value"].is_i64()), "{e}");
+        }
+        if t.starts_with("daily.data.sleep.")
+            && let Some(x) = e["data"]["efficiency"].as_f64()
+        {
+            assert!((1.0..=100.0).contains(&x), "efficiency {x} is a percentage");
         }
     }
 }

@@ -4,7 +4,7 @@ models a team leaving Vital already uses in its handler.
 Usage: python3 check_events.py FILE_OR_FOLDER...   (JSON-lines files of the files sink, or
 JSON files holding one envelope or a list of envelopes; a line may wrap the envelope as
 {"id", "event"}). Prints one JSON object: per event type, the model used, the count, and the
-first validation errors; the types without a model. Exits 1 when any event of a type Vital
+first validation errors, the declared fields left out; the types without a model. Exits 1 when any event of a type Vital
 models fails validation, 2 on unreadable input.
 """
 import json
@@ -31,6 +31,26 @@ def model_for(event_type: str):
     return None
 
 
+def declared_but_absent(model, env):
+    """Fields the event's data model (and, for time series, its sample model) declares that
+    the event leaves out (Vital sends them, null when it has nothing)."""
+    import typing
+
+    data_model = model.model_fields["data"].annotation
+    data = env.get("data") or {}
+    fields = getattr(data_model, "model_fields", {})
+    absent = [fields[k].alias or k for k in fields if (fields[k].alias or k) not in data]
+    samples = data.get("data") if isinstance(data, dict) else None
+    if "data" in fields and isinstance(samples, list) and samples:
+        for item in typing.get_args(fields["data"].annotation):
+            for cls in typing.get_args(item) or [item]:
+                inner = getattr(cls, "model_fields", None)
+                if inner:
+                    absent += ["data[]." + (inner[k].alias or k) for k in inner if (inner[k].alias or k) not in samples[0]]
+                    break
+    return absent
+
+
 def envelopes(path: pathlib.Path):
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for f in files:
@@ -54,8 +74,11 @@ def main(paths):
             if model is None:
                 report["without_model"][et] = report["without_model"].get(et, 0) + 1
                 continue
-            entry = report["types"].setdefault(et, {"model": model.__name__, "count": 0, "invalid": 0, "errors": []})
+            entry = report["types"].setdefault(et, {"model": model.__name__, "count": 0, "invalid": 0, "errors": [], "absent": []})
             entry["count"] += 1
+            for name in declared_but_absent(model, env):
+                if name not in entry["absent"]:
+                    entry["absent"].append(name)
             try:
                 model.model_validate(env)
             except pydantic.ValidationError as e:
