@@ -313,7 +313,11 @@ impl Builder {
                 let t = |v: &Value| v.get("timestamp").and_then(Value::as_str).unwrap_or_default().to_string();
                 samples.sort_by_cached_key(t);
                 for chunk in samples.chunks(self.max_samples_per_event) {
-                    let data = json!({ "data": chunk, "source": source, "user_id": self.vital(&user) });
+                    let mut data = json!({ "data": chunk, "source": source, "user_id": self.vital(&user) });
+                    if self.legacy_fields {
+                        // The provider object Vital's older time-series events carried.
+                        data["provider"] = self.provider();
+                    }
                     self.push(event_type.clone(), &user, data);
                 }
             }
@@ -387,7 +391,9 @@ fn unfilled(r: Resource) -> &'static [&'static str] {
         Resource::Activity => &["daily_movement", "wheelchair_push", "wheelchair_use"],
         Resource::Body => &["waist_circumference_centimeter"],
         Resource::Sleep => &["hr_dip", "hr_resting", "skin_temperature", "sleep_stream", "state", "temperature_delta"],
+        // hr_zones: Vital's six zones (<50 % to 90 %+ of max HR) are not Withings' four.
         Resource::Workouts => &[
+            "hr_zones",
             "average_speed",
             "average_watts",
             "device_watts",
