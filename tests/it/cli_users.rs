@@ -74,12 +74,17 @@ async fn link_list_and_remove_with_revoke() {
     assert!(!logs.contains(&issued) && !rest.concat().contains(&issued) && !logs.contains("demo-secret"), "{logs}");
     assert!(logs.contains("user linked"), "JSON logs on stderr: {logs}");
     assert!(status.success(), "link exited {status:?}: {rest:?}");
-    assert!(rest.iter().any(|l| l.starts_with("linked user alice (Withings userid 31000000")), "{rest:?}");
+    let vital = withings_lake::credentials::derived_vital_user_id("alice");
+    assert!(
+        rest.iter().any(|l| l.starts_with(&format!("linked user alice (Vital user id {vital}, Withings userid 31000000"))),
+        "{rest:?}"
+    );
 
     let listed = run(vec!["users".into(), "list".into(), "--pipeline".into(), p.clone(), "--format".into(), "json".into()]).await;
     assert!(listed.status.success(), "{}", text(&listed));
     let row: serde_json::Value = serde_json::from_slice(listed.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(row["user_id"], "alice");
+    assert_eq!(row["vital_user_id"], vital.as_str(), "derived from the application's id");
     assert_eq!(row["status"], "active");
     assert!(row.get("refresh_token").is_none() && row.get("access_token").is_none());
     let users = sim.users().await;
@@ -324,6 +329,6 @@ async fn one_user_id_one_withings_account_unless_replaced() {
     // With --replace the switch is accepted and alice's cursors are reset.
     let (code, out) = link_as(&p, "alice", 1, &["--replace"]).await;
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("linked user alice (Withings userid 31000001"), "{out}");
+    assert!(out.contains("linked user alice (Vital user id ") && out.contains(", Withings userid 31000001"), "{out}");
     assert!(!state_file.exists(), "the previous account's cursors are gone");
 }
