@@ -183,6 +183,9 @@ pub struct EventsSection {
     /// `daily.data.sleep_stream.*` events (off: no Vital version defines them).
     #[serde(default)]
     pub sleep_stream_events: bool,
+    /// `daily.data.sleep_cycle.*` events (on: Vital's replacement of the hypnogram).
+    #[serde(default = "default_true")]
+    pub sleep_cycle_events: bool,
 }
 
 fn default_true() -> bool {
@@ -603,6 +606,7 @@ impl PipelineFile {
             legacy_fields: e.legacy_fields,
             hypnogram_events: e.hypnogram_events,
             sleep_stream_events: e.sleep_stream_events,
+            sleep_cycle_events: e.sleep_cycle_events,
         }))
     }
 

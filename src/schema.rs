@@ -34,6 +34,7 @@ pub enum Resource {
     Hypnogram,
     RespiratoryRate,
     Sleep,
+    SleepCycle,
     SleepStream,
     Steps,
     Vo2Max,
@@ -42,8 +43,8 @@ pub enum Resource {
 }
 
 impl Resource {
-    /// All 17 resources, in alphabetical order.
-    pub const ALL: [Resource; 17] = [
+    /// All 18 resources, in alphabetical order.
+    pub const ALL: [Resource; 18] = [
         Resource::Activity,
         Resource::BloodOxygen,
         Resource::BloodPressure,
@@ -56,6 +57,7 @@ impl Resource {
         Resource::Hypnogram,
         Resource::RespiratoryRate,
         Resource::Sleep,
+        Resource::SleepCycle,
         Resource::SleepStream,
         Resource::Steps,
         Resource::Vo2Max,
@@ -77,6 +79,7 @@ impl Resource {
             Resource::Hypnogram => "hypnogram",
             Resource::RespiratoryRate => "respiratory_rate",
             Resource::Sleep => "sleep",
+            Resource::SleepCycle => "sleep_cycle",
             Resource::SleepStream => "sleep_stream",
             Resource::Steps => "steps",
             Resource::Vo2Max => "vo2_max",
@@ -99,6 +102,7 @@ impl Resource {
             Resource::Hypnogram => include_str!("../schemas/hypnogram.json"),
             Resource::RespiratoryRate => include_str!("../schemas/respiratory_rate.json"),
             Resource::Sleep => include_str!("../schemas/sleep.json"),
+            Resource::SleepCycle => include_str!("../schemas/sleep_cycle.json"),
             Resource::SleepStream => include_str!("../schemas/sleep_stream.json"),
             Resource::Steps => include_str!("../schemas/steps.json"),
             Resource::Vo2Max => include_str!("../schemas/vo2_max.json"),
@@ -170,10 +174,12 @@ pub enum ColumnType {
     Date32,
     /// `Timestamp(Microsecond, "UTC")`.
     TimestampUtc,
+    /// A list of `Int64` (sleep_cycle's offsets and stages).
+    ListInt64,
 }
 
 impl ColumnType {
-    const NAMES: [(&'static str, ColumnType); 7] = [
+    const NAMES: [(&'static str, ColumnType); 8] = [
         ("Utf8", ColumnType::Utf8),
         ("Int32", ColumnType::Int32),
         ("Int64", ColumnType::Int64),
@@ -181,6 +187,7 @@ impl ColumnType {
         ("Boolean", ColumnType::Boolean),
         ("Date32", ColumnType::Date32),
         ("Timestamp(Microsecond, UTC)", ColumnType::TimestampUtc),
+        ("List(Int64)", ColumnType::ListInt64),
     ];
 
     pub fn name(self) -> &'static str {
@@ -196,6 +203,9 @@ impl ColumnType {
             ColumnType::Boolean => DataType::Boolean,
             ColumnType::Date32 => DataType::Date32,
             ColumnType::TimestampUtc => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ColumnType::ListInt64 => {
+                DataType::List(std::sync::Arc::new(arrow::datatypes::Field::new("item", DataType::Int64, true)))
+            }
         }
     }
 
@@ -209,6 +219,7 @@ impl ColumnType {
             ColumnType::Boolean => "BOOLEAN",
             ColumnType::Date32 => "DATE",
             ColumnType::TimestampUtc => "TIMESTAMP WITH TIME ZONE",
+            ColumnType::ListInt64 => "BIGINT[]",
         }
     }
 }

@@ -51,6 +51,7 @@ pub struct Builder {
     legacy_fields: bool,
     hypnogram: bool,
     sleep_stream: bool,
+    sleep_cycle: bool,
     /// Application id -> Vital-style user id, for users whose id was given (others derive).
     vital_ids: std::collections::HashMap<String, String>,
     batch: String,
@@ -95,6 +96,10 @@ fn value_at(c: &ArrayRef, i: usize) -> Value {
             let us = c.as_primitive::<TimestampMicrosecondType>().value(i);
             DateTime::<Utc>::from_timestamp_micros(us).map_or(Value::Null, |t| Value::from(t.to_rfc3339()))
         }
+        DataType::List(_) => {
+            let items = c.as_list::<i32>().value(i);
+            Value::Array((0..items.len()).map(|j| value_at(&items, j)).collect())
+        }
         t => Value::from(format!("<{t}>")),
     }
 }
@@ -108,6 +113,7 @@ impl Builder {
             legacy_fields: cfg.legacy_fields,
             hypnogram: cfg.hypnogram_events,
             sleep_stream: cfg.sleep_stream_events,
+            sleep_cycle: cfg.sleep_cycle_events,
             vital_ids: Default::default(),
             batch: batch.to_string(),
             at,
@@ -140,6 +146,7 @@ impl Builder {
         match resource {
             Resource::Hypnogram => self.hypnogram,
             Resource::SleepStream => self.sleep_stream,
+            Resource::SleepCycle => self.sleep_cycle,
             _ => true,
         }
     }
@@ -423,6 +430,14 @@ fn vital_values(r: Resource, o: &mut Map<String, Value>) {
     }
     for f in unfilled(r) {
         o.entry(f.to_string()).or_insert(Value::Null);
+    }
+    if r == Resource::SleepCycle {
+        // ClientFacingSleepCycle wants the source's fields at the top level too.
+        let source = o.get("source").cloned().unwrap_or(Value::Null);
+        for (top, key) in [("source_provider", "provider"), ("source_type", "type"), ("source_device_id", "device_id")] {
+            o.entry(top.to_string()).or_insert_with(|| source.get(key).cloned().unwrap_or(Value::Null));
+        }
+        o.entry("source_app_id".to_string()).or_insert(Value::Null);
     }
 }
 

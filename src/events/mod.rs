@@ -197,6 +197,9 @@ pub struct EventsConfig {
     /// `daily.data.sleep_stream.*` and `historical.data.sleep_stream.created` (no Vital
     /// version defines them).
     pub sleep_stream_events: bool,
+    /// `daily.data.sleep_cycle.*` and `historical.data.sleep_cycle.created` (Vital's
+    /// replacement of the hypnogram).
+    pub sleep_cycle_events: bool,
 }
 
 /// Withings' logo, as `provider.logo` and the legacy `source.logo` carry it by default.
@@ -223,6 +226,7 @@ impl Default for EventsConfig {
             legacy_fields: true,
             hypnogram_events: true,
             sleep_stream_events: false,
+            sleep_cycle_events: true,
         }
     }
 }

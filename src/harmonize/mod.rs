@@ -36,6 +36,7 @@ mod hrv;
 mod hypnogram;
 mod respiratory_rate;
 mod sleep;
+mod sleep_cycle;
 mod sleep_stream;
 mod steps;
 mod vo2_max;
@@ -792,6 +793,9 @@ pub struct SleepSession {
     /// `hash_deviceid` of the session, when Withings gives it.
     pub device: Option<String>,
     pub time_zone: Option<String>,
+    /// Withings `created` and `modified` of the session (sleep_cycle's created/updated_at).
+    pub created: Option<i64>,
+    pub modified: Option<i64>,
 }
 
 impl SleepSession {
@@ -807,6 +811,8 @@ impl SleepSession {
                     end: s.enddate?,
                     device: s.hash_deviceid.clone().filter(|d| !d.is_empty()),
                     time_zone: s.timezone.clone(),
+                    created: s.created,
+                    modified: s.modified,
                 })
             })
             .collect();
@@ -898,7 +904,9 @@ fn session_at<'a>(sessions: &'a [SleepSession], device: Option<&str>, t: i64) ->
 /// getsummary) link each sample to the sleep row whose bedtime window contains it.
 pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) -> Harmonized {
     use Resource::*;
-    let mut out = Out::new(ctx, "sleep_get", &[Hypnogram, SleepStream, Heartrate, Hrv, RespiratoryRate]);
+    let mut out = Out::new(ctx, "sleep_get", &[Hypnogram, SleepCycle, SleepStream, Heartrate, Hrv, RespiratoryRate]);
+    // The staged segments of each session, for its sleep_cycle row.
+    let mut cycles: BTreeMap<i64, sleep_cycle::Cycle> = BTreeMap::new();
     let mut zones = Stamper::new(&ctx.zones, Zone::new(ctx.time_zone.as_deref()));
     let fallback = codes::sleep_device_class(answer.model);
     // (metric, device, t) -> value: a point repeated by two segments is one sample.
@@ -946,6 +954,9 @@ pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) ->
             Some((state, _, stage)) => {
                 out.stats.mapped += 1;
                 let st = SleepStage { seg, state: *state, stage: *stage, source: &source, session, raw: &item.raw };
+                if let Some(s) = session {
+                    sleep_cycle::collect(&mut cycles, s, &st, &zone);
+                }
                 hypnogram::from_sleep_get(&mut out, &st, &zone);
                 sleep_stream::stage_from_sleep_get(&mut out, &st, &zone);
             }
@@ -990,6 +1001,9 @@ pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) ->
                 }
             }
         }
+    }
+    for cycle in cycles.into_values() {
+        sleep_cycle::push(&mut out, cycle);
     }
     out.finish()
 }
@@ -1092,6 +1106,8 @@ mod tests {
             end,
             device: device.map(String::from),
             time_zone: None,
+            created: None,
+            modified: None,
         };
         // A watch night and a mat night overlap; sessions are sorted by start.
         let sessions = vec![s(1, 1000, 40_000, Some("watch")), s(2, 2000, 30_000, Some("mat")), s(3, 50_000, 60_000, None)];

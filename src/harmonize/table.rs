@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
@@ -31,6 +31,14 @@ pub(crate) enum Cell {
     Static(&'static str),
     /// A string shared by many rows (device, model, zone): a reference count per row.
     Shared(Arc<str>),
+    /// A list of integers (sleep_cycle's offsets and stages).
+    Ints(Vec<i64>),
+}
+
+impl From<Vec<i64>> for Cell {
+    fn from(v: Vec<i64>) -> Cell {
+        Cell::Ints(v)
+    }
 }
 
 impl From<i64> for Cell {
@@ -94,6 +102,7 @@ enum ColumnBuilder {
     Boolean(BooleanBuilder),
     Date32(Date32Builder),
     Timestamp(TimestampMicrosecondBuilder),
+    ListInt64(ListBuilder<Int64Builder>),
 }
 
 impl ColumnBuilder {
@@ -106,6 +115,7 @@ impl ColumnBuilder {
             ColumnType::Boolean => ColumnBuilder::Boolean(BooleanBuilder::new()),
             ColumnType::Date32 => ColumnBuilder::Date32(Date32Builder::new()),
             ColumnType::TimestampUtc => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+            ColumnType::ListInt64 => ColumnBuilder::ListInt64(ListBuilder::new(Int64Builder::new())),
         }
     }
 
@@ -121,6 +131,7 @@ impl ColumnBuilder {
                 | (ColumnBuilder::Boolean(_), Cell::Bool(_))
                 | (ColumnBuilder::Date32(_), Cell::Int(_))
                 | (ColumnBuilder::Timestamp(_), Cell::Int(_))
+                | (ColumnBuilder::ListInt64(_), Cell::Ints(_))
         ) && match (self, cell) {
             (ColumnBuilder::Int32(_) | ColumnBuilder::Date32(_), Cell::Int(v)) => i32::try_from(*v).is_ok(),
             _ => true,
@@ -146,6 +157,11 @@ impl ColumnBuilder {
             (ColumnBuilder::Date32(b), _) => b.append_null(),
             (ColumnBuilder::Timestamp(b), Cell::Int(v)) => b.append_value(*v),
             (ColumnBuilder::Timestamp(b), _) => b.append_null(),
+            (ColumnBuilder::ListInt64(b), Cell::Ints(v)) => {
+                b.values().append_slice(v);
+                b.append(true);
+            }
+            (ColumnBuilder::ListInt64(b), _) => b.append(false),
         }
     }
 
@@ -158,6 +174,7 @@ impl ColumnBuilder {
             ColumnBuilder::Boolean(b) => Arc::new(b.finish()),
             ColumnBuilder::Date32(b) => Arc::new(b.finish()),
             ColumnBuilder::Timestamp(b) => Arc::new(b.finish()),
+            ColumnBuilder::ListInt64(b) => Arc::new(b.finish()),
         }
     }
 }

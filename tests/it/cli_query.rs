@@ -85,7 +85,7 @@ async fn query_formats_and_typed_partitions() {
 
     let tables = ok(&cli(&["tables", "--lake", path, "--format", "json"]));
     let t: Vec<Value> = tables.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(t.len(), 17 + 6 + 1, "resources, raw landing per endpoint, quarantine");
+    assert_eq!(t.len(), 18 + 6 + 1, "resources, raw landing per endpoint, quarantine");
     assert!(t.iter().any(|x| x["table"] == "raw_sleep_get") && t.iter().any(|x| x["table"] == "quarantine"));
     let hr = t.iter().find(|x| x["table"] == "heartrate").unwrap();
     assert_eq!((hr["rows"].as_u64(), hr["partitions"].as_u64(), hr["files"].as_u64()), (Some(3), Some(1), Some(1)));

@@ -42,7 +42,7 @@ fn schema_json_is_the_compiled_in_schema_with_common_columns() {
         assert!(names.contains(&c), "{c}");
     }
     let all: Value = serde_json::from_str(&stdout(&schema(&["--format", "json"]))).unwrap();
-    assert_eq!(all.as_array().unwrap().len(), 17);
+    assert_eq!(all.as_array().unwrap().len(), 18);
 }
 
 #[test]
@@ -115,6 +115,7 @@ fn schema_sql_creates_the_same_tables_in_duckdb() {
                 "DOUBLE" => "DOUBLE",
                 "BOOLEAN" => "BOOLEAN",
                 "DATE" => "DATE",
+                "BIGINT[]" => "BIGINT[]",
                 _ => "TIMESTAMP WITH TIME ZONE",
             };
             assert_eq!(duck, expected, "{r}.{}", w.name);

@@ -127,7 +127,7 @@ async fn killed_runs_end_as_uninterrupted_ones(cases: &[&[&str]], expire_tokens:
     assert_eq!(reference.files, reference.hook, "the files sink holds what the webhook got");
     assert_eq!(
         reference.hook.iter().filter(|a| a.starts_with("historical.data.")).count(),
-        2 * 16,
+        2 * 17,
         "every resource but sleep_stream"
     );
     for crashes in cases {

@@ -301,6 +301,8 @@ fn sleep_get_body() -> impl Strategy<Value = (Value, Vec<SleepSession>)> {
                     end: NIGHT + 60 * (a + b),
                     device: None,
                     time_zone: None,
+                    created: None,
+                    modified: None,
                 })
                 .collect();
             sessions.sort_by_key(|s| (s.start, s.withings_id));
@@ -497,7 +499,11 @@ fn sleep_get_conserves_segments_and_points(body: &Value, sessions: &[SleepSessio
         }
     }
     let points = |s: &Value| SLEEP_SERIES.iter().filter_map(|k| s[k].as_object()).map(Map::len).sum::<usize>();
-    check(&h, &[Hypnogram, SleepStream, Heartrate, Hrv, RespiratoryRate], segments.iter().map(|s| 1 + points(s)).sum());
+    check(
+        &h,
+        &[Hypnogram, SleepCycle, SleepStream, Heartrate, Hrv, RespiratoryRate],
+        segments.iter().map(|s| 1 + points(s)).sum(),
+    );
     segments.retain(|s| valid_window(s) && SLEEP_SERIES.iter().all(|k| numbers_only(&s[k], &[])));
     // Hypnogram: segments with a known state, the first of each device and start.
     let known = segments.iter().filter(|s| s["state"].as_i64().is_some_and(|x| KNOWN_SLEEP_STATES.contains(&x)));

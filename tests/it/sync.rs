@@ -671,7 +671,7 @@ fn shipped_pipeline_files_parse_and_the_example_names_every_sync_key() {
     let err = p.resolve_events().unwrap_err().to_string();
     assert!(err.contains("WITHINGS_LAKE_WEBHOOK_SECRET") && err.contains("analytics"), "{err}");
     let p = withings_lake::pipeline::PipelineFile::load(&dir.join("s3.toml")).unwrap();
-    assert_eq!((p.shards(), p.sync_config().unwrap().resources.len()), (4, 17));
+    assert_eq!((p.shards(), p.sync_config().unwrap().resources.len()), (4, 18));
 }
 
 #[tokio::test]
