@@ -456,7 +456,7 @@ mod tests {
     #[test]
     fn every_schema_file_loads_with_the_common_columns() {
         let all = load().unwrap();
-        assert_eq!(all.len(), 17);
+        assert_eq!(all.len(), 18);
         for t in &all {
             for c in
                 ["user_id", "withings_user_id", "source_provider", "source_type", "source_device_id", "ingested_at", "run_id"]

@@ -89,6 +89,12 @@ impl Lake {
             report.rows_removed += removed;
         }
 
+        // The users table's row of the person.
+        if self.forget_user_ids(lease, user_id).await? {
+            report.files_rewritten.push((super::users::file(self, shard).to_string(), 1));
+            report.rows_removed += 1;
+        }
+
         // Captured changes whose events were not enqueued yet (a commit that died).
         for key in self.list_keys(&keys::staged_changes_dir(&self.location, shard)).await? {
             lease.renew().await?;

@@ -24,6 +24,7 @@ pub mod raw;
 mod rebuild;
 pub mod staging;
 pub mod tables;
+pub mod users;
 
 pub use forget::LakeErasure;
 

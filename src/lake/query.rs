@@ -64,6 +64,13 @@ pub async fn session(lake: &Lake) -> Result<SessionContext, QueryError> {
         let table = ListingTable::try_new(config).map_err(|e| setup(e.to_string()))?;
         ctx.register_table(t.sql_name(), Arc::new(table)).map_err(|e| setup(e.to_string()))?;
     }
+    // `users`: each person's application, Vital and Withings ids (one file per shard).
+    let dir = super::users::dir(lake);
+    let table_url = ListingTableUrl::parse(format!("{}{}/", loc.store_url, dir.as_ref())).map_err(|e| setup(e.to_string()))?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new(table_url).with_listing_options(options).with_schema(super::users::schema());
+    let table = ListingTable::try_new(config).map_err(|e| setup(e.to_string()))?;
+    ctx.register_table("users", Arc::new(table)).map_err(|e| setup(e.to_string()))?;
     Ok(ctx)
 }
 

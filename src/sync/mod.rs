@@ -401,6 +401,9 @@ impl Engine {
             return Ok(());
         }
 
+        // The Vital user ids given to linked users (the others derive theirs).
+        let vital_ids: HashMap<String, String> =
+            linked.iter().filter_map(|r| Some((r.user_id.clone(), r.vital_user_id.clone()?))).collect();
         let events = match &self.events {
             Some(cfg) => {
                 let outbox = crate::events::Outbox::new(self.lake.location.clone(), cfg.sinks.clone())
@@ -408,8 +411,7 @@ impl Engine {
                 let deliverer = Arc::new(crate::events::Deliverer::new(outbox.clone())?);
                 let background = crate::events::deliver::Background::spawn(deliverer, cfg.final_wait);
                 report.events = Some(report::EventsReport::default());
-                let vital_ids = linked.iter().filter_map(|r| Some((r.user_id.clone(), r.vital_user_id.clone()?))).collect();
-                Some(RunEvents { cfg: cfg.clone(), vital_ids, outbox, background, batches: AtomicU64::new(0) })
+                Some(RunEvents { cfg: cfg.clone(), vital_ids: vital_ids.clone(), outbox, background, batches: AtomicU64::new(0) })
             }
             None => None,
         };
@@ -418,7 +420,7 @@ impl Engine {
         let mut shards = per_shard.into_iter();
         for (shard, users) in shards.by_ref() {
             let owed = reauth.remove(&shard).unwrap_or_default();
-            if let Err(e) = self.run_shard(&env, spec, &id, shard, users, owed, events.as_ref(), report).await {
+            if let Err(e) = self.run_shard(&env, spec, &id, shard, users, owed, &vital_ids, events.as_ref(), report).await {
                 outcome = Err(e);
                 break;
             }
@@ -450,12 +452,30 @@ impl Engine {
         shard: u32,
         users: Vec<(String, String)>,
         reauth: Vec<Reauth>,
+        vital_ids: &HashMap<String, String>,
         events: Option<&RunEvents>,
         report: &mut Report,
     ) -> Result<(), SyncError> {
         let lease = self.lake.lease_shard(shard, &crate::lease::process_holder(), spec.lease_wait).await?;
-        let mut result = Ok(());
-        if let Some(ev) = events {
+        // The users table: who each person of the shard is under every id.
+        let ids: Vec<crate::lake::users::UserIds> = users
+            .iter()
+            .map(|(user_id, withings_user_id)| crate::lake::users::UserIds {
+                user_id: user_id.clone(),
+                vital_user_id: vital_ids
+                    .get(user_id)
+                    .cloned()
+                    .unwrap_or_else(|| crate::credentials::derived_vital_user_id(user_id)),
+                withings_user_id: withings_user_id.clone(),
+            })
+            .collect();
+        let mut result = match spec.dry_run {
+            true => Ok(()),
+            false => self.lake.record_user_ids(&lease, &ids).await.map(|_| ()).map_err(SyncError::from),
+        };
+        if result.is_ok()
+            && let Some(ev) = events
+        {
             result = self.recover_events(ev, shard, report).await;
         }
         if result.is_ok() {

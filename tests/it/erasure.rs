@@ -176,7 +176,8 @@ async fn forget_erases_everything_that_names_the_person(files_inside_the_lake: b
     assert!(!text(&out).contains("user-1"), "the report names the person only by a keyed hash");
     assert_eq!(others(&lake, &files_dir, &stay).await, before, "the others' rows, cursors and events are untouched");
     let dirs = [lake.as_path(), files_dir.as_path(), &dir.path().join("creds")];
-    let left = naming(&dirs, &["user-1", &withings_ids["user-1"]]);
+    let vital = withings_lake::credentials::derived_vital_user_id("user-1");
+    let left = naming(&dirs, &["user-1", &withings_ids["user-1"], &vital]);
     assert!(left.is_empty(), "{left:#?}");
 
     // forget user-0 while a backfill of an older window runs on its shard: `forget` waits for

@@ -859,6 +859,25 @@ async fn every_event_passes_the_models_of_vital_s_own_sdk() {
     );
     assert!(types.contains_key("daily.data.activity.updated"), "late data arrives as updates");
     assert!(!without.iter().any(|t| t.contains("sleep_stream")), "sleep_stream events are off by default");
+    // The users table maps the ids, for DataFusion and for DuckDB alike.
+    let ctx = withings_lake::lake::query::session(&lake).await.unwrap();
+    let rows =
+        withings_lake::lake::query::sql(&ctx, "SELECT user_id, vital_user_id, withings_user_id FROM users ORDER BY user_id")
+            .await
+            .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&rows).unwrap().to_string();
+    assert!(text.contains(&format!("| user-0  | {FROM_VITAL} | 31000000")), "{text}");
+    let derived = withings_lake::credentials::derived_vital_user_id("user-1");
+    assert!(text.contains(&format!("| user-1  | {derived} | 31000001")), "{text}");
+    if crate::common::duckdb_available() {
+        let glob = dir.path().join("lake/_users/*.parquet");
+        let script = format!(
+            "import duckdb\nprint(duckdb.connect().execute(\"select vital_user_id from read_parquet('{}') where user_id = 'user-0'\").fetchone()[0])",
+            glob.display()
+        );
+        let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), FROM_VITAL, "{}", String::from_utf8_lossy(&out.stderr));
+    }
     // Every event names the person by the Vital id, in the envelope and in `data`.
     for line in lines_in(&files) {
         let e = &line["event"];
