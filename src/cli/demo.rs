@@ -66,7 +66,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (lake_dir, cred_dir) = (args.dir.join("demo-lake"), args.dir.join("demo-credentials"));
     let lake_tables: Vec<String> = withings_lake::lake::TableId::all().iter().map(|t| t.dir()[0].to_string()).collect();
     let mut lake_markers: Vec<&str> = lake_tables.iter().map(String::as_str).collect();
-    lake_markers.extend(["_lake.json", "_manifests", "_state", "_events"]);
+    lake_markers.extend(["_lake.json", "_manifests", "_state", "_events", "_users"]);
     clear(&lake_dir, &lake_markers)?;
     clear(&cred_dir, &["users", "locks", "_probe"])?;
 

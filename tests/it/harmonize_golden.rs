@@ -282,3 +282,83 @@ fn a_traveller_s_samples_take_the_zone_of_their_local_day() {
     assert_eq!(local_times.iter().filter(|t| t.ends_with("07:30")).count(), 12, "{local_times:?}");
     assert!(weights.iter().any(|(l, _, _)| l.contains("Sat 2026-01-10 18:45 | America/New_York")), "{text}");
 }
+
+/// The change events of every golden fixture's rows (as created), a historical event and both
+/// connection events, compared with `tests/it/golden/events.jsonl` (one pretty envelope per
+/// event): the shapes a webhook handler receives, reviewable in a diff. Also run through
+/// Vital's SDK models when python3 has `vital`.
+#[test]
+fn the_events_of_the_golden_rows_match_their_golden_file() {
+    use withings_lake::events::{Builder, EventsConfig};
+    use withings_lake::lake::{Changed, TableId};
+
+    let activity: Vec<Item<Activity>> =
+        decode_list(body("getactivity_watch_and_phone.json"), "activities", "getactivity").unwrap();
+    let workouts: Vec<Item<Workout>> = decode_list(body("getworkouts_run_swim_unknown.json"), "series", "getworkouts").unwrap();
+    let answer = SleepGet::from_body(body("sleep_get_mat_night.json")).unwrap();
+    let sessions = SleepSession::from_summaries(&summaries());
+    let calls = [
+        getmeas("getmeas_scale_cuff_watch.json"),
+        harmonize::getactivity(&ctx(), &activity),
+        harmonize::getintradayactivity(&ctx(), &intraday_series(body("getintradayactivity_watch_vitals.json"), None).unwrap()),
+        harmonize::sleep_getsummary(&ctx(), &summaries()),
+        harmonize::sleep_get(&ctx(), &answer, &sessions),
+        harmonize::getworkouts(&ctx(), &workouts),
+    ];
+    let mut changes: Vec<(TableId, Changed)> = Vec::new();
+    for h in &calls {
+        for (r, batch) in &h.tables {
+            if batch.num_rows() > 0 {
+                changes.push(((*r).into(), Changed { rows: batch.clone(), updated: vec![false; batch.num_rows()] }));
+            }
+        }
+    }
+    let at = chrono::DateTime::from_timestamp(1_718_452_800, 0).unwrap();
+    let cfg = EventsConfig {
+        team_id: "team-golden".into(),
+        max_samples_per_event: 3,
+        sleep_stream_events: true,
+        ..EventsConfig::default()
+    };
+    let mut b = Builder::new("20240615T120000000Z-golden", at, &cfg)
+        .with_vital_ids([("user-1".to_string(), "0b4a2a3e-5c1d-4f8e-9a6b-2f3c4d5e6f70".to_string())].into());
+    b.daily(&changes).unwrap();
+    b.historical("user-1", Resource::Weight, at - chrono::Duration::days(30), at);
+    b.connection_created("user-1", "31000000", &["user.metrics".into(), "user.activity".into()]);
+    b.connection_error(
+        "user-1",
+        "token_refresh_failed",
+        "Withings refused the refresh token",
+        "the user must link their Withings account again",
+    );
+    let mut text = String::new();
+    for e in b.finish() {
+        let v: Value = serde_json::from_str(&e.body).unwrap();
+        text.push_str(&serde_json::to_string_pretty(&v).unwrap());
+        text.push('\n');
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/golden/events.json");
+    if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    assert!(expected == text, "events differ from {} (UPDATE_GOLDEN=1 rewrites it; review the diff)", path.display());
+
+    let vital = std::process::Command::new("python3").args(["-c", "import vital.types"]).output();
+    if vital.is_ok_and(|o| o.status.success()) {
+        // One envelope per line for the checker.
+        let lines: String = text
+            .split("\n}\n")
+            .filter(|c| !c.trim().is_empty())
+            .map(|c| serde_json::to_string(&serde_json::from_str::<Value>(&format!("{c}\n}}")).unwrap()).unwrap() + "\n")
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("events.jsonl"), lines).unwrap();
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vital/check_events.py");
+        let out = std::process::Command::new("python3").arg(script).arg(dir.path()).output().unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["invalid"], 0, "{report:#}");
+        assert!(out.status.success(), "{report:#}");
+    }
+}
