@@ -375,6 +375,30 @@ impl Builder {
         self.push("provider.connection.created".into(), user_id, data);
     }
 
+    /// `provider.connection.error` with `required_scopes_not_granted` when the person left out
+    /// scopes some resource needs (the link stands; those resources are unavailable, as
+    /// `provider.connection.created` says). Returns whether one was added.
+    pub fn missing_scopes(&mut self, user_id: &str, scopes: &[String]) -> bool {
+        let mut denied: Vec<&str> = Vec::new();
+        let mut unavailable: Vec<&str> = Vec::new();
+        for r in Resource::ALL {
+            let missing: Vec<&str> = scopes_for(r).into_iter().filter(|s| !scopes.iter().any(|g| g == s)).collect();
+            if !missing.is_empty() {
+                unavailable.push(r.as_str());
+                denied.extend(missing);
+            }
+        }
+        denied.sort();
+        denied.dedup();
+        if denied.is_empty() {
+            return false;
+        }
+        let message = format!("the Withings authorization leaves out {}", denied.join(", "));
+        let details = format!("unavailable until the person links again granting them: {}", unavailable.join(", "));
+        self.connection_error(user_id, "required_scopes_not_granted", &message, &details);
+        true
+    }
+
     /// `provider.connection.error` in Vital's shape (`provider` the slug, `error_details` a
     /// string): `error_type` one of Vital's (`token_refresh_failed`,
     /// `deregistered_per_provider`, `required_scopes_not_granted`, ...), `message` what
@@ -506,5 +530,19 @@ mod tests {
         assert_eq!(avail["sleep"]["status"], "unavailable");
         assert_eq!(avail["sleep"]["scope_requirements"]["user_denied"]["required"][0], "user.sleepevents");
         assert_eq!(env["data"]["external_user_id"], "123");
+    }
+
+    #[test]
+    fn scopes_left_out_are_a_connection_error_naming_them() {
+        let mut b = Builder::new("b", Utc::now(), &super::super::EventsConfig::default());
+        assert!(b.missing_scopes("u1", &["user.metrics".into(), "user.activity".into()]));
+        assert!(!b.missing_scopes("u1", &["user.metrics".into(), "user.activity".into(), "user.sleepevents".into()]));
+        let events = b.finish();
+        assert_eq!(events.len(), 1);
+        let env: Value = serde_json::from_str(&events[0].body).unwrap();
+        assert_eq!(env["event_type"], "provider.connection.error");
+        assert_eq!(env["data"]["error_type"], "required_scopes_not_granted");
+        assert!(env["data"]["message"].as_str().unwrap().contains("user.sleepevents"));
+        assert!(env["data"]["error_details"].as_str().unwrap().contains("sleep_cycle"));
     }
 }

@@ -251,6 +251,7 @@ pub async fn announce_link(
     let ids = user.vital_user_id.iter().map(|v| (user.user_id.clone(), v.clone())).collect();
     let mut b = Builder::new(&batch, now, cfg).with_vital_ids(ids);
     b.connection_created(&user.user_id, &user.withings_userid, &user.scopes);
+    b.missing_scopes(&user.user_id, &user.scopes);
     let outbox = Outbox::new(lake.location.clone(), cfg.sinks.clone()).with_retention(cfg.delivered_retention);
     outbox.enqueue(&batch, &b.finish()).await?;
     // Enqueued: the announcement is safe. Delivery trouble leaves it pending, reported.

@@ -605,6 +605,19 @@ async fn the_demo_runs_end_to_end() {
         assert!(all.contains(want), "missing '{want}': {all}");
     }
     assert!(dir.path().join("demo-lake/_lake.json").exists());
+    // Every event the demo wrote passes Vital's own SDK models (only hypnogram has none).
+    if std::process::Command::new("python3").args(["-c", "import vital.types"]).output().is_ok_and(|o| o.status.success()) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vital/check_events.py");
+        let files = dir.path().join("demo-lake/_events/files");
+        let out = Command::new("python3").arg(script).arg(&files).output().unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(out.status.success() && report["invalid"] == 0, "{report:#}");
+        assert!(report["events"].as_u64().unwrap() > 50, "{report:#}");
+        let without = report["without_model"].as_object().unwrap();
+        assert!(without.keys().all(|t| t.contains(".hypnogram.")), "{report:#}");
+    } else {
+        assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "CI=true but python3 cannot import vital");
+    }
     // A folder that is not a previous demo's is never deleted.
     let other = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(other.path().join("demo-lake")).unwrap();
