@@ -124,16 +124,26 @@ pub fn real_fixture(name: &str) -> Option<Value> {
     Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not JSON: {e}")))
 }
 
-/// Whether python3 can import duckdb (PyPI). With `CI=true` a missing duckdb fails the
-/// test; elsewhere the test is skipped with a printed reason.
-pub fn duckdb_available() -> bool {
-    let probe = std::process::Command::new("python3").args(["-c", "import duckdb"]).output();
+/// Whether python3 can import `module` (installed from PyPI as `package`). With `CI=true` a
+/// missing module fails the test; elsewhere the test is skipped with a printed reason.
+pub fn python_module(module: &str, package: &str) -> bool {
+    let probe = std::process::Command::new("python3").args(["-c", &format!("import {module}")]).output();
     if probe.as_ref().is_ok_and(|o| o.status.success()) {
         return true;
     }
-    assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "CI=true but python3 cannot import duckdb");
-    eprintln!("skipping: python3 cannot import duckdb (pip install duckdb)");
+    assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "CI=true but python3 cannot import {module}");
+    eprintln!("skipping: python3 cannot import {module} (pip install {package})");
     false
+}
+
+/// Whether python3 can import duckdb (PyPI), as [`python_module`].
+pub fn duckdb_available() -> bool {
+    python_module("duckdb", "duckdb")
+}
+
+/// Whether python3 can import Vital's SDK (`vital` on PyPI), as [`python_module`].
+pub fn vital_available() -> bool {
+    python_module("vital.types", "vital")
 }
 
 /// `fixtures/withings/NAME` (written by this project from the reference).

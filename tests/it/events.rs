@@ -139,13 +139,7 @@ fn events_config(url: &str, max_samples: usize) -> EventsConfig {
 
 /// Whether python3 can import svix (PyPI); with `CI=true` it must.
 fn svix_available() -> bool {
-    let probe = std::process::Command::new("python3").args(["-c", "import svix"]).output();
-    if probe.as_ref().is_ok_and(|o| o.status.success()) {
-        return true;
-    }
-    assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "CI=true but python3 cannot import svix");
-    eprintln!("skipping the svix check: python3 cannot import svix (pip install svix)");
-    false
+    common::python_module("svix", "svix")
 }
 
 /// Verifies every request with the Svix library, once with the `svix-*` headers only and once
@@ -763,24 +757,13 @@ async fn a_lake_synced_before_events_existed_is_not_flooded_with_history_when_th
     assert_eq!(state["reauth_announced"], 0, "seen connected");
 }
 
-/// Whether python3 can import Vital's SDK (`vital` on PyPI); with `CI=true` it must.
-fn vital_available() -> bool {
-    let probe = std::process::Command::new("python3").args(["-c", "import vital.types"]).output();
-    if probe.as_ref().is_ok_and(|o| o.status.success()) {
-        return true;
-    }
-    assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "CI=true but python3 cannot import vital");
-    eprintln!("skipping the Vital SDK check: python3 cannot import vital (pip install vital)");
-    false
-}
-
 /// Every event a backfill (its rows sent as daily events too), a later sync with late data, a
 /// link and a lost authorization produce, through the typed webhook models of Vital's own
 /// Python SDK (`tests/vital/check_events.py`): no validation error, and the only event types
 /// without a model are the hypnogram ones (on by default, kept on purpose).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_passes_the_models_of_vital_s_own_sdk() {
-    if !vital_available() {
+    if !common::vital_available() {
         return;
     }
     let sim = common::start(2, 0).await;

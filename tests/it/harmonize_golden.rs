@@ -345,8 +345,7 @@ fn the_events_of_the_golden_rows_match_their_golden_file() {
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
     assert!(expected == text, "events differ from {} (UPDATE_GOLDEN=1 rewrites it; review the diff)", path.display());
 
-    let vital = std::process::Command::new("python3").args(["-c", "import vital.types"]).output();
-    if vital.is_ok_and(|o| o.status.success()) {
+    if crate::common::vital_available() {
         // One envelope per line for the checker.
         let lines: String = text
             .split("\n}\n")
