@@ -132,20 +132,15 @@ async fn open(pipeline: &std::path::Path, need_sinks: bool) -> anyhow::Result<(O
 async fn recover(p: &PipelineFile, outbox: &Outbox) -> anyhow::Result<()> {
     let Some(cfg) = p.resolve_events()? else { return Ok(()) };
     let lake = Lake::open(p.resolve_lake_location()?).await?;
-    // Events name people by their Vital user ids, which the credentials records keep: without
-    // the store (no key here), interrupted commits are left to the next sync of their shard.
+    // Events name people by their Vital user ids: the lake's users table has them (written by
+    // the run before its commits), the credentials records too where they open here.
     let vital_ids: std::collections::HashMap<String, String> = match p.resolve_credentials().await {
-        Ok(store) => match store.list_all().await {
-            Ok(l) => l.records.into_iter().filter_map(|r| Some((r.user_id, r.vital_user_id?))).collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "events of interrupted commits are left to the next sync: the credentials store cannot be listed");
-                return Ok(());
-            }
-        },
-        Err(e) => {
-            tracing::warn!(error = %e, "events of interrupted commits are left to the next sync: the credentials store does not open here");
-            return Ok(());
-        }
+        Ok(store) => store
+            .list_all()
+            .await
+            .map(|l| l.records.into_iter().filter_map(|r| Some((r.user_id, r.vital_user_id?))).collect())
+            .unwrap_or_default(),
+        Err(_) => Default::default(),
     };
     for shard in 0..lake.meta.shards {
         let lease = match lake.lease_shard(shard, &withings_lake::lease::process_holder(), Duration::ZERO).await {

@@ -402,7 +402,7 @@ impl Builder {
     /// `provider.connection.error` in Vital's shape (`provider` the slug, `error_details` a
     /// string): `error_type` one of Vital's (`token_refresh_failed`,
     /// `deregistered_per_provider`, `required_scopes_not_granted`, ...), `message` what
-    /// happened, `details` what Withings said.
+    /// happened (Withings' words where it said something), `details` what to do about it.
     pub fn connection_error(&mut self, user_id: &str, error_type: &str, message: &str, details: &str) {
         let data = json!({
             "user_id": self.vital(user_id),

@@ -273,8 +273,17 @@ pub async fn recover(
     vital_ids: &std::collections::HashMap<String, String>,
 ) -> Result<Vec<Event>, EventsError> {
     let mut out = Vec::new();
-    for (batch, changes) in lake.staged_changes(shard).await? {
-        let mut b = Builder::new(&batch, Utc::now(), cfg).with_vital_ids(vital_ids.clone());
+    let staged = lake.staged_changes(shard).await?;
+    if staged.is_empty() {
+        return Ok(out);
+    }
+    // The ids the lake's users table holds for the shard (written under the lease before any
+    // commit), with the given ones on top.
+    let mut ids: std::collections::HashMap<String, String> =
+        lake.user_ids(shard).await?.into_values().map(|u| (u.user_id, u.vital_user_id)).collect();
+    ids.extend(vital_ids.iter().map(|(k, v)| (k.clone(), v.clone())));
+    for (batch, changes) in staged {
+        let mut b = Builder::new(&batch, Utc::now(), cfg).with_vital_ids(ids.clone());
         b.daily(&changes).map_err(|e| EventsError::Build(e.to_string()))?;
         let events = b.finish();
         // Per sink: one that has the batch (pending, delivered or dead) keeps it as it is.

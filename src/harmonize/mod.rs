@@ -386,6 +386,21 @@ fn dedupe<K: std::hash::Hash + Eq>(
     kept
 }
 
+impl Harmonized {
+    /// Keeps only the sleep_cycle row of Withings session `withings_id` (a sleep get of one
+    /// session's window also reaches part of an overlapping session, whose row would be partial).
+    pub fn keep_cycles_of(&mut self, withings_id: i64) {
+        use arrow::array::AsArray;
+        let Some(batch) = self.tables.get(&Resource::SleepCycle) else { return };
+        let Some(ids) = batch.column_by_name("withings_sleep_id") else { return };
+        let ids = ids.as_primitive::<arrow::datatypes::Int64Type>();
+        let keep = arrow::array::BooleanArray::from_iter(ids.iter().map(|v| Some(v == Some(withings_id))));
+        if let Ok(kept) = arrow::compute::filter_record_batch(batch, &keep) {
+            self.tables.insert(Resource::SleepCycle, kept);
+        }
+    }
+}
+
 /// The counts a piece of work added to `stats`, to repeat them for identical copies.
 fn repeat_counts(out: &mut Out, before: &Stats, copies: usize) {
     if copies == 0 {
@@ -1117,6 +1132,43 @@ mod tests {
         assert_eq!(session_at(&sessions, Some("mat"), 55_000).map(|s| s.withings_id), Some(3));
         assert_eq!(session_at(&sessions, None, 1500).map(|s| s.withings_id), Some(1));
         assert_eq!(session_at(&sessions, Some("watch"), 999).map(|s| s.withings_id), None);
+    }
+
+    #[test]
+    fn a_sleep_get_of_one_session_keeps_only_that_session_s_cycle() {
+        const T: i64 = 1_718_000_000; // June 2024: plausible epochs
+        let session = |id, start: i64, end: i64, device: &str| SleepSession {
+            withings_id: id,
+            start: T + start,
+            end: T + end,
+            device: Some(device.to_string()),
+            time_zone: Some("Europe/Paris".into()),
+            created: None,
+            modified: None,
+        };
+        // The watch night 1 overlaps the mat night 2; a sleep get of night 1's window returns
+        // the mat's segments from 2000 on too: night 2's row from them would be partial.
+        let sessions = vec![session(2, 1000, 30_000, "mat"), session(1, 2000, 40_000, "watch")];
+        let seg = |a: i64, b: i64, state: i64, device: &str| serde_json::json!({"startdate": T + a, "enddate": T + b, "state": state, "hash_deviceid": device});
+        let answer = SleepGet::from_body(serde_json::json!({"model": 16, "series": [
+            seg(2000, 5000, 1, "watch"), seg(5000, 9000, 2, "watch"), seg(2000, 4000, 1, "mat"), seg(4000, 8000, 3, "mat"),
+        ]}))
+        .unwrap();
+        let ctx = Context {
+            user_id: "u".into(),
+            withings_user_id: "1".into(),
+            run_id: "r".into(),
+            ingested_at: Utc::now(),
+            time_zone: None,
+            zones: Default::default(),
+        };
+        let mut h = sleep_get(&ctx, &answer, &sessions);
+        assert_eq!(h.tables[&Resource::SleepCycle].num_rows(), 2, "{:?} {:?}", h.quarantine, h.stats);
+        h.keep_cycles_of(1);
+        let cycles = &h.tables[&Resource::SleepCycle];
+        assert_eq!(cycles.num_rows(), 1);
+        let ids = cycles.column_by_name("withings_sleep_id").unwrap();
+        assert_eq!(arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(ids).value(0), 1);
     }
 
     #[test]

@@ -78,7 +78,15 @@ impl Lake {
     /// Adds or updates `users` in the lease's shard's users table (written only when
     /// something changed). Returns whether the file was written.
     pub async fn record_user_ids(&self, lease: &ShardLease, users: &[UserIds]) -> Result<bool, LakeError> {
-        let mut all = self.user_ids(lease.shard).await?;
+        // A file that does not read (rewritten by hand, a torn copy) is not worth a shard's
+        // sync: it is written again from this run's users (the others return with their runs).
+        let mut all = match self.user_ids(lease.shard).await {
+            Err(e @ LakeError::Corrupt { .. }) => {
+                tracing::warn!(shard = lease.shard, error = %e, "the users table does not read: writing it again");
+                BTreeMap::new()
+            }
+            other => other?,
+        };
         let mut changed = false;
         for u in users {
             if all.get(&u.user_id) != Some(u) {

@@ -588,7 +588,11 @@ impl UserJob {
         }
         let mut p = self.piece();
         self.land(&mut p, Endpoint::SleepGet, raw::sleep_get(&ctx, &answer));
-        self.add(&mut p, harmonize::sleep_get(&ctx, &answer, sessions), self.window(Endpoint::SleepGet, a, b));
+        let mut h = harmonize::sleep_get(&ctx, &answer, sessions);
+        // A sleep_cycle row holds all of its session's segments: only this session's is whole
+        // here (an overlapping session's segments reach into the window in part).
+        h.keep_cycles_of(s.withings_id);
+        self.add(&mut p, h, self.window(Endpoint::SleepGet, a, b));
         Ok(p)
     }
 

@@ -457,9 +457,21 @@ impl Engine {
         report: &mut Report,
     ) -> Result<(), SyncError> {
         let lease = self.lake.lease_shard(shard, &crate::lease::process_holder(), spec.lease_wait).await?;
-        // The users table: who each person of the shard is under every id.
+        // The users table: who each person of the shard is under every id; only those still
+        // linked now that the lease is held (a `forget` that held it before must stay done).
+        let still: std::collections::HashSet<String> = {
+            use futures::StreamExt;
+            let store = &self.credentials;
+            futures::stream::iter(users.iter().map(|(u, _)| u.clone()))
+                .map(|u| async move { matches!(store.get(&u).await, Ok(Some(_))).then_some(u) })
+                .buffer_unordered(16)
+                .filter_map(|u| async move { u })
+                .collect()
+                .await
+        };
         let ids: Vec<crate::lake::users::UserIds> = users
             .iter()
+            .filter(|(user_id, _)| still.contains(user_id))
             .map(|(user_id, withings_user_id)| crate::lake::users::UserIds {
                 user_id: user_id.clone(),
                 vital_user_id: vital_ids
