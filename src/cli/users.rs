@@ -118,7 +118,9 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
                 let outcome = async {
                     let row = row.map_err(anyhow::Error::msg)?;
                     validate_user_id(&row.user_id)?;
-                    let given = row.vital_user_id.as_deref().map(parse_vital_user_id).transpose()?;
+                    // An empty value (CSV cell or JSON string) means none was given.
+                    let given =
+                        row.vital_user_id.as_deref().filter(|v| !v.trim().is_empty()).map(parse_vital_user_id).transpose()?;
                     let previous = store.get(&row.user_id).await?;
                     let vital_user_id = given.or_else(|| previous.as_ref().and_then(|p| p.vital_user_id.clone()));
                     let vital = vital_user_id.clone().unwrap_or_else(|| derived_vital_user_id(&row.user_id));
