@@ -179,8 +179,10 @@ impl Staging {
             }
             self.files += 1;
             let path = self.dir.join(format!("{:08}.arrow", self.files));
-            let mut file = Some(File::create(&path).map_err(|e| io(&path, e))?);
-            let mut writer: Option<FileWriter<File>> = None;
+            // Buffered: the IPC writer issues a write per buffer of every column (hundreds of
+            // small writes per batch), the buffer turns them into a few large ones.
+            let mut file = Some(std::io::BufWriter::with_capacity(1 << 20, File::create(&path).map_err(|e| io(&path, e))?));
+            let mut writer: Option<FileWriter<std::io::BufWriter<File>>> = None;
             let mut index = 0;
             for s in slices.iter_mut() {
                 let Slice::Held { batch, coverage, capture } = s else { continue };
@@ -201,6 +203,8 @@ impl Staging {
             }
             if let Some(mut w) = writer {
                 w.finish().map_err(|e| io(&path, e))?;
+                let mut buffered = w.into_inner().map_err(|e| io(&path, e))?;
+                std::io::Write::flush(&mut buffered).map_err(|e| io(&path, e))?;
             }
             self.spilled += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         }
