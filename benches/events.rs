@@ -190,7 +190,7 @@ fn main() {
             rc.events.as_ref().unwrap().delivery.delivered as f64 / c
         );
         // The builder alone: every steps and heartrate row of that lake as created rows.
-        let daily_lake = as_daily.lake.clone();
+        let daily_lake = as_daily.lake().clone();
         for r in [withings_lake::schema::Resource::Steps, withings_lake::schema::Resource::Heartrate] {
             let mut changes = Vec::new();
             for p in daily_lake.partitions(r.into(), 0).await.unwrap() {

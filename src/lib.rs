@@ -1,6 +1,26 @@
 //! withings-lake: pulls each user's Withings data, harmonizes it into one table per resource,
 //! writes hive-partitioned Parquet to object storage and tells downstream systems what
-//! changed. See `README.md` and `../shared/DESIGN.md` for the architecture.
+//! changed. `ARCHITECTURE.md` describes the data flow and what each module owns.
+//!
+//! A program drives it through a pipeline file:
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use withings_lake::{EngineOptions, Mode, PipelineFile, RunSpec, Users};
+//! let pipeline = PipelineFile::load(std::path::Path::new("pipelines/example.toml"))?;
+//! let engine = pipeline.engine(&EngineOptions::default()).await?;
+//! let spec = RunSpec {
+//!     mode: Mode::Incremental,
+//!     users: Users::Only(vec!["alice".into()]),
+//!     shard: None,
+//!     now: chrono::Utc::now(),
+//!     lease_wait: std::time::Duration::from_secs(30),
+//!     dry_run: false,
+//! };
+//! let (_cancel, cancelled) = tokio::sync::watch::channel(false);
+//! let report = engine.run(&spec, cancelled).await?;
+//! println!("{}", report.to_text());
+//! # Ok(()) }
+//! ```
 //!
 //! Modules so far:
 //! - [`credentials`]: encrypted per-user token records and the token manager.
@@ -43,3 +63,11 @@ pub mod state;
 pub mod storage;
 pub mod sync;
 pub mod withings;
+
+// What a program needs to run the engine: a pipeline file builds it; a run spec says what to
+// do; the report says what was done; the lake and a query session read the result.
+pub use lake::Lake;
+pub use lake::query::{session as query_session, sql as query_sql};
+pub use pipeline::{EngineOptions, PipelineFile, RequestBudget};
+pub use sync::{Engine, Failed, Mode, Report, RunSpec, SyncConfig, Users};
+pub use withings::Priority;

@@ -26,6 +26,8 @@ pub enum PipelineError {
     Client(#[from] WithingsError),
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Lake(#[from] crate::lake::LakeError),
 }
 
 /// A pipeline file as written.
@@ -263,6 +265,56 @@ impl Default for SyncSection {
     }
 }
 
+impl SyncSection {
+    /// The runtime settings of this section (the one place its defaults become values):
+    /// `resources` resolved by the caller, `concurrency` of `[source]` for
+    /// `users_in_parallel`; `staging_dir` as written (the caller anchors a relative one).
+    pub fn resolve(&self, resources: Vec<crate::schema::Resource>, concurrency: usize) -> crate::sync::SyncConfig {
+        crate::sync::SyncConfig {
+            resources,
+            backfill_days: self.backfill_days,
+            backfill_limit_days: self.backfill_limit_days,
+            checkpoint_interval: std::time::Duration::from_secs(self.checkpoint_interval_seconds),
+            checkpoint_max_staged_bytes: self.checkpoint_max_staged_mb.max(1) * 1024 * 1024,
+            cursor_overlap: self.cursor_overlap_seconds as i64,
+            relist_days: self.relist_days,
+            relist_every: (self.relist_every_hours > 0)
+                .then(|| std::time::Duration::from_secs(u64::from(self.relist_every_hours) * 3600)),
+            users_in_parallel: self.users_in_parallel.unwrap_or(concurrency),
+            staging_dir: self.staging_dir.clone(),
+        }
+    }
+}
+
+/// How a program wants its engine built ([`PipelineFile::engine`]).
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Overrides `[source] requests_per_minute` for this process.
+    pub requests_per_minute: Option<RequestBudget>,
+    /// Processes (shard workers) sharing the application's budget at once: without an
+    /// override each takes `requests_per_minute / workers` (at least 1).
+    pub workers: u32,
+    /// The client secret, for a program that holds it (a secrets manager); without it, the
+    /// environment variable `[source] client_secret_env` names.
+    pub client_secret: Option<Secret>,
+}
+
+/// A request budget for one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBudget {
+    PerMinute(u32),
+    /// No limit: only against a simulator on loopback (Withings allows 120 a minute).
+    Unlimited,
+}
+
+/// Whether `base_url`'s host is this machine.
+pub fn is_loopback(base_url: &str) -> bool {
+    let host = url::Url::parse(base_url).ok().and_then(|u| u.host_str().map(str::to_string));
+    host.as_deref().is_some_and(|h| {
+        h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    })
+}
+
 fn default_backfill_days() -> u32 {
     90
 }
@@ -298,7 +350,7 @@ fn default_secret_env() -> String {
 fn default_rpm() -> u32 {
     120
 }
-fn default_concurrency() -> usize {
+pub(crate) fn default_concurrency() -> usize {
     4
 }
 fn default_scopes() -> String {
@@ -400,20 +452,37 @@ impl PipelineFile {
 
     /// The sync settings, resolved.
     pub fn sync_config(&self) -> Result<crate::sync::SyncConfig, PipelineError> {
-        let s = &self.sync;
-        Ok(crate::sync::SyncConfig {
-            resources: self.resources()?,
-            backfill_days: s.backfill_days,
-            backfill_limit_days: s.backfill_limit_days,
-            checkpoint_interval: std::time::Duration::from_secs(s.checkpoint_interval_seconds),
-            checkpoint_max_staged_bytes: s.checkpoint_max_staged_mb.max(1) * 1024 * 1024,
-            cursor_overlap: s.cursor_overlap_seconds as i64,
-            relist_days: s.relist_days,
-            relist_every: (s.relist_every_hours > 0)
-                .then(|| std::time::Duration::from_secs(u64::from(s.relist_every_hours) * 3600)),
-            users_in_parallel: s.users_in_parallel.unwrap_or(self.source.concurrency),
-            staging_dir: s.staging_dir.as_deref().map(|p| self.relative(p)),
-        })
+        let mut cfg = self.sync.resolve(self.resources()?, self.source.concurrency);
+        cfg.staging_dir = self.sync.staging_dir.as_deref().map(|p| self.relative(p));
+        Ok(cfg)
+    }
+
+    /// A ready engine: the client (with `options`' request budget), the credentials store,
+    /// the lake (created on first use with `[lake] shards`), `[sync]` and `[events]`.
+    pub async fn engine(&self, options: &EngineOptions) -> Result<crate::sync::Engine, PipelineError> {
+        let mut client_cfg = self.resolve_client_with(options.client_secret.as_ref())?.config().clone();
+        client_cfg.requests_per_minute = match options.requests_per_minute {
+            Some(RequestBudget::PerMinute(r)) => r.max(1),
+            Some(RequestBudget::Unlimited) => {
+                if !is_loopback(&client_cfg.base_url) {
+                    return Err(PipelineError::Invalid {
+                        file: self.path.display().to_string(),
+                        reason: format!(
+                            "an unlimited request budget is only for a loopback simulator, not {}: Withings allows 120",
+                            client_cfg.base_url
+                        ),
+                    });
+                }
+                0
+            }
+            // N workers run at once: each takes its share of the application's budget.
+            None => (client_cfg.requests_per_minute / options.workers.max(1)).max(1),
+        };
+        let client = WithingsClient::new(client_cfg)?;
+        let credentials = self.resolve_credentials().await?;
+        let location = self.resolve_lake_location()?;
+        let lake = crate::lake::Lake::open_or_create(location, self.shards()).await?;
+        Ok(crate::sync::Engine::new(lake, client, credentials, self.sync_config()?).with_events(self.resolve_events()?))
     }
 
     /// The shard count of `[lake]` (1 without the section).
@@ -460,13 +529,26 @@ impl PipelineFile {
     }
 
     pub fn resolve_client(&self) -> Result<WithingsClient, PipelineError> {
-        let var = &self.source.client_secret_env;
-        let secret = std::env::var(var)
-            .map_err(|_| PipelineError::MissingSecret { file: self.path.display().to_string(), var: var.clone() })?;
+        self.resolve_client_with(None)
+    }
+
+    /// The client, with `secret` when the program holds it (a secrets manager), else the
+    /// value of the environment variable `[source] client_secret_env` names.
+    pub fn resolve_client_with(&self, secret: Option<&Secret>) -> Result<WithingsClient, PipelineError> {
+        let secret = match secret {
+            Some(s) => s.clone(),
+            None => {
+                let var = &self.source.client_secret_env;
+                Secret::new(
+                    std::env::var(var)
+                        .map_err(|_| PipelineError::MissingSecret { file: self.path.display().to_string(), var: var.clone() })?,
+                )
+            }
+        };
         Ok(WithingsClient::new(ClientConfig {
             base_url: self.source.api_base_url.clone(),
             client_id: self.source.client_id.clone(),
-            client_secret: Secret::new(secret),
+            client_secret: secret,
             requests_per_minute: self.source.requests_per_minute,
             concurrency: self.source.concurrency,
             ..ClientConfig::default()

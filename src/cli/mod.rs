@@ -173,6 +173,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(p) = cause.downcast_ref::<PipelineError>() {
             return match p {
                 PipelineError::Client(w) => of_class(w.class()),
+                PipelineError::Lake(l) => of_class(l.class()),
                 PipelineError::Credentials(c) => of_class(c.class()),
                 _ => EXIT_CONFIG,
             };

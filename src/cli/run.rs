@@ -10,8 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
-use withings_lake::lake::Lake;
-use withings_lake::pipeline::PipelineFile;
+use withings_lake::pipeline::{EngineOptions, PipelineFile, RequestBudget, is_loopback};
 use withings_lake::sync::{Engine, Failed, Mode, Report, RunSpec, Users};
 use withings_lake::withings::WithingsClient;
 
@@ -91,32 +90,22 @@ pub struct Partial {
 
 impl RunArgs {
     pub async fn engine(&self, pipeline: &PipelineFile) -> anyhow::Result<Engine> {
-        let mut client_cfg = pipeline.resolve_client()?.config().clone();
-        let shards_of_run = self.shard.map(|(_, n)| n).unwrap_or(1);
-        client_cfg.requests_per_minute = match self.requests_per_minute {
-            Some(Rpm::Limit(r)) => r,
-            Some(Rpm::Unlimited) => {
-                let host = url::Url::parse(&client_cfg.base_url).ok().and_then(|u| u.host_str().map(str::to_string));
-                let loopback = host.as_deref().is_some_and(|h| {
-                    h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-                });
-                if !loopback {
-                    return Err(super::Usage(format!(
-                        "--requests-per-minute unlimited is only for a loopback simulator, not {}: Withings allows 120",
-                        client_cfg.base_url
-                    ))
-                    .into());
-                }
-                0
-            }
-            // N shard workers run at once: each takes its share of the application's budget.
-            None => (client_cfg.requests_per_minute / shards_of_run).max(1),
+        let options = EngineOptions {
+            requests_per_minute: self.requests_per_minute.map(|r| match r {
+                Rpm::Limit(n) => RequestBudget::PerMinute(n),
+                Rpm::Unlimited => RequestBudget::Unlimited,
+            }),
+            workers: self.shard.map(|(_, n)| n).unwrap_or(1),
+            client_secret: None,
         };
-        let client = WithingsClient::new(client_cfg)?;
-        let credentials = pipeline.resolve_credentials().await?;
-        let location = pipeline.resolve_lake_location()?;
-        let lake = Lake::open_or_create(location, pipeline.shards()).await?;
-        Ok(Engine::new(lake, client, credentials, pipeline.sync_config()?).with_events(pipeline.resolve_events()?))
+        if options.requests_per_minute == Some(RequestBudget::Unlimited) && !is_loopback(&pipeline.source.api_base_url) {
+            return Err(super::Usage(format!(
+                "--requests-per-minute unlimited is only for a loopback simulator, not {}: Withings allows 120",
+                pipeline.source.api_base_url
+            ))
+            .into());
+        }
+        Ok(pipeline.engine(&options).await?)
     }
 }
 
@@ -158,7 +147,7 @@ pub async fn run_with_signals(engine: &Engine, spec: &RunSpec) -> Result<Report,
         std::process::exit(130);
     });
     let progress = (std::io::stderr().is_terminal() && !spec.dry_run)
-        .then(|| tokio::spawn(draw_progress(engine.progress.clone(), engine.client.clone(), spec.mode.name())));
+        .then(|| tokio::spawn(draw_progress(engine.progress().clone(), engine.client().clone(), spec.mode.name())));
     let result = engine.run(spec, cancel_rx).await;
     signals.abort();
     if let Some(p) = progress {

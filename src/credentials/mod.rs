@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
@@ -309,24 +309,35 @@ impl CredentialStore {
     pub async fn list_all(&self) -> Result<Listing, CredentialsError> {
         let prefix = self.loc.key(&["users"]);
         let metas: Vec<_> = self.loc.store.list(Some(&prefix)).try_collect().await.map_err(|e| self.io("list", e))?;
-        let mut out = Listing::default();
-        for m in metas {
-            let Some(name) = m.location.filename().and_then(|f| f.strip_suffix(".cred")) else { continue };
-            match self.get(name).await {
-                Ok(Some(r)) => out.records.push(r),
-                Ok(None) => {}
-                Err(e @ (CredentialsError::Corrupt { .. } | CredentialsError::InvalidUserId { .. })) => {
-                    out.unreadable.push((name.to_string(), e.to_string()))
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let names: Vec<String> = metas
+            .iter()
+            .filter_map(|m| m.location.filename().and_then(|f| f.strip_suffix(".cred")).map(str::to_string))
+            .collect();
+        let out = self.get_many(&names).await?;
         if out.records.is_empty() && !out.unreadable.is_empty() {
             return Err(CredentialsError::NoKeyOpens {
                 location: self.loc.url.clone(),
                 key_source: self.cipher.source.clone(),
                 failing: out.unreadable.len(),
             });
+        }
+        Ok(out)
+    }
+
+    /// The records of `user_ids`, read 16 at a time, sorted by user id; one that does not
+    /// decrypt or parse is in `unreadable`, one that does not exist in neither list.
+    pub async fn get_many(&self, user_ids: &[String]) -> Result<Listing, CredentialsError> {
+        let mut read = futures::stream::iter(user_ids).map(|u| async move { (u, self.get(u).await) }).buffer_unordered(16);
+        let mut out = Listing::default();
+        while let Some((user_id, got)) = read.next().await {
+            match got {
+                Ok(Some(r)) => out.records.push(r),
+                Ok(None) => {}
+                Err(e @ (CredentialsError::Corrupt { .. } | CredentialsError::InvalidUserId { .. })) => {
+                    out.unreadable.push((user_id.clone(), e.to_string()))
+                }
+                Err(e) => return Err(e),
+            }
         }
         out.records.sort_by(|a, b| a.user_id.cmp(&b.user_id));
         out.unreadable.sort();

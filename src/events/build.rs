@@ -482,15 +482,7 @@ fn whole_counts(r: Resource, sample: &mut Map<String, Value>) {
 
 /// The Withings scopes a resource's endpoints need.
 fn scopes_for(r: Resource) -> Vec<&'static str> {
-    use crate::lake::Endpoint;
-    let mut v: Vec<&'static str> = crate::sync::plan::families_for(&[r])
-        .into_iter()
-        .map(|e| match e {
-            Endpoint::Getmeas => "user.metrics",
-            Endpoint::Getactivity | Endpoint::Getintradayactivity | Endpoint::Getworkouts => "user.activity",
-            Endpoint::SleepGetsummary | Endpoint::SleepGet => "user.sleepevents",
-        })
-        .collect();
+    let mut v: Vec<&'static str> = crate::withings::Endpoint::feeding(&[r]).into_iter().map(|e| e.scope()).collect();
     v.sort();
     v.dedup();
     v

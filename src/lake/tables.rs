@@ -5,43 +5,7 @@ use std::fmt;
 
 use crate::schema::{self, Resource, TableSchema};
 
-/// A Withings endpoint whose records the raw landing keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Endpoint {
-    Getmeas,
-    Getactivity,
-    Getintradayactivity,
-    Getworkouts,
-    SleepGetsummary,
-    SleepGet,
-}
-
-impl Endpoint {
-    pub const ALL: [Endpoint; 6] = [
-        Endpoint::Getmeas,
-        Endpoint::Getactivity,
-        Endpoint::Getintradayactivity,
-        Endpoint::Getworkouts,
-        Endpoint::SleepGetsummary,
-        Endpoint::SleepGet,
-    ];
-
-    /// The name used in the `endpoint` column, in logs and in folder names.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::Getmeas => "getmeas",
-            Endpoint::Getactivity => "getactivity",
-            Endpoint::Getintradayactivity => "getintradayactivity",
-            Endpoint::Getworkouts => "getworkouts",
-            Endpoint::SleepGetsummary => "sleep_getsummary",
-            Endpoint::SleepGet => "sleep_get",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Endpoint> {
-        Endpoint::ALL.into_iter().find(|e| e.as_str() == s)
-    }
-}
+pub use crate::withings::Endpoint;
 
 /// One table of the lake. The order is the commit order: the raw landing first, so a crash
 /// never leaves table rows whose records were not landed.

@@ -9,7 +9,8 @@ use arrow::array::RecordBatch;
 use chrono::NaiveDate;
 use serde_json::Value;
 
-use super::plan::{self, chunks, local_day, utc_window};
+pub(crate) use super::marks::Mark;
+use super::plan::{self, Decision, chunks, local_day, utc_window};
 use super::{Env, Mode};
 use crate::credentials::CredentialsError;
 use crate::harmonize::{self, Context, Evidence, Harmonized, SleepSession};
@@ -17,59 +18,6 @@ use crate::lake::{Coverage, Endpoint, TableId, Unit, raw};
 use crate::state::{DateRange, KnownHeight, UserState};
 use crate::withings::types::{Activity, Item, SleepSummary};
 use crate::withings::{ErrorClass, MeasQuery, MeasureList, Window};
-
-/// A state change to make once the piece's units are committed.
-#[derive(Debug, Clone)]
-pub(crate) enum Mark {
-    /// The largest `modified` seen (the cursor only moves forward), and the versions
-    /// (record key, modified) this run handled, kept for those inside the overlap.
-    Cursor(Endpoint, i64, Vec<(String, i64)>),
-    /// Set the cursor only if the family has none (a backfill's first view of the user).
-    CursorIfNone(Endpoint, i64),
-    Backfilled(Endpoint, DateRange),
-    /// Re-listed at this run's "now" (the clock `relist_every` is measured on).
-    Relisted(Endpoint, chrono::DateTime<chrono::Utc>),
-    Success(Endpoint),
-    Error(Endpoint, String),
-    TimeZone(String),
-    /// Zone evidence of local days (the user's timeline), and the days whose zone or span it
-    /// changed (their zone-less rows are re-stamped, then [`Mark::Restamped`]).
-    Zones {
-        days: Vec<harmonize::DayZone>,
-        changed: Vec<NaiveDate>,
-    },
-    /// The zone-less rows of these days carry their zone again: getmeas rows, intraday rows.
-    Restamped {
-        getmeas: BTreeSet<NaiveDate>,
-        intraday: BTreeSet<NaiveDate>,
-    },
-    Height(KnownHeight),
-    /// The user's whole history was searched for a height (done once per user).
-    HeightLookedUp,
-    /// The backfill of these resources is complete over `[start, end)` (epoch seconds): a
-    /// `historical.data.<resource>.created` event each, recorded in the state as announced.
-    Historical {
-        resources: Vec<crate::schema::Resource>,
-        start: i64,
-        end: i64,
-    },
-    /// The resources already complete when the state first met events (announced before, or
-    /// complete before any consumer listened).
-    AnnouncedBaseline(BTreeSet<String>),
-    /// The user was seen connected (a later loss of authorization is announced).
-    SeenConnected,
-    /// A user who must link again, met by events for the first time: this loss (the
-    /// credentials record version) counts as announced.
-    ReauthBaseline(i64),
-    /// The user's authorization is gone (they must link again): a
-    /// `provider.connection.error` event; the state records which credentials record
-    /// version was announced.
-    ConnectionError {
-        error_type: &'static str,
-        message: String,
-        record_version: i64,
-    },
-}
 
 /// Units of one user to stage, and what to record once they are committed.
 #[derive(Debug, Default)]
@@ -104,7 +52,7 @@ impl From<CredentialsError> for Stop {
 }
 
 pub(crate) struct UserJob {
-    pub env: Arc<Env>,
+    env: Arc<Env>,
     pub user_id: String,
     pub state: UserState,
     pub tx: tokio::sync::mpsc::Sender<super::Msg>,
@@ -124,6 +72,43 @@ pub(crate) struct UserJob {
     /// getmeas answers listed but not yet harmonized (they wait for the day-level records
     /// that tell the zone of each day), with their piece and its marks.
     pub held: Option<(Vec<(MeasureList, Coverage)>, Piece)>,
+}
+
+impl UserJob {
+    /// The job of one user of a run, from the user's committed state.
+    pub fn new(
+        env: Arc<Env>,
+        mode: &Mode,
+        run_id: &str,
+        ingested_at: chrono::DateTime<chrono::Utc>,
+        user: super::select::Linked,
+        state: UserState,
+        tx: tokio::sync::mpsc::Sender<super::Msg>,
+    ) -> UserJob {
+        let ctx = Context {
+            user_id: user.user_id.clone(),
+            withings_user_id: user.withings_user_id,
+            run_id: run_id.to_string(),
+            ingested_at,
+            time_zone: state.time_zone.clone(),
+            zones: Arc::new(state.zones.clone()),
+        };
+        let heights = state.height.and_then(|h| harmonize::scaled(h.value, h.unit).map(|v| (h.at, v))).into_iter().collect();
+        UserJob {
+            env,
+            user_id: user.user_id,
+            restamp_getmeas: state.restamp_getmeas.0.clone(),
+            restamp_intraday: state.restamp_intraday.0.clone(),
+            intraday_fetched: Default::default(),
+            held: None,
+            state,
+            tx,
+            ctx,
+            heights,
+            current: Default::default(),
+            historical: matches!(mode, Mode::Backfill { .. }),
+        }
+    }
 }
 
 fn modified_of(raw: &Value) -> Option<i64> {
@@ -600,9 +585,9 @@ impl UserJob {
     /// the days with wearable data and sleep get per session, newest first. Windows already
     /// committed (the state's backfilled ranges) are skipped.
     async fn backfill(&mut self, r: DateRange) -> Result<(), Stop> {
-        let need = |s: &Self, e: Endpoint| s.wants(e) && !s.covered(e, r);
-        let (need_intraday, need_sleep) = (need(self, Endpoint::Getintradayactivity), need(self, Endpoint::SleepGet));
-        let fetched: BTreeSet<Endpoint> = Endpoint::ALL.into_iter().filter(|e| need(self, *e)).collect();
+        let decision = Decision::backfill(&self.env.families, &self.state, r);
+        let (need_intraday, need_sleep) = (decision.fetches(Endpoint::Getintradayactivity), decision.fetches(Endpoint::SleepGet));
+        let fetched: BTreeSet<Endpoint> = decision.fetch.clone();
         let (start, end) = utc_window(r);
         let dates = Window::Dates { from: r.from, to: r.to };
         // The resources this call completes, and those whose completion was never announced
@@ -610,7 +595,7 @@ impl UserJob {
         // as soon as its families are done.
         let candidates = self.historical_due(&fetched, |_| true);
         let mut announced = BTreeSet::new();
-        let mut finished: BTreeSet<Endpoint> = Endpoint::ALL.into_iter().filter(|e| !need(self, *e)).collect();
+        let mut finished: BTreeSet<Endpoint> = Endpoint::ALL.into_iter().filter(|e| !decision.fetches(*e)).collect();
         // A first cursor from a backfill: the newest `modified` seen, but never past the
         // window's last day (a historical window's edits must not hide the data after it).
         let done = |p: &mut Piece, e: Endpoint, raws: Option<i64>| {
@@ -624,7 +609,7 @@ impl UserJob {
         // getmeas is listed first (its current zone is evidence) but harmonized once the
         // day-level records have told the zone of each day.
         let getmeas_window = (start - 14 * 3600, end + 12 * 3600);
-        if need(self, Endpoint::Getmeas) {
+        if decision.fetches(Endpoint::Getmeas) {
             // Every local day of the window, in any zone (UTC-12 to UTC+14): the answer is the
             // complete list of that span, which the window replace mirrors.
             let (a, b) = getmeas_window;
@@ -638,7 +623,7 @@ impl UserJob {
         }
 
         let mut activity = Vec::new();
-        if need(self, Endpoint::Getactivity) || need_intraday {
+        if decision.lists(Endpoint::Getactivity) {
             activity = self.getactivity(dates).await?;
             let mut p = self.piece();
             self.learn_zones(&mut p, harmonize::activity_evidence(&activity));
@@ -652,7 +637,7 @@ impl UserJob {
         finished.insert(Endpoint::Getactivity);
         self.announce_done(&candidates, &finished, &mut announced, (start, end)).await?;
 
-        if need(self, Endpoint::Getworkouts) {
+        if decision.lists(Endpoint::Getworkouts) {
             let items = self.getworkouts(dates).await?;
             let mut p = self.piece();
             self.learn_zones(&mut p, harmonize::workout_evidence(&items));
@@ -665,7 +650,7 @@ impl UserJob {
         self.announce_done(&candidates, &finished, &mut announced, (start, end)).await?;
 
         let mut summaries = Vec::new();
-        if need(self, Endpoint::SleepGetsummary) || need_sleep {
+        if decision.lists(Endpoint::SleepGetsummary) {
             summaries = self.getsummary(dates).await?;
             let mut p = self.piece();
             self.learn_zones(&mut p, harmonize::sleep_evidence(&summaries));
@@ -679,7 +664,7 @@ impl UserJob {
 
         self.flush_getmeas().await?;
         // getmeas over the pending days this call did not list.
-        let listed: Vec<(i64, i64)> = if need(self, Endpoint::Getmeas) { vec![getmeas_window] } else { Vec::new() };
+        let listed: Vec<(i64, i64)> = if decision.fetches(Endpoint::Getmeas) { vec![getmeas_window] } else { Vec::new() };
         self.restamp_getmeas(&listed, true).await?;
         finished.insert(Endpoint::Getmeas);
         self.announce_done(&candidates, &finished, &mut announced, (start, end)).await?;
@@ -744,19 +729,8 @@ impl UserJob {
     async fn incremental(&mut self, only: Option<&BTreeSet<Endpoint>>) -> Result<(), Stop> {
         // A listing's cursor decides which intraday days and sleep sessions count as changed:
         // refreshing a listing refreshes what depends on it, or those would be missed for good.
-        let only: Option<BTreeSet<Endpoint>> = only.map(|o| {
-            let mut o = o.clone();
-            if o.contains(&Endpoint::Getactivity) {
-                o.insert(Endpoint::Getintradayactivity);
-            }
-            if o.contains(&Endpoint::SleepGetsummary) {
-                o.insert(Endpoint::SleepGet);
-            }
-            o
-        });
-        let only = only.as_ref();
-        let selected = |s: &Self, e: Endpoint| s.wants(e) && only.is_none_or(|o| o.contains(&e));
-        let (do_intraday, do_sleep) = (selected(self, Endpoint::Getintradayactivity), selected(self, Endpoint::SleepGet));
+        let decision = Decision::incremental(&self.env.families, only);
+        let (do_intraday, do_sleep) = (decision.fetches(Endpoint::Getintradayactivity), decision.fetches(Endpoint::SleepGet));
         let now = self.env.now;
         let overlap = self.env.cfg.cursor_overlap;
         let initial = now - i64::from(self.env.cfg.backfill_days) * 86_400;
@@ -775,13 +749,9 @@ impl UserJob {
         let first: BTreeSet<Endpoint> = Endpoint::ALL
             .into_iter()
             .filter(|e| {
-                let listing = match e {
-                    Endpoint::Getintradayactivity => Endpoint::Getactivity,
-                    Endpoint::SleepGet => Endpoint::SleepGetsummary,
-                    e => *e,
-                };
+                let listing = e.listing();
                 // Never synced: a family that a backfill or a sync finished has a success.
-                selected(self, *e) && self.state.families.get(listing.as_str()).is_none_or(|f| f.last_success.is_none())
+                decision.fetches(*e) && self.state.families.get(listing.as_str()).is_none_or(|f| f.last_success.is_none())
             })
             .collect();
         let piece_of = |s: &Self, e: Endpoint| Piece { historical: first.contains(&e), ..s.piece() };
@@ -796,7 +766,7 @@ impl UserJob {
         // getmeas is listed first (its current zone is evidence) but harmonized once the
         // day-level records have told the zone of each day (or when a later step fails).
         let mut relisted = Vec::new();
-        if selected(self, Endpoint::Getmeas) {
+        if decision.fetches(Endpoint::Getmeas) {
             let mut p = piece_of(self, Endpoint::Getmeas);
             let mut lists = Vec::new();
             if relist_due(&self.env, &self.state) {
@@ -817,7 +787,7 @@ impl UserJob {
             self.held = Some((lists, p));
         }
 
-        if selected(self, Endpoint::Getactivity) || do_intraday {
+        if decision.lists(Endpoint::Getactivity) {
             let items = self.getactivity(Window::LastUpdate(since(self, Endpoint::Getactivity))).await?;
             let mut p = piece_of(self, Endpoint::Getactivity);
             self.learn_zones(&mut p, harmonize::activity_evidence(&items));
@@ -853,7 +823,7 @@ impl UserJob {
             self.send(p).await?;
         }
 
-        if selected(self, Endpoint::Getworkouts) {
+        if decision.fetches(Endpoint::Getworkouts) {
             let items = self.getworkouts(Window::LastUpdate(since(self, Endpoint::Getworkouts))).await?;
             let mut p = piece_of(self, Endpoint::Getworkouts);
             self.learn_zones(&mut p, harmonize::workout_evidence(&items));
@@ -863,7 +833,7 @@ impl UserJob {
             self.send(p).await?;
         }
 
-        if selected(self, Endpoint::SleepGetsummary) || do_sleep {
+        if decision.lists(Endpoint::SleepGetsummary) {
             let items = self.getsummary(Window::LastUpdate(since(self, Endpoint::SleepGetsummary))).await?;
             let mut p = piece_of(self, Endpoint::SleepGetsummary);
             self.learn_zones(&mut p, harmonize::sleep_evidence(&items));
@@ -899,7 +869,7 @@ impl UserJob {
         // getmeas, stamped with the zones of their days; then the pending days listed again
         // (a window replace), unless this run may not list getmeas (a refresh of others).
         self.flush_getmeas().await?;
-        self.restamp_getmeas(&relisted, selected(self, Endpoint::Getmeas)).await?;
+        self.restamp_getmeas(&relisted, decision.fetches(Endpoint::Getmeas)).await?;
         // Intraday pending days left by evidence learned after the intraday step (workouts,
         // sleep) wait for the next run that fetches intraday.
         // The resources whose first sync this was, and those never announced whose families
@@ -908,7 +878,7 @@ impl UserJob {
             plan::families_for(&[r])
                 .iter()
                 .filter(|f| self.wants(**f))
-                .all(|f| selected(self, *f) || self.state.families.get(f.as_str()).is_some_and(|s| s.last_success.is_some()))
+                .all(|f| decision.fetches(*f) || self.state.families.get(f.as_str()).is_some_and(|s| s.last_success.is_some()))
         });
         if !resources.is_empty() {
             let mut p = self.piece();
@@ -953,28 +923,22 @@ fn wearable_days(items: &[Item<Activity>], keep: impl Fn(NaiveDate) -> bool) -> 
     days.into_iter().collect()
 }
 
-/// Estimated requests of one user (`--dry-run`).
+/// Estimated requests of one user (`--dry-run`), from the same decisions the run makes.
 pub(crate) fn estimate(env: &Env, mode: &Mode, state: &UserState, e: &mut plan::Estimate) {
-    let wants = |f: Endpoint| env.families.contains(&f);
     match mode {
         Mode::Backfill { from, to } => {
             let r = DateRange { from: *from, to: *to };
-            let missing = |f: Endpoint| wants(f) && !state.families.get(f.as_str()).is_some_and(|s| s.covers(r));
-            let (intraday, sleep) = (missing(Endpoint::Getintradayactivity), missing(Endpoint::SleepGet));
-            for f in plan::LISTINGS {
-                let dep = (f == Endpoint::Getactivity && intraday) || (f == Endpoint::SleepGetsummary && sleep);
-                if missing(f) || dep {
-                    e.add(f, 1);
-                }
+            let d = Decision::backfill(&env.families, state, r);
+            for f in &d.list {
+                e.add(*f, 1);
             }
-            if missing(Endpoint::Getmeas) && state.height.is_none() && !state.height_looked_up {
+            if d.fetches(Endpoint::Getmeas) && state.height.is_none() && !state.height_looked_up {
                 e.add(Endpoint::Getmeas, 1);
             }
-            if intraday {
-                e.add(Endpoint::Getintradayactivity, plan::days_missing(state, Endpoint::Getintradayactivity, r));
-            }
-            if sleep {
-                e.add(Endpoint::SleepGet, plan::days_missing(state, Endpoint::SleepGet, r));
+            for f in [Endpoint::Getintradayactivity, Endpoint::SleepGet] {
+                if d.fetches(f) {
+                    e.add(f, plan::days_missing(state, f, r));
+                }
             }
         }
         Mode::Incremental | Mode::Refresh { .. } => {
@@ -982,14 +946,11 @@ pub(crate) fn estimate(env: &Env, mode: &Mode, state: &UserState, e: &mut plan::
                 Mode::Refresh { families } => Some(families),
                 _ => None,
             };
-            let sel = |f: Endpoint| wants(f) && only.is_none_or(|o| o.contains(&f));
-            let (intraday, sleep) = (sel(Endpoint::Getintradayactivity), sel(Endpoint::SleepGet));
-            for f in plan::LISTINGS {
-                if sel(f) || (f == Endpoint::Getactivity && intraday) || (f == Endpoint::SleepGetsummary && sleep) {
-                    e.add(f, 1);
-                }
+            let d = Decision::incremental(&env.families, only);
+            for f in &d.list {
+                e.add(*f, 1);
             }
-            if sel(Endpoint::Getmeas) && relist_due(env, state) {
+            if d.fetches(Endpoint::Getmeas) && relist_due(env, state) {
                 e.add(Endpoint::Getmeas, 1);
             }
             let days_since = |f: Endpoint| -> u64 {
@@ -997,11 +958,10 @@ pub(crate) fn estimate(env: &Env, mode: &Mode, state: &UserState, e: &mut plan::
                 let span = cursor.map(|c| env.now - c).unwrap_or(i64::from(env.cfg.backfill_days) * 86_400);
                 (span.max(0) / 86_400 + 1) as u64
             };
-            if intraday {
-                e.add(Endpoint::Getintradayactivity, days_since(Endpoint::Getactivity));
-            }
-            if sleep {
-                e.add(Endpoint::SleepGet, days_since(Endpoint::SleepGetsummary));
+            for f in [Endpoint::Getintradayactivity, Endpoint::SleepGet] {
+                if d.fetches(f) {
+                    e.add(f, days_since(f.listing()));
+                }
             }
         }
     }

@@ -11,31 +11,14 @@ use crate::schema::Resource;
 use crate::state::{DateRange, UserState};
 use crate::withings::day_chunks;
 
-/// The endpoint a schema `sources` entry names (`"getmeas meastype 1"`, `"sleep get hr"`).
-fn endpoint_of_source(source: &str) -> Option<Endpoint> {
-    let mut words = source.split_whitespace();
-    let first = words.next()?;
-    let name = if first == "sleep" { format!("sleep_{}", words.next()?) } else { first.to_string() };
-    Endpoint::parse(&name)
-}
-
 /// The endpoints (families) to fetch for `resources`: those that feed them, plus the listings
-/// their planning needs (getactivity picks intraday days, sleep getsummary gives sleep get
-/// its sessions).
+/// their planning needs ([`Endpoint::feeding`]).
 pub fn families_for(resources: &[Resource]) -> BTreeSet<Endpoint> {
-    let mut f: BTreeSet<Endpoint> =
-        resources.iter().flat_map(|r| r.schema().sources.iter().filter_map(|s| endpoint_of_source(s))).collect();
-    if f.contains(&Endpoint::Getintradayactivity) {
-        f.insert(Endpoint::Getactivity);
-    }
-    if f.contains(&Endpoint::SleepGet) {
-        f.insert(Endpoint::SleepGetsummary);
-    }
-    f
+    Endpoint::feeding(resources)
 }
 
 /// The listing endpoints (one paginated call covers any window).
-pub const LISTINGS: [Endpoint; 4] = [Endpoint::Getmeas, Endpoint::Getactivity, Endpoint::Getworkouts, Endpoint::SleepGetsummary];
+pub const LISTINGS: [Endpoint; 4] = Endpoint::LISTINGS;
 
 /// `[local midnight of day, local midnight of the next day)` in `zone` as epoch seconds (UTC
 /// when the zone is unknown). A midnight that does not exist (a DST jump at 00:00) starts
@@ -96,6 +79,46 @@ impl Estimate {
     }
 }
 
+/// The request decisions of one user's run, made once and used by the run itself and by
+/// `--dry-run` (so the estimate cannot drift from what a run does).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Decision {
+    /// The families this run fetches (and whose marks it records).
+    pub fetch: BTreeSet<Endpoint>,
+    /// The listings it calls: those fetched, and the listings the fetched detail families
+    /// need (intraday days come from getactivity, sleep sessions from sleep getsummary).
+    pub list: BTreeSet<Endpoint>,
+}
+
+impl Decision {
+    fn of(fetch: BTreeSet<Endpoint>) -> Decision {
+        let list = fetch.iter().map(|e| e.listing()).collect();
+        Decision { fetch, list }
+    }
+
+    pub fn fetches(&self, e: Endpoint) -> bool {
+        self.fetch.contains(&e)
+    }
+
+    pub fn lists(&self, e: Endpoint) -> bool {
+        self.list.contains(&e)
+    }
+
+    /// A backfill of `r`: every family of the run whose window `r` is not yet committed.
+    pub fn backfill(families: &BTreeSet<Endpoint>, state: &UserState, r: DateRange) -> Decision {
+        Decision::of(families.iter().copied().filter(|e| !state.families.get(e.as_str()).is_some_and(|f| f.covers(r))).collect())
+    }
+
+    /// An incremental run, or a refresh of `only`: refreshing a listing refreshes the detail
+    /// family that depends on it (its cursor decides which days and sessions are changed, so
+    /// they would be missed for good otherwise).
+    pub fn incremental(families: &BTreeSet<Endpoint>, only: Option<&BTreeSet<Endpoint>>) -> Decision {
+        Decision::of(
+            families.iter().copied().filter(|e| only.is_none_or(|o| o.contains(e) || o.contains(&e.listing()))).collect(),
+        )
+    }
+}
+
 /// Days of `r` not yet in `state`'s backfilled ranges of `family`.
 pub fn days_missing(state: &UserState, family: Endpoint, r: DateRange) -> u64 {
     let f = state.families.get(family.as_str());
@@ -114,6 +137,30 @@ mod tests {
         let f = families_for(&[Resource::Hypnogram, Resource::Weight]);
         assert_eq!(f, BTreeSet::from([Endpoint::SleepGet, Endpoint::SleepGetsummary, Endpoint::Getmeas]));
         assert_eq!(families_for(&Resource::ALL).len(), 6);
+    }
+
+    #[test]
+    fn a_refresh_of_a_listing_fetches_its_detail_family_and_a_detail_needs_its_listing() {
+        let all = families_for(&Resource::ALL);
+        let d = Decision::incremental(&all, Some(&BTreeSet::from([Endpoint::Getactivity])));
+        assert_eq!(d.fetch, BTreeSet::from([Endpoint::Getactivity, Endpoint::Getintradayactivity]));
+        assert_eq!(d.list, BTreeSet::from([Endpoint::Getactivity]));
+        let d = Decision::incremental(&all, Some(&BTreeSet::from([Endpoint::SleepGet])));
+        assert_eq!(d.fetch, BTreeSet::from([Endpoint::SleepGet]));
+        assert_eq!(d.list, BTreeSet::from([Endpoint::SleepGetsummary]), "sessions come from the listing");
+        assert_eq!(Decision::incremental(&all, None).fetch, all);
+    }
+
+    #[test]
+    fn a_backfill_skips_the_families_whose_window_is_committed() {
+        let all = families_for(&Resource::ALL);
+        let r = DateRange { from: "2024-06-01".parse().unwrap(), to: "2024-06-10".parse().unwrap() };
+        let mut state = UserState::default();
+        state.families.entry("getintradayactivity".into()).or_default().add_backfilled(r);
+        state.families.entry("getactivity".into()).or_default().add_backfilled(r);
+        let d = Decision::backfill(&all, &state, r);
+        assert!(!d.fetches(Endpoint::Getintradayactivity) && !d.lists(Endpoint::Getactivity));
+        assert!(d.fetches(Endpoint::SleepGet) && d.lists(Endpoint::SleepGetsummary));
     }
 
     #[test]

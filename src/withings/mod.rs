@@ -17,6 +17,7 @@
 
 pub mod accounting;
 mod de;
+mod endpoint;
 pub mod error;
 pub mod limiter;
 pub mod status;
@@ -33,8 +34,9 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
 pub use accounting::{Accounting, Snapshot};
+pub use endpoint::Endpoint;
 pub use error::{ErrorClass, WithingsError};
-pub use limiter::RateLimiter;
+pub use limiter::{Priority, RateLimiter};
 pub use status::{StatusFamily, family};
 use types::*;
 
@@ -211,6 +213,8 @@ pub fn intraday_series(
 #[derive(Clone)]
 pub struct WithingsClient {
     inner: Arc<Inner>,
+    /// Where this handle's requests queue at the rate limiter (clones share the limiter).
+    priority: Priority,
 }
 
 impl std::fmt::Debug for WithingsClient {
@@ -285,7 +289,17 @@ impl WithingsClient {
                 http,
                 cfg,
             }),
+            priority: Priority::default(),
         })
+    }
+
+    /// The same client (limiter, accounting, connections) whose requests queue at `priority`.
+    pub fn with_priority(&self, priority: Priority) -> WithingsClient {
+        WithingsClient { inner: self.inner.clone(), priority }
+    }
+
+    pub fn priority(&self) -> Priority {
+        self.priority
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -554,8 +568,10 @@ impl WithingsClient {
                 self.space_token_request(&call.params).await;
             }
             let outcome = {
+                // The limiter first: a request of a higher priority must not queue behind
+                // lower ones holding connections while they wait for the window.
+                let (slot, waited) = inner.limiter.acquire(self.priority).await;
                 let _permit = inner.gate.acquire().await.expect("the gate is never closed");
-                let (slot, waited) = inner.limiter.acquire().await;
                 let mut req = inner.http.post(&url).form(&call.params);
                 if let Some(t) = call.token {
                     req = req.bearer_auth(t.expose());

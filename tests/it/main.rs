@@ -22,6 +22,8 @@
 //!   (moto); DuckDB reads the lake.
 //! - `lake_rebuild`: the raw landing and `reharmonize`, including rebuilds killed at crash points
 //!   (lease, partitions, manifest).
+//! - `library`: the engine driven from the library alone (pipeline file, link, backfill, a
+//!   targeted refresh of one user at live priority).
 //! - `harmonize_golden`: each resource from the project's fixtures, compared as tables.
 //! - `harmonize_real`: every recorded Withings file harmonized, invariants computed from the raw JSON.
 //! - `sync`: backfill, incremental, resume after SIGKILL, SIGTERM, shards, exit codes, status and
@@ -58,6 +60,7 @@ mod harmonize_props;
 mod harmonize_real;
 mod lake;
 mod lake_rebuild;
+mod library;
 mod poisoned;
 mod shape;
 mod sim_data;
