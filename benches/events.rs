@@ -21,9 +21,9 @@ use withings_lake::credentials::{Cipher, CredentialStore};
 use withings_lake::events::{EventsConfig, Filter, Sink, SinkKind, Webhook, default_retry_schedule, sign};
 use withings_lake::lake::Lake;
 use withings_lake::secret::Secret;
-use withings_lake::simulator::{SimConfig, Simulator};
 use withings_lake::sync::{Engine, Mode, Report, RunSpec, SyncConfig, Users};
 use withings_lake::withings::{ClientConfig, WithingsClient};
+use withings_simulator::{SimConfig, Simulator};
 
 const NOW: i64 = 1_718_452_800; // 2024-06-15T12:00:00Z
 

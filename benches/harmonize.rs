@@ -36,12 +36,12 @@ use chrono::DateTime;
 use criterion::{Criterion, SamplingMode, Throughput};
 use serde_json::Value;
 use withings_lake::harmonize::{self, Context, Harmonized, SleepSession};
-use withings_lake::simulator::{SimConfig, Simulator};
 use withings_lake::withings::types::{Activity, SleepSummary, Workout};
 use withings_lake::withings::{
     ACTIVITY_FIELDS, INTRADAY_FIELDS, MeasureList, SLEEP_FIELDS, SUMMARY_FIELDS, SleepGet, WORKOUT_FIELDS, decode_envelope,
     decode_list, intraday_series,
 };
+use withings_simulator::{SimConfig, Simulator};
 
 const NOW: i64 = 1_718_452_800; // 2024-06-15T12:00:00Z
 const HISTORY_DAYS: i64 = 120;

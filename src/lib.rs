@@ -43,8 +43,6 @@
 //! - [`pipeline`]: pipeline files (parse, then resolve into a client and a credentials store).
 //! - [`secret`]: the redacting wrapper every token and key travels in.
 //! - [`state`]: per (user, family) cursors and backfill progress under `<lake>/_state/`.
-//! - [`simulator`]: a faithful Withings API emulator with deterministic synthetic users, the
-//!   fixture for tests, demos and benchmarks.
 //! - [`withings`]: the Withings API client (envelope, status families, rate limiter, retries,
 //!   pagination, typed records).
 
@@ -58,7 +56,6 @@ pub mod link;
 pub mod pipeline;
 pub mod schema;
 pub mod secret;
-pub mod simulator;
 pub mod state;
 pub mod storage;
 pub mod sync;

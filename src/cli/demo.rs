@@ -14,9 +14,9 @@ use withings_lake::credentials::{Cipher, CredentialStore};
 use withings_lake::lake::{Lake, query};
 use withings_lake::link::{CallbackListener, LinkRequest};
 use withings_lake::secret::Secret;
-use withings_lake::simulator::{SimConfig, Simulator};
 use withings_lake::sync::{Engine, Mode, Report, RunSpec, SyncConfig, Users};
 use withings_lake::withings::{ClientConfig, WithingsClient};
+use withings_simulator::{SimConfig, Simulator};
 
 use super::Usage;
 

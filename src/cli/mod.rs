@@ -2,6 +2,7 @@
 //! return typed errors whose class picks the exit code.
 
 mod backfill;
+#[cfg(feature = "simulator")]
 mod demo;
 mod events;
 mod forget;
@@ -11,6 +12,7 @@ mod refresh;
 mod reharmonize;
 mod run;
 mod schema;
+#[cfg(feature = "simulator")]
 mod simulate;
 mod status;
 mod sync;
@@ -60,6 +62,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve a Withings API simulator with deterministic synthetic users on loopback.
+    #[cfg(feature = "simulator")]
     Simulate(simulate::SimulateArgs),
     /// Link one person's Withings account (prints the URL to open).
     Link(link::LinkArgs),
@@ -84,6 +87,7 @@ pub enum Command {
     /// Per user and family: cursor, last success, lag, last error; users to relink.
     Status(status::StatusArgs),
     /// The whole pipeline on a loopback simulator: link, backfill, late data, query.
+    #[cfg(feature = "simulator")]
     Demo(demo::DemoArgs),
     /// Change events: list the outbox, deliver it, redeliver dead or delivered events.
     Events(events::EventsArgs),
@@ -91,6 +95,7 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        #[cfg(feature = "simulator")]
         Command::Simulate(args) => simulate::run(args).await,
         Command::Link(args) => link::run(args).await,
         Command::Users(args) => users::run(args).await,
@@ -103,6 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backfill(args) => backfill::run(args).await,
         Command::Refresh(args) => refresh::run(args).await,
         Command::Status(args) => status::run(args).await,
+        #[cfg(feature = "simulator")]
         Command::Demo(args) => demo::run(args).await,
         Command::Events(args) => events::run(args).await,
     }
@@ -128,7 +134,6 @@ pub fn init_logging(format: LogFormat, filter: &str) {
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     use withings_lake::credentials::CredentialsError;
     use withings_lake::pipeline::PipelineError;
-    use withings_lake::simulator::SimError;
     use withings_lake::withings::{ErrorClass, WithingsError};
     let of_class = |c: ErrorClass| match c {
         ErrorClass::Config => EXIT_CONFIG,
@@ -167,7 +172,8 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<withings_lake::storage::StorageError>().is_some() {
             return EXIT_CONFIG;
         }
-        if cause.downcast_ref::<SimError>().is_some() {
+        #[cfg(feature = "simulator")]
+        if cause.downcast_ref::<withings_simulator::SimError>().is_some() {
             return EXIT_CONFIG;
         }
         if let Some(p) = cause.downcast_ref::<PipelineError>() {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use chrono::DateTime;
 use clap::Args;
-use withings_lake::simulator::{SimConfig, Simulator};
+use withings_simulator::{SimConfig, Simulator};
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
@@ -49,7 +49,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let now = match &args.now {
         Some(t) => Some(
             DateTime::parse_from_rfc3339(t)
-                .map_err(|e| withings_lake::simulator::SimError::Config {
+                .map_err(|e| withings_simulator::SimError::Config {
                     flag: "--now",
                     reason: format!("'{t}' is not RFC 3339: {e}"),
                 })?

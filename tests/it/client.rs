@@ -4,11 +4,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use withings_lake::secret::Secret;
-use withings_lake::simulator::SimConfig;
 use withings_lake::withings::types::{self, Item};
 use withings_lake::withings::{
     ClientConfig, ErrorClass, MeasQuery, StatusFamily, Window, WithingsClient, WithingsError, decode_envelope,
 };
+use withings_simulator::SimConfig;
 
 use crate::common::{self, NOW, Sim, ymd};
 

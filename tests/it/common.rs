@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use withings_lake::simulator::{SimConfig, Simulator};
+use withings_simulator::{SimConfig, Simulator};
 
 /// The frozen simulated "now" of most tests: a Saturday noon in June 2024.
 pub const NOW: i64 = 1_718_452_800; // 2024-06-15T12:00:00Z

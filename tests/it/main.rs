@@ -8,7 +8,8 @@
 //!   credentials) end as uninterrupted ones, with every event announced and no file left over.
 //! - `credentials`: encrypted records and the token manager (401, concurrency, re-auth, crash).
 //! - `shape`: JSON shape (keys and types) comparison.
-//! - `sim_shapes`: each simulator endpoint against the real-shaped Withings responses.
+//! - `sim_shapes`: each simulator endpoint against the real-shaped Withings responses; the
+//!   simulator's device catalogue against the library's model table.
 //! - `sim_oauth`: authorize, code exchange, refresh rotation and grace, revoke, scopes.
 //! - `sim_data`: 24-hour rule, pagination, lastupdate, late data, consistency, quirks.
 //! - `sim_limits`: the 601 rate limit, fault injection, statistics, determinism.
@@ -46,6 +47,7 @@
 mod airflow;
 mod cli_query;
 mod cli_schema;
+#[cfg(feature = "simulator")]
 mod cli_simulate;
 mod cli_users;
 mod client;

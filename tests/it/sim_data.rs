@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{NaiveDate, TimeZone};
 use serde_json::Value;
-use withings_lake::simulator::SimConfig;
+use withings_simulator::SimConfig;
 
 use crate::common::{self, NOW, Sim, ymd};
 

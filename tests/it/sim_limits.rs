@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use withings_lake::simulator::SimConfig;
+use withings_simulator::SimConfig;
 
 use crate::common::{self, NOW, Sim, ymd};
 

@@ -4,7 +4,7 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use withings_lake::simulator::SimConfig;
+use withings_simulator::SimConfig;
 
 use crate::common::{self, Sim};
 
@@ -208,7 +208,7 @@ async fn signed_revoke_needs_a_fresh_nonce_and_ends_tokens_and_subscriptions() {
     let sim = common::start(2, 0).await;
     let (access, refresh_token) = sim.tokens(1).await;
     let ts = chrono::Utc::now().timestamp().to_string();
-    let sig = withings_lake::simulator::sign("demo-secret", &["getnonce", "demo-client", &ts]);
+    let sig = withings_simulator::sign("demo-secret", &["getnonce", "demo-client", &ts]);
     let bad = sim
         .call(
             "/v2/signature",
@@ -226,7 +226,7 @@ async fn signed_revoke_needs_a_fresh_nonce_and_ends_tokens_and_subscriptions() {
         .await;
     assert_eq!(nonce_reply["status"], 0, "{nonce_reply}");
     let nonce = nonce_reply["body"]["nonce"].as_str().unwrap();
-    let revoke_sig = withings_lake::simulator::sign("demo-secret", &["revoke", "demo-client", nonce]);
+    let revoke_sig = withings_simulator::sign("demo-secret", &["revoke", "demo-client", nonce]);
     let userid = (31_000_000 + 1).to_string();
     let params = [
         ("action", "revoke"),

@@ -214,3 +214,19 @@ async fn own_fixture_shapes_intraday_heart_token_and_errors() {
     assert_same_shape("error_401.json", &common::own_fixture("error_401.json"), &expired, &[], &[]);
     assert_eq!(expired, common::own_fixture("error_401.json"), "the exact error Withings sends");
 }
+
+/// The simulator keeps its own catalogue of the devices it hands out (it does not depend on
+/// the library); the library's model table must label each of them the same way.
+#[test]
+fn sim_devices_agree_with_the_model_table() {
+    use withings_lake::harmonize::codes::device_model;
+    for m in withings_simulator::devices::DEVICE_MODELS {
+        let known = device_model(m.id).unwrap_or_else(|| panic!("model {} is not in the library's table", m.id));
+        assert_eq!(
+            (known.name, known.device_type, known.source_type.as_str()),
+            (m.name, m.device_type, m.source_type.as_str()),
+            "model {}",
+            m.id
+        );
+    }
+}

@@ -17,9 +17,9 @@ use withings_lake::lake::{Lake, TableId};
 use withings_lake::link::LinkRequest;
 use withings_lake::schema::Resource;
 use withings_lake::secret::Secret;
-use withings_lake::simulator::SimConfig;
 use withings_lake::sync::{Engine, Mode, Report, RunSpec, SyncConfig, Users};
 use withings_lake::withings::{ClientConfig, WithingsClient};
+use withings_simulator::SimConfig;
 
 use crate::common::{self, NOW, Sim};
 
@@ -586,6 +586,7 @@ async fn a_killed_backfill_resumes_to_the_same_lake_and_sigterm_commits_before_e
     assert!(a == c, "finishing an interrupted backfill gives the same lake");
 }
 
+#[cfg(feature = "simulator")]
 #[tokio::test]
 async fn the_demo_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,8 +8,8 @@
 use chrono::{Datelike, Duration, LocalResult, NaiveDate, NaiveTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 
+use super::devices::{DeviceModel, SourceType, device_model};
 use super::rng::{Rng, Stream};
-use crate::harmonize::codes::{DeviceModel, SourceType, device_model};
 
 /// Time zones handed out to users: DST zones on both hemispheres, a half-hour offset and UTC.
 const ZONES: &[Tz] = &[
@@ -96,7 +96,7 @@ pub struct World {
 }
 
 fn device(rng: &mut Rng, model_id: i64, with_id: bool) -> Device {
-    let model = device_model(model_id).expect("simulator devices are in the model table");
+    let model = device_model(model_id).expect("simulator devices are in the device catalogue");
     let battery = *rng.weighted(&[("high", 70), ("medium", 20), ("low", 7), ("unknown", 3)]);
     Device { model, deviceid: if with_id { Some(rng.hex40()) } else { None }, battery }
 }

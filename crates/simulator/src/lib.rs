@@ -20,6 +20,7 @@ mod activity;
 mod admin;
 mod api;
 pub mod clock;
+pub mod devices;
 mod faults;
 mod heart;
 mod measures;
