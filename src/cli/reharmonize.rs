@@ -45,7 +45,7 @@ pub async fn run(args: ReharmonizeArgs) -> anyhow::Result<()> {
             lake.break_lease(shard).await?;
         }
         let lease = lake.lease_shard(shard, &holder, Duration::from_secs(args.lease_wait_seconds)).await?;
-        let result = lake.reharmonize(&lease, &format!("{run_id}-s{shard}"), &resources).await;
+        let result = withings_lake::rebuild::reharmonize(&lake, &lease, &format!("{run_id}-s{shard}"), &resources).await;
         lease.release().await;
         let m: Manifest = result?;
         let sum = |f: fn(&withings_lake::lake::Counts) -> usize| m.partitions.iter().map(|p| f(&p.counts)).sum::<usize>();

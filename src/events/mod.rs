@@ -24,6 +24,7 @@
 //! `.updated` of the same row).
 
 pub mod build;
+pub mod capture;
 pub mod deliver;
 pub mod erase;
 pub mod outbox;
@@ -273,7 +274,7 @@ pub async fn recover(
     vital_ids: &std::collections::HashMap<String, String>,
 ) -> Result<Vec<Event>, EventsError> {
     let mut out = Vec::new();
-    let staged = lake.staged_changes(shard).await?;
+    let staged = capture::staged_changes(lake, shard).await?;
     if staged.is_empty() {
         return Ok(out);
     }
@@ -298,7 +299,7 @@ pub async fn recover(
             tracing::warn!(shard, batch = %batch, events = events.len(), "enqueued the events of a commit that was interrupted");
             out.extend(events);
         }
-        lake.clear_staged_changes(shard, &batch).await?;
+        capture::clear_staged_changes(lake, shard, &batch).await?;
     }
     Ok(out)
 }

@@ -20,8 +20,6 @@ mod forget;
 pub mod keys;
 pub mod merge;
 pub mod query;
-pub mod raw;
-mod rebuild;
 pub mod staging;
 pub mod tables;
 pub mod users;
@@ -197,6 +195,23 @@ pub struct Lake {
     pub meta: LakeMeta,
 }
 
+/// Told, during a commit, what each partition's commit creates or updates (the rows of
+/// units staged with capture), before that partition is written: a crash after the partition
+/// write still finds what the hook kept. The events module registers one to announce the
+/// changes ([`crate::events::capture`]); the lake itself knows nothing of events.
+#[async_trait::async_trait]
+pub trait CommitHook: Send + Sync {
+    /// `index` counts the captured partitions of this commit (0, 1, ...).
+    async fn before_partition(
+        &self,
+        lake: &Lake,
+        shard: u32,
+        index: usize,
+        table: TableId,
+        changed: &merge::Changed,
+    ) -> Result<(), LakeError>;
+}
+
 pub(crate) fn storage(key: &object_store::path::Path) -> impl FnOnce(object_store::Error) -> LakeError + '_ {
     move |source| LakeError::Storage { key: key.to_string(), source }
 }
@@ -367,75 +382,20 @@ impl Lake {
     /// memory at a time. The staging area is emptied once the manifest is written.
     ///
     /// Also returns the rows that slices staged with capture created or updated. With
-    /// `capture_batch`, each partition's captured rows are first written under
-    /// `_events/staged/shard-<i>/<capture_batch>/` (before the partition itself), so the
-    /// events of a commit that dies half-way can be recovered ([`Lake::staged_changes`]).
+    /// a `hook`, each partition's captured rows go to the hook before the partition itself is
+    /// written ([`CommitHook`]).
     pub async fn commit_staged(
         &self,
         lease: &ShardLease,
         run_id: &str,
         checkpoint: u32,
         staging: &mut staging::Staging,
-        capture_batch: Option<&str>,
+        hook: Option<&dyn CommitHook>,
     ) -> Result<(Manifest, Vec<(TableId, merge::Changed)>), LakeError> {
         let keys = staging.partitions();
-        let out = self.apply(lease, run_id, checkpoint, keys, capture_batch, |k| staging.load(k)).await?;
+        let out = self.apply(lease, run_id, checkpoint, keys, hook, |k| staging.load(k)).await?;
         staging.clear();
         Ok(out)
-    }
-
-    /// The captured changes of `shard` whose events were not enqueued (a run died between
-    /// its commit and its outbox write): per batch, the changed rows of each table.
-    pub async fn staged_changes(&self, shard: u32) -> Result<Vec<(String, Vec<(TableId, merge::Changed)>)>, LakeError> {
-        use futures::TryStreamExt;
-        let dir = keys::staged_changes_dir(&self.location, shard);
-        let mut files: Vec<object_store::path::Path> =
-            self.location.store.list(Some(&dir)).map_ok(|m| m.location).try_collect().await.map_err(storage(&dir))?;
-        files.sort();
-        let mut out: Vec<(String, Vec<(TableId, merge::Changed)>)> = Vec::new();
-        for key in files {
-            let rel: Vec<String> = match key.prefix_match(&dir) {
-                Some(parts) => parts.map(|p| p.as_ref().to_string()).collect(),
-                None => continue,
-            };
-            let [batch, file] = &rel[..] else { continue };
-            let corrupt = |reason: String| LakeError::Corrupt { key: key.to_string(), reason };
-            let table = file
-                .strip_suffix(".arrow")
-                .and_then(|f| f.split_once('-'))
-                .and_then(|(_, t)| t.parse::<crate::schema::Resource>().ok())
-                .map(TableId::Resource)
-                .ok_or_else(|| corrupt("not a staged change file".into()))?;
-            let bytes = self.location.store.get(&key).await.map_err(storage(&key))?.bytes().await.map_err(storage(&key))?;
-            let reader =
-                arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| corrupt(e.to_string()))?;
-            for b in reader {
-                let b = b.map_err(|e| corrupt(e.to_string()))?;
-                let changed = changed_from_ipc(table, &b).map_err(|e| corrupt(e.to_string()))?;
-                match out.last_mut() {
-                    Some((name, v)) if name == batch => v.push((table, changed)),
-                    _ => out.push((batch.clone(), vec![(table, changed)])),
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Deletes the captured changes of one batch (once its events are in the outbox).
-    pub async fn clear_staged_changes(&self, shard: u32, batch: &str) -> Result<(), LakeError> {
-        use futures::{StreamExt, TryStreamExt};
-        let dir = keys::staged_changes(&self.location, shard, batch);
-        let files: Vec<object_store::path::Path> =
-            self.location.store.list(Some(&dir)).map_ok(|m| m.location).try_collect().await.map_err(storage(&dir))?;
-        let store = &self.location.store;
-        let mut deletes = futures::stream::iter(files).map(|k| async move { (store.delete(&k).await, k) }).buffer_unordered(16);
-        while let Some((r, k)) = deletes.next().await {
-            match r {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(storage(&k)(e)),
-            }
-        }
-        Ok(())
     }
 
     /// The commit loop: for each (table, partition), `load` gives the staged slices.
@@ -445,7 +405,7 @@ impl Lake {
         run_id: &str,
         checkpoint: u32,
         plan: Vec<(TableId, Partition)>,
-        capture_batch: Option<&str>,
+        hook: Option<&dyn CommitHook>,
         mut load: impl FnMut(&(TableId, Partition)) -> Result<Vec<(RecordBatch, Coverage, bool)>, LakeError>,
     ) -> Result<(Manifest, Vec<(TableId, merge::Changed)>), LakeError> {
         let shard = lease.shard;
@@ -492,12 +452,10 @@ impl Lake {
                 unchanged += 1;
                 continue;
             }
-            if let (Some(changed), Some(batch)) = (&changed, capture_batch) {
-                // The intent first: a crash after the partition write still has its events.
-                let key = keys::staged_change_file(&self.location, shard, batch, captured.len(), table);
+            if let (Some(changed), Some(hook)) = (&changed, hook) {
+                // The hook first: a crash after the partition write still finds what it kept.
                 held(&mut renewed).await?;
-                let body = changed_to_ipc(table, changed)?;
-                self.location.store.put(&key, PutPayload::from(body)).await.map_err(storage(&key))?;
+                hook.before_partition(self, shard, captured.len(), table, changed).await?;
             }
             if let Some(changed) = changed {
                 captured.push((table, changed));
@@ -548,38 +506,6 @@ impl Lake {
             Err(e) => Err(storage(&key)(e)),
         }
     }
-}
-
-/// Column of a staged change file that says created (false) or updated (true).
-const UPDATED_COLUMN: &str = "_withings_lake_updated";
-
-/// A partition's captured changes as one Arrow IPC file: the rows, plus whether each was
-/// created or updated.
-fn changed_to_ipc(table: TableId, changed: &merge::Changed) -> Result<Bytes, LakeError> {
-    let err = |e: arrow::error::ArrowError| LakeError::Arrow { table, reason: e.to_string() };
-    let mut fields: Vec<arrow::datatypes::FieldRef> = changed.rows.schema().fields().iter().cloned().collect();
-    fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(UPDATED_COLUMN, DataType::Boolean, false)));
-    let mut columns = changed.rows.columns().to_vec();
-    columns.push(std::sync::Arc::new(arrow::array::BooleanArray::from(changed.updated.clone())));
-    let batch = RecordBatch::try_new(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)), columns).map_err(err)?;
-    let mut buf = Vec::new();
-    let mut w = arrow::ipc::writer::FileWriter::try_new(&mut buf, &batch.schema()).map_err(err)?;
-    w.write(&batch).map_err(err)?;
-    w.finish().map_err(err)?;
-    drop(w);
-    Ok(Bytes::from(buf))
-}
-
-fn changed_from_ipc(table: TableId, batch: &RecordBatch) -> Result<merge::Changed, arrow::error::ArrowError> {
-    let n = batch.num_columns();
-    let flags = batch.column(n - 1).as_boolean_opt().ok_or_else(|| {
-        arrow::error::ArrowError::SchemaError(format!(
-            "the last column of a staged change file of {table} is not {UPDATED_COLUMN}"
-        ))
-    })?;
-    let updated: Vec<bool> = (0..flags.len()).map(|i| flags.value(i)).collect();
-    let rows = merge::conform(table.schema(), &batch.project(&(0..n - 1).collect::<Vec<_>>())?)?;
-    Ok(merge::Changed { rows, updated })
 }
 
 /// The (table, partition) pairs a unit touches (see [`split`]).

@@ -239,8 +239,11 @@ impl<'a> ShardCommitter<'a> {
         let mut changes = Vec::new();
         if !self.staging.is_empty() {
             self.checkpoints += 1;
-            let (manifest, changed) =
-                lake.commit_staged(lease, self.run_id, self.checkpoints, &mut self.staging, batch.as_deref()).await?;
+            let (manifest, changed) = {
+                let capture = batch.as_deref().map(|batch| crate::events::capture::Capture { batch });
+                let hook = capture.as_ref().map(|c| c as &dyn crate::lake::CommitHook);
+                lake.commit_staged(lease, self.run_id, self.checkpoints, &mut self.staging, hook).await?
+            };
             let key = crate::lake::keys::manifest(&lake.location, self.run_id, self.checkpoints).to_string();
             tracing::info!(checkpoint = self.checkpoints, partitions = manifest.partitions.len(), manifest = %key, "checkpoint committed");
             report.add_manifest(key, &manifest);
@@ -261,7 +264,7 @@ impl<'a> ShardCommitter<'a> {
                 tracing::info!(batch = %batch, events = built.len(), "events enqueued");
             }
             if !changes.is_empty() {
-                lake.clear_staged_changes(lease.shard, batch).await?;
+                crate::events::capture::clear_staged_changes(lake, lease.shard, batch).await?;
             }
             if !built.is_empty() {
                 ev.background.kick();

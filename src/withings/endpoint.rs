@@ -50,6 +50,18 @@ impl Endpoint {
         Endpoint::ALL.into_iter().find(|e| e.as_str() == s)
     }
 
+    /// The API path and `action` of its requests.
+    pub fn request(self) -> (&'static str, &'static str) {
+        match self {
+            Endpoint::Getmeas => ("/measure", "getmeas"),
+            Endpoint::Getactivity => ("/v2/measure", "getactivity"),
+            Endpoint::Getintradayactivity => ("/v2/measure", "getintradayactivity"),
+            Endpoint::Getworkouts => ("/v2/measure", "getworkouts"),
+            Endpoint::SleepGetsummary => ("/v2/sleep", "getsummary"),
+            Endpoint::SleepGet => ("/v2/sleep", "get"),
+        }
+    }
+
     /// The listing whose records say what this endpoint fetches (the days with wearable
     /// activity, the sleep sessions); a listing is its own.
     pub fn listing(self) -> Endpoint {

@@ -134,7 +134,7 @@ impl MeasureList {
         let timezone = body.get("timezone").and_then(Value::as_str).map(str::to_string);
         let groups = match body {
             Value::Array(a) => a,
-            _ => list_of(&mut body, "measuregrps", "getmeas")?,
+            _ => list_of(&mut body, "measuregrps", Endpoint::Getmeas.as_str())?,
         };
         Ok(MeasureList { timezone, groups: groups.into_iter().map(Item::decode).collect() })
     }
@@ -151,7 +151,7 @@ impl SleepGet {
     /// One sleep get body, its segments sorted by start.
     pub fn from_body(mut body: Value) -> Result<SleepGet, WithingsError> {
         let model = body.get("model").and_then(Value::as_i64);
-        let segments = list_of(&mut body, "series", "sleep_get")?.into_iter().map(Item::decode).collect();
+        let segments = list_of(&mut body, "series", Endpoint::SleepGet.as_str())?.into_iter().map(Item::decode).collect();
         Ok(SleepGet::sorted(model, segments))
     }
 
@@ -194,13 +194,16 @@ pub fn intraday_series(
         Some(Value::Array(a)) if a.is_empty() => return Ok(BTreeMap::new()),
         Some(Value::Object(m)) => m,
         Some(_) => {
-            return Err(WithingsError::Decode { endpoint: "getintradayactivity", reason: "`series` is not an object".into() });
+            return Err(WithingsError::Decode {
+                endpoint: Endpoint::Getintradayactivity.as_str(),
+                reason: "`series` is not an object".into(),
+            });
         }
     };
     let mut out = BTreeMap::new();
     for (k, raw) in series {
         let t = k.parse::<i64>().map_err(|_| WithingsError::Decode {
-            endpoint: "getintradayactivity",
+            endpoint: Endpoint::Getintradayactivity.as_str(),
             reason: format!("series key '{k}' is not an epoch"),
         })?;
         if window.is_none_or(|(a, b)| t >= a && t < b) {
@@ -245,7 +248,15 @@ struct Call<'a> {
     params: Vec<(&'static str, String)>,
 }
 
-impl Call<'_> {
+impl<'a> Call<'a> {
+    /// A data endpoint's call: its path and `action`, then `params`.
+    fn data(e: Endpoint, token: &'a Secret, params: Vec<(&'static str, String)>) -> Call<'a> {
+        let (path, action) = e.request();
+        let mut all = vec![("action", action.to_string())];
+        all.extend(params);
+        Call { endpoint: e.as_str(), path, token: Some(token), params: all }
+    }
+
     /// Signed calls carry a single-use nonce: resending them can only fail.
     fn retryable(&self) -> bool {
         !self.params.iter().any(|(k, _)| *k == "nonce")
@@ -315,7 +326,7 @@ impl WithingsClient {
 
     /// `measure getmeas` (category 1), every page.
     pub async fn getmeas(&self, token: &Secret, q: &MeasQuery) -> Result<MeasureList, WithingsError> {
-        let mut params = vec![("action", "getmeas".to_string()), ("category", "1".to_string())];
+        let mut params = vec![("category", "1".to_string())];
         if !q.meastypes.is_empty() {
             params.push(("meastypes", q.meastypes.iter().map(i64::to_string).collect::<Vec<_>>().join(",")));
         }
@@ -324,17 +335,16 @@ impl WithingsClient {
                 params.push((k, v.to_string()));
             }
         }
-        let (items, last) =
-            self.list(Call { endpoint: "getmeas", path: "/measure", token: Some(token), params }, "measuregrps").await?;
+        let (items, last) = self.list(Call::data(Endpoint::Getmeas, token, params), "measuregrps").await?;
         let timezone = last.get("timezone").and_then(Value::as_str).map(str::to_string);
         Ok(MeasureList { timezone, groups: items.into_iter().map(Item::decode).collect() })
     }
 
     /// `v2/measure getactivity`, every page, every data field.
     pub async fn getactivity(&self, token: &Secret, window: Window) -> Result<Vec<Item<Activity>>, WithingsError> {
-        let mut params = vec![("action", "getactivity".to_string()), ("data_fields", ACTIVITY_FIELDS.to_string())];
+        let mut params = vec![("data_fields", ACTIVITY_FIELDS.to_string())];
         params.extend(window.params());
-        let call = Call { endpoint: "getactivity", path: "/v2/measure", token: Some(token), params };
+        let call = Call::data(Endpoint::Getactivity, token, params);
         Ok(self.list(call, "activities").await?.0.into_iter().map(Item::decode).collect())
     }
 
@@ -349,13 +359,11 @@ impl WithingsClient {
         let mut out = BTreeMap::new();
         for (a, b) in day_chunks(start, end) {
             let params = vec![
-                ("action", "getintradayactivity".to_string()),
                 ("startdate", a.to_string()),
                 ("enddate", (b - 1).to_string()),
                 ("data_fields", INTRADAY_FIELDS.to_string()),
             ];
-            let body =
-                self.call(Call { endpoint: "getintradayactivity", path: "/v2/measure", token: Some(token), params }).await?;
+            let body = self.call(Call::data(Endpoint::Getintradayactivity, token, params)).await?;
             out.extend(intraday_series(body, Some((a, b)))?);
         }
         Ok(out)
@@ -363,9 +371,9 @@ impl WithingsClient {
 
     /// `v2/measure getworkouts`, every page, every data field.
     pub async fn getworkouts(&self, token: &Secret, window: Window) -> Result<Vec<Item<Workout>>, WithingsError> {
-        let mut params = vec![("action", "getworkouts".to_string()), ("data_fields", WORKOUT_FIELDS.to_string())];
+        let mut params = vec![("data_fields", WORKOUT_FIELDS.to_string())];
         params.extend(window.params());
-        let call = Call { endpoint: "getworkouts", path: "/v2/measure", token: Some(token), params };
+        let call = Call::data(Endpoint::Getworkouts, token, params);
         Ok(self.list(call, "series").await?.0.into_iter().map(Item::decode).collect())
     }
 
@@ -375,13 +383,9 @@ impl WithingsClient {
         let mut model = None;
         let mut segments: Vec<Item<SleepSegment>> = Vec::new();
         for (a, b) in day_chunks(start, end) {
-            let params = vec![
-                ("action", "get".to_string()),
-                ("startdate", a.to_string()),
-                ("enddate", (b - 1).to_string()),
-                ("data_fields", SLEEP_FIELDS.to_string()),
-            ];
-            let body = self.call(Call { endpoint: "sleep_get", path: "/v2/sleep", token: Some(token), params }).await?;
+            let params =
+                vec![("startdate", a.to_string()), ("enddate", (b - 1).to_string()), ("data_fields", SLEEP_FIELDS.to_string())];
+            let body = self.call(Call::data(Endpoint::SleepGet, token, params)).await?;
             let page = SleepGet::from_body(body)?;
             model = model.or(page.model);
             segments.extend(page.segments);
@@ -391,9 +395,9 @@ impl WithingsClient {
 
     /// `v2/sleep getsummary`, every page, every data field.
     pub async fn sleep_getsummary(&self, token: &Secret, window: Window) -> Result<Vec<Item<SleepSummary>>, WithingsError> {
-        let mut params = vec![("action", "getsummary".to_string()), ("data_fields", SUMMARY_FIELDS.to_string())];
+        let mut params = vec![("data_fields", SUMMARY_FIELDS.to_string())];
         params.extend(window.params());
-        let call = Call { endpoint: "sleep_getsummary", path: "/v2/sleep", token: Some(token), params };
+        let call = Call::data(Endpoint::SleepGetsummary, token, params);
         Ok(self.list(call, "series").await?.0.into_iter().map(Item::decode).collect())
     }
 

@@ -280,7 +280,10 @@ async fn a_backfill_announces_history_a_sync_each_change_once_and_an_idle_run_no
     assert_eq!(receiver.got().len(), before);
     let pending = std::fs::read_dir(dir.path().join("lake/_events/pending/hook")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(pending, 0, "everything was delivered");
-    assert!(lake.staged_changes(0).await.unwrap().is_empty(), "staged changes are cleared once enqueued");
+    assert!(
+        withings_lake::events::capture::staged_changes(&lake, 0).await.unwrap().is_empty(),
+        "staged changes are cleared once enqueued"
+    );
 
     // The Svix library accepts every delivery, under either header family.
     if svix_available() {
@@ -305,7 +308,7 @@ async fn the_events_of_a_commit_that_died_before_its_outbox_write_are_recovered(
     let next = run(&engine, &spec(Mode::Incremental, NOW)).await;
     let ev = next.events.as_ref().unwrap();
     assert!(ev.recovered >= 1, "{}", next.to_text());
-    assert!(lake.staged_changes(0).await.unwrap().is_empty(), "recovered intents are cleared");
+    assert!(withings_lake::events::capture::staged_changes(&lake, 0).await.unwrap().is_empty(), "recovered intents are cleared");
     // Recovered under the batch's own name: the ids are those a rebuild of the batch gives.
     let mut b = withings_lake::events::Builder::new(batch, chrono::Utc::now(), &events_config("http://127.0.0.1:1", 1000));
     b.daily(&changes).unwrap();
@@ -347,7 +350,7 @@ async fn the_events_of_a_commit_that_died_before_its_outbox_write_are_recovered(
     assert!(text(&out).contains("interrupted commit"), "{}", text(&out));
     let delivered: BTreeSet<String> = receiver.events().iter().map(|g| g.id().to_string()).collect();
     assert!(ids.is_subset(&delivered), "the recovered events are delivered with the ids of their batch");
-    assert!(lake.staged_changes(0).await.unwrap().is_empty());
+    assert!(withings_lake::events::capture::staged_changes(&lake, 0).await.unwrap().is_empty());
 }
 
 /// Commits `weight`'s first two rows with `delta` added to their values, capturing the changes
@@ -372,10 +375,13 @@ async fn commit_and_die(
         .unwrap();
     let lease = lake.lease_shard(0, "crashed-run", Duration::ZERO).await.unwrap();
     let run_id = batch.split_once('-').unwrap().1;
-    let (manifest, changes) = lake.commit_staged(&lease, run_id, 1, &mut staging, Some(batch)).await.unwrap();
+    let (manifest, changes) = lake
+        .commit_staged(&lease, run_id, 1, &mut staging, Some(&withings_lake::events::capture::Capture { batch }))
+        .await
+        .unwrap();
     assert_eq!(manifest.partitions.iter().map(|p| p.counts.updated).sum::<usize>(), 2);
     assert_eq!(changes.len(), 1);
-    assert_eq!(lake.staged_changes(0).await.unwrap().len(), 1, "the intent is in the lake");
+    assert_eq!(withings_lake::events::capture::staged_changes(lake, 0).await.unwrap().len(), 1, "the intent is in the lake");
     lease.release().await;
     changes
 }

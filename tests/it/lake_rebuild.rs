@@ -13,7 +13,8 @@ use arrow::util::pretty::pretty_format_batches;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use withings_lake::harmonize::{self, Context, SleepSession};
-use withings_lake::lake::{Coverage, Endpoint, Lake, TableId, Unit, keys, raw};
+use withings_lake::lake::{Coverage, Endpoint, Lake, TableId, Unit, keys};
+use withings_lake::landing as raw;
 use withings_lake::schema::Resource;
 use withings_lake::storage::{self, crash};
 use withings_lake::withings::{MeasureList, SleepGet, decode_list, intraday_series};
@@ -99,7 +100,7 @@ async fn lake_rebuild_from_raw_equals_direct_harmonize_and_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let lake = landed(dir.path(), 2).await;
     let lease = lake.lease_shard(0, "rebuilder", Duration::ZERO).await.unwrap();
-    let m = lake.reharmonize(&lease, "rebuild-1", &Resource::ALL).await.unwrap();
+    let m = withings_lake::rebuild::reharmonize(&lake, &lease, "rebuild-1", &Resource::ALL).await.unwrap();
     assert!(!m.partitions.is_empty());
     let ctx = withings_lake::lake::query::session(&lake).await.unwrap();
     for (r, n) in direct_rows(&user(0)) {
@@ -112,7 +113,7 @@ async fn lake_rebuild_from_raw_equals_direct_harmonize_and_is_idempotent() {
     let raw = withings_lake::lake::query::sql(&ctx, "SELECT count(*) FROM raw_getmeas").await.unwrap();
     assert_eq!(raw[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0), 2 * 11);
 
-    let again = lake.reharmonize(&lease, "rebuild-2", &Resource::ALL).await.unwrap();
+    let again = withings_lake::rebuild::reharmonize(&lake, &lease, "rebuild-2", &Resource::ALL).await.unwrap();
     assert!(again.partitions.is_empty(), "a rebuild of an up-to-date lake changes nothing: {:?}", again.partitions);
 }
 

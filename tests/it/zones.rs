@@ -169,7 +169,7 @@ async fn a_mover_s_rows_carry_the_zone_of_their_local_day_through_backfill_syncs
     let before: Vec<Vec<String>> =
         futures::future::join_all(Resource::ALL.iter().map(|r| table_lines(&lake, (*r).into(), 0))).await;
     let lease = lake.lease_shard(0, "rebuilder", Duration::ZERO).await.unwrap();
-    let m = lake.reharmonize(&lease, "rebuild-zones", &Resource::ALL).await.unwrap();
+    let m = withings_lake::rebuild::reharmonize(&lake, &lease, "rebuild-zones", &Resource::ALL).await.unwrap();
     lease.release().await;
     let after: Vec<Vec<String>> =
         futures::future::join_all(Resource::ALL.iter().map(|r| table_lines(&lake, (*r).into(), 0))).await;

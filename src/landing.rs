@@ -13,9 +13,9 @@ use chrono::NaiveDate;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use super::tables::Endpoint;
 use crate::harmonize::Context;
 use crate::schema;
+use crate::withings::Endpoint;
 use crate::withings::types::{IntradaySample, Item};
 use crate::withings::{MeasureList, SleepGet};
 
