@@ -1,19 +1,48 @@
-//! activity: one row per getactivity record (a local day and a source). Minutes from
-//! Withings' seconds, floors from `elevation` (Withings counts floors there), totals and the
-//! day's heart-rate summary and zones.
+//! getactivity -> activity: one row per getactivity record (a local day and a source).
+//! Minutes from Withings' seconds, floors from `elevation` (Withings counts floors there),
+//! totals and the day's heart-rate summary and zones.
 
 use chrono::NaiveDate;
 use serde_json::Value;
 
 use super::codes;
+use super::out::{Out, dedupe};
 use super::table::{date, ts_opt};
-use super::{Context, Out, Zone, source_of, summary_id};
+use super::{Context, Harmonized, QuarantineReason, Zone, source_of, summary_id};
 use crate::schema::Resource;
-use crate::withings::types::Activity;
+use crate::withings::types::{Activity, Item};
+
+/// getactivity -> activity (one row per day and source).
+pub fn getactivity(ctx: &Context, items: &[Item<Activity>]) -> Harmonized {
+    let mut out = Out::new(ctx, "getactivity", &[Resource::Activity]);
+    let mut ok = Vec::new();
+    for item in items {
+        out.stats.samples_in += 1;
+        match &item.value {
+            Err(e) => {
+                out.quarantine(None, QuarantineReason::Malformed, format!("activity does not decode: {e}"), item.raw.clone(), 1)
+            }
+            Ok(a) => match NaiveDate::parse_from_str(a.date.trim(), "%Y-%m-%d") {
+                Ok(d) => ok.push((a, d, &item.raw)),
+                Err(_) => {
+                    let detail = format!("activity date '{}' is not YYYY-MM-DD", a.date);
+                    out.quarantine(Some(Resource::Activity), QuarantineReason::Malformed, detail, item.raw.clone(), 1);
+                }
+            },
+        }
+    }
+    let keys = ok.iter().map(|(a, d, raw)| (natural_key(a, *d), a.modified, *raw)).collect();
+    for (i, copies) in dedupe(&mut out, keys, "activity day and source", |_| 1) {
+        let (a, d, raw) = ok[i];
+        out.stats.mapped += 1 + copies;
+        push(&mut out, ctx, a, d, raw);
+    }
+    out.finish()
+}
 
 /// The natural key of an activity row within a user: day, device, model id, brand and model
 /// name (two external sources without a device id or model id differ by name).
-pub(super) fn natural_key(a: &Activity, day: NaiveDate) -> String {
+fn natural_key(a: &Activity, day: NaiveDate) -> String {
     let device = a.deviceid.as_deref().or(a.hash_deviceid.as_deref()).filter(|s| !s.is_empty()).unwrap_or("-");
     let model = a.modelid.map_or_else(|| "-".to_string(), |m| m.to_string());
     let brand = a.brand.map_or_else(|| "-".to_string(), |b| b.to_string());
@@ -21,7 +50,8 @@ pub(super) fn natural_key(a: &Activity, day: NaiveDate) -> String {
     format!("{day}/{device}/{model}/{brand}/{name}")
 }
 
-pub(super) fn push(out: &mut Out, ctx: &Context, a: &Activity, day: NaiveDate, raw: &Value) {
+/// The activity row of one record.
+fn push(out: &mut Out, ctx: &Context, a: &Activity, day: NaiveDate, raw: &Value) {
     let zone = Zone::new(a.timezone.as_deref().or(ctx.time_zone.as_deref()));
     let fallback = codes::activity_source(a.is_tracker, a.brand);
     let device = a.deviceid.as_deref().or(a.hash_deviceid.as_deref());

@@ -1,17 +1,47 @@
-//! workouts: one row per getworkouts record. Sport slug and name from the full category
-//! table; a category newer than the table is kept with slug `other` and its raw code (and
-//! counted in `Stats::unknown_codes`).
+//! getworkouts -> workouts: one row per getworkouts record. Sport slug and name from the full
+//! category table; a category newer than the table is kept with slug `other` and its raw code
+//! (and counted in `Stats::unknown_codes`).
 
 use chrono::NaiveDate;
 use serde_json::Value;
 
 use super::codes::{self, SourceType};
+use super::out::{Out, dedupe};
 use super::table::{date, ts, ts_opt};
-use super::{Context, Out, Zone, source_of, summary_id};
+use super::{Context, Harmonized, QuarantineReason, Zone, source_of, summary_id};
 use crate::schema::Resource;
-use crate::withings::types::{Workout, WorkoutData};
+use crate::withings::types::{Item, Workout, WorkoutData};
 
-pub(super) fn push(out: &mut Out, ctx: &Context, w: &Workout, start: i64, end: i64, raw: &Value) {
+/// getworkouts -> workouts.
+pub fn getworkouts(ctx: &Context, items: &[Item<Workout>]) -> Harmonized {
+    let mut out = Out::new(ctx, "getworkouts", &[Resource::Workouts]);
+    let mut ok = Vec::new();
+    for item in items {
+        out.stats.samples_in += 1;
+        match &item.value {
+            Err(e) => {
+                out.quarantine(None, QuarantineReason::Malformed, format!("workout does not decode: {e}"), item.raw.clone(), 1)
+            }
+            Ok(w) => match (w.startdate, w.enddate) {
+                (Some(a), Some(b)) if b >= a => ok.push((w, a, b, &item.raw)),
+                _ => {
+                    let detail = format!("workout {} has no valid startdate/enddate", w.id);
+                    out.quarantine(Some(Resource::Workouts), QuarantineReason::Malformed, detail, item.raw.clone(), 1);
+                }
+            },
+        }
+    }
+    let keys = ok.iter().map(|(w, _, _, raw)| (w.id, w.modified, *raw)).collect();
+    for (i, copies) in dedupe(&mut out, keys, "workout id", |_| 1) {
+        let (w, a, b, raw) = ok[i];
+        out.stats.mapped += 1 + copies;
+        push(&mut out, ctx, w, a, b, raw);
+    }
+    out.finish()
+}
+
+/// The workouts row of one record.
+fn push(out: &mut Out, ctx: &Context, w: &Workout, start: i64, end: i64, raw: &Value) {
     let zone = Zone::new(w.timezone.as_deref().or(ctx.time_zone.as_deref()));
     // getworkouts `model` is a model id.
     let model_id = w.model.as_deref().and_then(|m| m.trim().parse::<i64>().ok());

@@ -1,22 +1,109 @@
-//! sleep: one row per getsummary session. Durations in seconds; `type` long_sleep when the
-//! session lasts 3 hours or more; `efficiency` a ratio 0-1; `average_hrv` from the RMSSD
-//! averages at the start and the end of the night; Withings-only metrics kept as columns.
+//! sleep getsummary -> sleep: one row per session. Durations in seconds; `type` long_sleep
+//! when the session lasts 3 hours or more; `efficiency` a ratio 0-1; `average_hrv` from the
+//! RMSSD averages at the start and the end of the night; Withings-only metrics kept as
+//! columns.
+//!
+//! Also [`SleepSession`]: the sessions' bedtime windows, which [`super::sleep_get()`] links its
+//! samples to.
 
 use chrono::NaiveDate;
 use serde_json::Value;
 
 use super::codes;
+use super::ids::sleep_id;
+use super::out::{Out, dedupe};
 use super::table::{date, ts, ts_opt};
-use super::{Context, Out, Zone, source_of, summary_id};
+use super::{Context, Harmonized, QuarantineReason, Zone, source_of};
 use crate::schema::Resource;
-use crate::withings::types::SleepSummary;
+use crate::withings::types::{Item, SleepSummary};
 
 /// Sessions at least this long are `long_sleep` (Vital's rule).
 const LONG_SLEEP_SECONDS: i64 = 3 * 3600;
 
+/// sleep getsummary -> sleep (one row per session).
+pub fn sleep_getsummary(ctx: &Context, items: &[Item<SleepSummary>]) -> Harmonized {
+    let mut out = Out::new(ctx, "sleep_getsummary", &[Resource::Sleep]);
+    let mut ok = Vec::new();
+    for item in items {
+        out.stats.samples_in += 1;
+        match &item.value {
+            Err(e) => out.quarantine(
+                None,
+                QuarantineReason::Malformed,
+                format!("sleep summary does not decode: {e}"),
+                item.raw.clone(),
+                1,
+            ),
+            Ok(s) => {
+                let window = match (s.startdate, s.enddate) {
+                    (Some(a), Some(b)) => b.checked_sub(a).filter(|d| *d >= 0).map(|d| (a, b, d)),
+                    _ => None,
+                };
+                let checked = window
+                    .ok_or_else(|| format!("sleep summary {} has no valid startdate/enddate", s.id))
+                    .and_then(|w| efficiency(s.data.sleep_efficiency).map(|e| (w, e)));
+                match checked {
+                    Ok(((start, end, duration), efficiency)) => {
+                        ok.push((s, Session { start, end, duration, efficiency }, &item.raw))
+                    }
+                    Err(detail) => {
+                        out.quarantine(Some(Resource::Sleep), QuarantineReason::Malformed, detail, item.raw.clone(), 1)
+                    }
+                }
+            }
+        }
+    }
+    let keys = ok.iter().map(|(s, _, raw)| (s.id, s.modified, *raw)).collect();
+    for (i, copies) in dedupe(&mut out, keys, "sleep summary id", |_| 1) {
+        let (s, session, raw) = &ok[i];
+        out.stats.mapped += 1 + copies;
+        push(&mut out, ctx, s, session, raw);
+    }
+    out.finish()
+}
+
+/// A sleep session's bedtime window, to link sleep get samples to their sleep row, with the
+/// device that recorded it and its time zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SleepSession {
+    /// Withings getsummary id.
+    pub withings_id: i64,
+    pub start: i64,
+    pub end: i64,
+    /// `hash_deviceid` of the session, when Withings gives it.
+    pub device: Option<String>,
+    pub time_zone: Option<String>,
+    /// Withings `created` and `modified` of the session (sleep_cycle's created/updated_at).
+    pub created: Option<i64>,
+    pub modified: Option<i64>,
+}
+
+impl SleepSession {
+    /// The sessions of decoded getsummary records (records without a window are skipped).
+    pub fn from_summaries(items: &[Item<SleepSummary>]) -> Vec<SleepSession> {
+        let mut v: Vec<SleepSession> = items
+            .iter()
+            .filter_map(|i| i.value.as_ref().ok())
+            .filter_map(|s| {
+                Some(SleepSession {
+                    withings_id: s.id,
+                    start: s.startdate?,
+                    end: s.enddate?,
+                    device: s.hash_deviceid.clone().filter(|d| !d.is_empty()),
+                    time_zone: s.timezone.clone(),
+                    created: s.created,
+                    modified: s.modified,
+                })
+            })
+            .collect();
+        v.sort_by_key(|s| (s.start, s.withings_id));
+        v
+    }
+}
+
 /// `sleep_efficiency` as a ratio: Withings sends 0-1; a value in (1, 100] is a percentage.
 /// `Err` names a value that is neither.
-pub(super) fn efficiency(raw: Option<f64>) -> Result<Option<f64>, String> {
+fn efficiency(raw: Option<f64>) -> Result<Option<f64>, String> {
     match raw {
         None => Ok(None),
         Some(e) if (0.0..=1.0).contains(&e) => Ok(Some(e)),
@@ -26,14 +113,15 @@ pub(super) fn efficiency(raw: Option<f64>) -> Result<Option<f64>, String> {
 }
 
 /// A validated session: `duration` is `end - start` without overflow, `efficiency` a ratio.
-pub(super) struct Session {
-    pub start: i64,
-    pub end: i64,
-    pub duration: i64,
-    pub efficiency: Option<f64>,
+struct Session {
+    start: i64,
+    end: i64,
+    duration: i64,
+    efficiency: Option<f64>,
 }
 
-pub(super) fn push(out: &mut Out, ctx: &Context, s: &SleepSummary, v: &Session, raw: &Value) {
+/// The sleep row of one summary.
+fn push(out: &mut Out, ctx: &Context, s: &SleepSummary, v: &Session, raw: &Value) {
     let (start, end) = (v.start, v.end);
     let zone = Zone::new(s.timezone.as_deref().or(ctx.time_zone.as_deref()));
     let d = &s.data;
@@ -48,7 +136,7 @@ pub(super) fn push(out: &mut Out, ctx: &Context, s: &SleepSummary, v: &Session, 
     let round = |v: Option<f64>| v.map(|x| x.round() as i64);
 
     let t = out.table(Resource::Sleep);
-    t.set("id", summary_id(Resource::Sleep, &ctx.user_id, &s.id.to_string()));
+    t.set("id", sleep_id(&ctx.user_id, s.id));
     t.set("withings_sleep_id", s.id);
     t.set("calendar_date", day.map(date));
     t.set("bedtime_start", ts(start));
@@ -105,4 +193,19 @@ pub(super) fn push(out: &mut Out, ctx: &Context, s: &SleepSummary, v: &Session, 
     t.set("updated_at", ts_opt(s.modified));
     t.provenance(&source, &zone, start);
     out.push(Resource::Sleep, raw);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn efficiency_is_a_ratio_whatever_scale_withings_sends() {
+        assert_eq!(efficiency(Some(0.86)), Ok(Some(0.86)));
+        assert_eq!(efficiency(Some(1.0)), Ok(Some(1.0)));
+        assert_eq!(efficiency(Some(83.0)), Ok(Some(0.83)));
+        assert_eq!(efficiency(None), Ok(None));
+        assert!(efficiency(Some(-0.1)).is_err());
+        assert!(efficiency(Some(140.0)).unwrap_err().contains("140"));
+    }
 }
