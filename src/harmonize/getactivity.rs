@@ -14,7 +14,7 @@ use crate::withings::types::{Activity, Item};
 
 /// getactivity -> activity (one row per day and source).
 pub fn getactivity(ctx: &Context, items: &[Item<Activity>]) -> Harmonized {
-    let mut out = Out::new(ctx, "getactivity", &[Resource::Activity]);
+    let mut out = Out::new(ctx, crate::withings::Endpoint::Getactivity, &[Resource::Activity]);
     let mut ok = Vec::new();
     for item in items {
         out.stats.samples_in += 1;

@@ -53,7 +53,7 @@ const SAMPLE_META: [&str; 4] = ["deviceid", "model", "model_id", "modelid"];
 /// respiratory_rate. Samples carry no zone: each takes the zone of its local day
 /// (`ctx.zones`; the user's zone when the timeline is empty).
 pub fn getintradayactivity(ctx: &Context, series: &BTreeMap<i64, Item<IntradaySample>>) -> Harmonized {
-    let mut out = Out::new(ctx, "getintradayactivity", &FIELDS.map(|f| f.1));
+    let mut out = Out::new(ctx, crate::withings::Endpoint::Getintradayactivity, &FIELDS.map(|f| f.1));
     let mut zones = Stamper::new(&ctx.zones, Zone::new(ctx.time_zone.as_deref()));
     for (t, item) in series {
         out.stats.samples_in += 1;

@@ -113,7 +113,7 @@ fn measure_count(raw: &Value) -> usize {
 /// `known_heights` are (epoch, metres) heights from earlier calls (an incremental call rarely
 /// carries the height entered at sign-up); heights in `list` are added to them.
 pub fn getmeas(ctx: &Context, list: &MeasureList, known_heights: &[(i64, f64)]) -> Harmonized {
-    let mut out = Out::new(ctx, "getmeas", &RESOURCES.map(|(r, _)| r));
+    let mut out = Out::new(ctx, crate::withings::Endpoint::Getmeas, &RESOURCES.map(|(r, _)| r));
     let mut zones = Stamper::new(&ctx.zones, Zone::new(list.timezone.as_deref().or(ctx.time_zone.as_deref())));
 
     let mut decoded: Vec<(&MeasureGroup, &Value)> = Vec::new();

@@ -14,7 +14,7 @@ use crate::withings::types::{Item, Workout, WorkoutData};
 
 /// getworkouts -> workouts.
 pub fn getworkouts(ctx: &Context, items: &[Item<Workout>]) -> Harmonized {
-    let mut out = Out::new(ctx, "getworkouts", &[Resource::Workouts]);
+    let mut out = Out::new(ctx, crate::withings::Endpoint::Getworkouts, &[Resource::Workouts]);
     let mut ok = Vec::new();
     for item in items {
         out.stats.samples_in += 1;

@@ -60,7 +60,8 @@ pub(super) struct Out {
 }
 
 impl Out {
-    pub(super) fn new(ctx: &Context, endpoint: &'static str, resources: &[Resource]) -> Out {
+    pub(super) fn new(ctx: &Context, endpoint: crate::withings::Endpoint, resources: &[Resource]) -> Out {
+        let endpoint = endpoint.as_str();
         Out {
             endpoint,
             tables: resources.iter().map(|r| Table::new(*r, ctx, endpoint)).collect(),

@@ -102,7 +102,11 @@ fn session_at<'a>(sessions: &'a [SleepSession], device: Option<&str>, t: i64) ->
 /// contains it.
 pub fn sleep_get(ctx: &Context, answer: &SleepGet, sessions: &[SleepSession]) -> Harmonized {
     use Resource::*;
-    let mut out = Out::new(ctx, "sleep_get", &[Hypnogram, SleepCycle, SleepStream, Heartrate, Hrv, RespiratoryRate]);
+    let mut out = Out::new(
+        ctx,
+        crate::withings::Endpoint::SleepGet,
+        &[Hypnogram, SleepCycle, SleepStream, Heartrate, Hrv, RespiratoryRate],
+    );
     let mut ids = SleepIds::new(&ctx.user_id);
     // The staged segments of each session, for its sleep_cycle row.
     let mut cycles: BTreeMap<i64, Cycle> = BTreeMap::new();

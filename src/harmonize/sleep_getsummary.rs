@@ -22,7 +22,7 @@ const LONG_SLEEP_SECONDS: i64 = 3 * 3600;
 
 /// sleep getsummary -> sleep (one row per session).
 pub fn sleep_getsummary(ctx: &Context, items: &[Item<SleepSummary>]) -> Harmonized {
-    let mut out = Out::new(ctx, "sleep_getsummary", &[Resource::Sleep]);
+    let mut out = Out::new(ctx, crate::withings::Endpoint::SleepGetsummary, &[Resource::Sleep]);
     let mut ok = Vec::new();
     for item in items {
         out.stats.samples_in += 1;
