@@ -22,7 +22,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules so far:
+//! Modules (ARCHITECTURE.md has what each owns):
 //! - [`credentials`]: encrypted per-user token records and the token manager.
 //! - [`erasure`]: erasing one person from the credentials, the lake, the outbox and the files
 //!   sink (the one place that knows everything that can name someone).
@@ -30,20 +30,23 @@
 //!   manifest files).
 //! - [`storage`]: storage URLs (paths, file://, memory://, s3://, gs://, az://) to object stores;
 //!   local folders whose interrupted writes the next process removes; crash points for tests.
-//! - [`schema`]: the 17 harmonized table schemas (`schemas/*.json`, compiled in).
+//! - [`schema`]: the harmonized table schemas (`schemas/*.json`, compiled in).
 //! - [`harmonize`]: decoded Withings responses to one Arrow batch per resource, with the
 //!   quarantine; the Withings code tables (meastypes, sleep states, workout categories,
 //!   device models).
-//! - [`lake`]: object keys, the partition merge rules, Parquet files and manifests (the
-//!   commit protocol is in its module doc).
+//! - [`lake`]: the storage engine: object keys, the partition merge rules, Parquet files,
+//!   manifests, leases and the commit hook (the commit protocol is in its module doc).
+//! - [`landing`]: the raw landing (records as Withings sent them); [`rebuild`]: tables
+//!   rebuilt from it (`reharmonize`).
 //! - [`link`]: the account-link flow (authorize URL, callback, code exchange).
-//! - [`sync`]: the sync engine (backfill, incremental and refresh runs; planner; checkpoints;
-//!   run report).
+//! - [`sync`]: the sync engine ([`Engine`]: backfill, incremental and refresh runs; user
+//!   selection, dispatch, the shard committer, request decisions, state marks, run report).
 //! - [`lease`]: create-only lease objects with expiry, heartbeat and safe takeover.
-//! - [`pipeline`]: pipeline files (parse, then resolve into a client and a credentials store).
+//! - [`pipeline`]: pipeline files (parse, then resolve into an [`Engine`], a client, a
+//!   credentials store).
 //! - [`secret`]: the redacting wrapper every token and key travels in.
 //! - [`state`]: per (user, family) cursors and backfill progress under `<lake>/_state/`.
-//! - [`withings`]: the Withings API client (envelope, status families, rate limiter, retries,
+//! - [`withings`]: the Withings API client (envelope, status kinds, rate limiter, retries,
 //!   pagination, typed records).
 
 pub mod credentials;

@@ -1,6 +1,6 @@
 //! Pipeline files: what a run talks to and where it keeps things.
 //!
-//! Parse, then resolve (STYLE.md habit 2): [`PipelineFile`] is the TOML as written, checked
+//! Parse, then resolve: [`PipelineFile`] is the TOML as written, checked
 //! for unknown keys (an error names the file and the key); [`PipelineFile::resolve_client`]
 //! and [`PipelineFile::resolve_credentials`] turn it into the objects a command uses. Secrets
 //! never live in the file: the client secret comes from the environment variable it names.

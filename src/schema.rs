@@ -9,7 +9,7 @@
 //! the primary key, time and partition columns exist, the time column is non-null, and
 //! partition columns (`date`, `month`) are never stored inside files (they live only in the
 //! hive path). Types are a small fixed vocabulary of Arrow types; files change only by adding
-//! nullable columns (DESIGN.md, "The lake").
+//! nullable columns (ARCHITECTURE.md, "Words").
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Events from what a commit changed, in Vital's shapes (`reference/vital-schemas.md` 3):
+//! Events from what a commit changed, in Vital's shapes (Vital's webhook payloads, checked by `tests/vital/check_events.py` against Vital's SDK):
 //! - summaries (activity, sleep, body, workouts): one `daily.data.<resource>.created|updated`
 //!   per row, `data` the harmonized object (Vital's fields at their Vital paths, e.g.
 //!   `heart_rate.avg_bpm`, `source.type`; the lake's other columns beside them);

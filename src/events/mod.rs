@@ -1,5 +1,5 @@
-//! Change events: what a commit changed, told to downstream systems (DESIGN.md "Events";
-//! the envelopes follow Vital's, `reference/vital-schemas.md` sections 3 and 4).
+//! Change events: what a commit changed, told to downstream systems (ARCHITECTURE.md; the
+//! envelopes follow Vital's, README.md "Vital compatibility").
 //!
 //! The path of an event, and why nothing is lost:
 //! 1. a checkpoint's merge captures the rows it created or updated ([`crate::lake::Changed`]);
@@ -19,7 +19,7 @@
 //!
 //! Delivery is at least once: an event's id (`webhook-id`) is fixed when it is enqueued and
 //! stays the same across retries and redeliveries, so receivers deduplicate on it. Events of
-//! one (user, event type family) are delivered in order: while one waits for a retry, the later
+//! one (user, event type) are delivered in order: while one waits for a retry, the later
 //! ones of the same user and resource wait too (a `.created` is never overtaken by the
 //! `.updated` of the same row).
 

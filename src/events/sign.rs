@@ -1,4 +1,4 @@
-//! Svix-compatible webhook signatures (`reference/vital-schemas.md` 4.1): HMAC-SHA256 over
+//! Svix-compatible webhook signatures (the Standard Webhooks scheme Svix and Vital use): HMAC-SHA256 over
 //! `"{id}.{timestamp}.{body}"`, keyed by the base64-decoded `whsec_` secret, sent as
 //! `v1,<base64>` in `webhook-signature` and `svix-signature`.
 

@@ -1,7 +1,7 @@
 //! Withings code tables: meastypes, sleep states, workout categories and device models.
 //!
 //! Sources: the official Withings OpenAPI document and the clients cited in
-//! `reference/withings-api.md` (sections 4-7). Codes not in a table are never an error here:
+//! Withings' API reference (measures, sleep, workouts, devices). Codes not in a table are never an error here:
 //! callers keep the raw code and decide how to label it (new codes keep being added).
 
 /// What kind of device produced a record, in the vocabulary of the harmonized `source_type`

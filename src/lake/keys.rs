@@ -1,4 +1,4 @@
-//! Object keys of the lake: the only place that builds them (STYLE.md, habit 6).
+//! Object keys of the lake: the only place that builds them.
 //!
 //! ```text
 //! <lake>/_lake.json

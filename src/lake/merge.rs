@@ -1,4 +1,4 @@
-//! Merge rules for one partition file (DESIGN.md, "The lake").
+//! Merge rules for one partition file (ARCHITECTURE.md, "The commit protocol").
 //!
 //! The units a checkpoint stages for one (resource, partition) are applied in order to the
 //! rows already there:

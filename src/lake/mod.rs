@@ -1,7 +1,7 @@
 //! The lake: hive-partitioned Parquet on any object store, one file per (resource, partition,
 //! shard), and a manifest per commit.
 //!
-//! Commit protocol (DESIGN.md; the order is the contract readers rely on):
+//! Commit protocol (ARCHITECTURE.md; the order is the contract readers rely on):
 //! 1. for each touched partition: read the current file, apply the merge rules
 //!    ([`merge::merge`]), sort by (user_id, time), and overwrite the file in one atomic put
 //!    (object stores replace an object atomically; the local store writes a temporary file and

@@ -1,4 +1,4 @@
-//! The planner's rules (DESIGN.md, "Planning requests"): which endpoints a set of resources
+//! The planner's rules (ARCHITECTURE.md, "Data flow"): which endpoints a set of resources
 //! needs, how a local day becomes an epoch window, and what a run will cost before it runs.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,7 +2,7 @@
 
 use super::status::StatusFamily;
 
-/// What the caller should do about an error (STYLE.md, habit 3).
+/// What the caller should do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
     /// A setting is wrong (client id, base URL): fix the pipeline file.
