@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::{CredentialStore, CredentialsError};
+use crate::error::{Classify, ErrorClass};
 use crate::events::erase::{OutboxErasure, erase_from_files_sink};
 use crate::events::{EventsError, Outbox};
 use crate::lake::{Lake, LakeErasure, LakeError, keys, shard_of};
@@ -43,8 +44,8 @@ pub enum ErasureError {
     Events(#[from] EventsError),
 }
 
-impl ErasureError {
-    pub fn class(&self) -> crate::withings::ErrorClass {
+impl Classify for ErasureError {
+    fn class(&self) -> ErrorClass {
         match self {
             ErasureError::Credentials(e) => e.class(),
             ErasureError::Lake(e) => e.class(),
@@ -120,7 +121,7 @@ impl Erasure<'_> {
                         if let Some(files) = &self.files_sink {
                             erase_from_files_sink(files, user_id, &mut report.events).await?;
                         }
-                        if !delivery.renew().await.map_err(|e| EventsError::Busy { reason: e.to_string() })? {
+                        if !delivery.renew().await.map_err(|source| EventsError::Busy { source })? {
                             return Err(EventsError::LeaseLost.into());
                         }
                         lease.renew().await?;

@@ -73,7 +73,7 @@ impl Lake {
             }
             lease.renew().await?;
             let rows = self.read(table, &partition, shard).await?;
-            let arrow_err = |e: arrow::error::ArrowError| LakeError::Arrow { table, reason: e.to_string() };
+            let arrow_err = |e: arrow::error::ArrowError| LakeError::Arrow { table, source: Box::new(e) };
             let (kept, removed) = without_user(&rows, user_id).map_err(arrow_err)?;
             if removed == 0 {
                 continue;
@@ -98,14 +98,14 @@ impl Lake {
         // Captured changes whose events were not enqueued yet (a commit that died).
         for key in self.list_keys(&keys::staged_changes_dir(&self.location, shard)).await? {
             lease.renew().await?;
-            let corrupt = |e: &dyn std::fmt::Display| LakeError::Corrupt { key: key.to_string(), reason: e.to_string() };
+            let corrupt = |e: arrow::error::ArrowError| LakeError::corrupt(&key, e);
             let bytes = self.location.store.get(&key).await.map_err(storage(&key))?.bytes().await.map_err(storage(&key))?;
-            let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| corrupt(&e))?;
+            let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(corrupt)?;
             let schema = reader.schema();
             let mut kept = Vec::new();
             let mut removed = 0;
             for b in reader {
-                let (k, r) = without_user(&b.map_err(|e| corrupt(&e))?, user_id).map_err(|e| corrupt(&e))?;
+                let (k, r) = without_user(&b.map_err(corrupt)?, user_id).map_err(corrupt)?;
                 removed += r;
                 if k.num_rows() > 0 {
                     kept.push(k);
@@ -118,11 +118,11 @@ impl Lake {
                 self.delete_key(&key).await?;
             } else {
                 let mut buf = Vec::new();
-                let mut w = arrow::ipc::writer::FileWriter::try_new(&mut buf, &schema).map_err(|e| corrupt(&e))?;
+                let mut w = arrow::ipc::writer::FileWriter::try_new(&mut buf, &schema).map_err(corrupt)?;
                 for b in &kept {
-                    w.write(b).map_err(|e| corrupt(&e))?;
+                    w.write(b).map_err(corrupt)?;
                 }
-                w.finish().map_err(|e| corrupt(&e))?;
+                w.finish().map_err(corrupt)?;
                 drop(w);
                 self.location.store.put(&key, PutPayload::from(buf)).await.map_err(storage(&key))?;
             }

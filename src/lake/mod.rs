@@ -31,17 +31,20 @@ pub use forget::LakeErasure;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Date32Type, TimestampMicrosecondType};
+use arrow::error::ArrowError;
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use crate::error::{Cause, Classify, ErrorClass};
 use crate::storage::Location;
 pub use keys::Partition;
 pub use merge::{Changed, Counts, Coverage};
@@ -68,24 +71,26 @@ pub enum LakeError {
     Format { url: String, found: u32 },
     #[error("no lake at '{url}' (it has no _lake.json; a sync creates one)")]
     NotALake { url: String },
+    /// `reason` is the text of `source` when there is one ([`LakeError::corrupt`]).
     #[error("'{key}' is not a valid file of the lake: {reason}")]
-    Corrupt { key: String, reason: String },
+    Corrupt { key: String, reason: String, source: Option<Cause> },
     #[error("manifest '{key}' already exists: checkpoint {checkpoint} of run {run_id} was committed before")]
     ManifestExists { key: String, run_id: String, checkpoint: u32 },
-    #[error("{table}: {reason}")]
-    Arrow { table: TableId, reason: String },
+    #[error("{table}: {source}")]
+    Arrow { table: TableId, source: Cause },
     #[error("shard {shard} does not exist: the lake has {shards} shards (0 to {last})", last = shards.saturating_sub(1))]
     NoSuchShard { shard: u32, shards: u32 },
     #[error("a lake needs at least one shard")]
     ZeroShards,
-    #[error("shard {shard} of the lake is busy: {reason}")]
-    Busy { shard: u32, reason: String },
+    #[error("shard {shard} of the lake is busy: {source}")]
+    Busy { shard: u32, source: crate::lease::LeaseError },
     #[error("the lease on shard {shard} was lost (it expired and another writer took it); nothing more was written")]
     LeaseLost { shard: u32 },
     #[error(transparent)]
     Lease(crate::lease::LeaseError),
+    /// `reason` is the text of `source` when there is one.
     #[error("staging folder '{path}': {reason}")]
-    Staging { path: String, reason: String },
+    Staging { path: String, reason: String, source: Option<Cause> },
     #[error("user '{user_id}' belongs to shard {belongs} of {shards}, not to shard {shard} whose lease this commit holds")]
     WrongShard { user_id: String, shard: u32, belongs: u32, shards: u32 },
 }
@@ -99,10 +104,9 @@ pub fn shard_of(user_id: &str, shards: u32) -> u32 {
     (n % u64::from(shards.max(1))) as u32
 }
 
-impl LakeError {
-    /// Storage trouble is worth a retry; everything else needs a person.
-    pub fn class(&self) -> crate::withings::ErrorClass {
-        use crate::withings::ErrorClass;
+/// Storage trouble is worth a retry; everything else needs a person.
+impl Classify for LakeError {
+    fn class(&self) -> ErrorClass {
         match self {
             LakeError::Busy { .. } => ErrorClass::Busy,
             LakeError::Storage { .. } | LakeError::LeaseLost { .. } | LakeError::Lease(_) => ErrorClass::Transient,
@@ -114,6 +118,24 @@ impl LakeError {
             | LakeError::ManifestExists { .. } => ErrorClass::Config,
             _ => ErrorClass::Internal,
         }
+    }
+}
+
+impl LakeError {
+    /// The file at `key` does not decode: `source` says why.
+    pub(crate) fn corrupt(key: impl ToString, source: impl std::error::Error + Send + Sync + 'static) -> LakeError {
+        LakeError::Corrupt { key: key.to_string(), reason: source.to_string(), source: Some(Box::new(source)) }
+    }
+
+    /// The file at `key` does not have what it should.
+    pub(crate) fn corrupt_because(key: impl ToString, reason: String) -> LakeError {
+        LakeError::Corrupt { key: key.to_string(), reason, source: None }
+    }
+
+    /// The same as [`Classify::class`], for `src/sync`, which calls it without importing the
+    /// trait; it goes when that module imports [`Classify`].
+    pub fn class(&self) -> ErrorClass {
+        Classify::class(self)
     }
 }
 
@@ -237,8 +259,7 @@ impl Lake {
             Err(object_store::Error::NotFound { .. }) => return Err(LakeError::NotALake { url: location.url.clone() }),
             Err(e) => return Err(storage(&key)(e)),
         };
-        let meta: LakeMeta =
-            serde_json::from_slice(&bytes).map_err(|e| LakeError::Corrupt { key: key.to_string(), reason: e.to_string() })?;
+        let meta: LakeMeta = serde_json::from_slice(&bytes).map_err(|e| LakeError::corrupt(&key, e))?;
         if meta.format_version != FORMAT_VERSION {
             return Err(LakeError::Format { url: location.url.clone(), found: meta.format_version });
         }
@@ -257,7 +278,7 @@ impl Lake {
                 self.remove_interrupted_writes(shard).await;
                 Ok(ShardLease { shard, lease })
             }
-            Err(e @ crate::lease::LeaseError::Busy { .. }) => Err(LakeError::Busy { shard, reason: e.to_string() }),
+            Err(source @ crate::lease::LeaseError::Busy { .. }) => Err(LakeError::Busy { shard, source }),
             Err(e) => Err(LakeError::Lease(e)),
         }
     }
@@ -337,13 +358,13 @@ impl Lake {
             Err(object_store::Error::NotFound { .. }) => return Ok(RecordBatch::new_empty(schema.arrow())),
             Err(e) => return Err(storage(&key)(e)),
         };
-        let corrupt = |e: &dyn std::fmt::Display| LakeError::Corrupt { key: key.to_string(), reason: e.to_string() };
-        let reader =
-            ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| corrupt(&e))?.build().map_err(|e| corrupt(&e))?;
-        let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(|e| corrupt(&e))?;
+        let corrupt = |e: ParquetError| LakeError::corrupt(&key, e);
+        let corrupt_arrow = |e: ArrowError| LakeError::corrupt(&key, e);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(corrupt)?.build().map_err(corrupt)?;
+        let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(corrupt_arrow)?;
         let batches: Vec<RecordBatch> =
-            batches.iter().map(|b| merge::conform(schema, b)).collect::<Result<_, _>>().map_err(|e| corrupt(&e))?;
-        concat_batches(&schema.arrow(), &batches).map_err(|e| corrupt(&e))
+            batches.iter().map(|b| merge::conform(schema, b)).collect::<Result<_, _>>().map_err(corrupt_arrow)?;
+        concat_batches(&schema.arrow(), &batches).map_err(corrupt_arrow)
     }
 
     /// Commits staged units to the lease's shard as checkpoint `checkpoint` of `run_id`: every
@@ -399,19 +420,18 @@ impl Lake {
                 None => continue,
             };
             let [batch, file] = &rel[..] else { continue };
-            let corrupt = |reason: String| LakeError::Corrupt { key: key.to_string(), reason };
+            let corrupt = |e: ArrowError| LakeError::corrupt(&key, e);
             let table = file
                 .strip_suffix(".arrow")
                 .and_then(|f| f.split_once('-'))
                 .and_then(|(_, t)| t.parse::<crate::schema::Resource>().ok())
                 .map(TableId::Resource)
-                .ok_or_else(|| corrupt("not a staged change file".into()))?;
+                .ok_or_else(|| LakeError::corrupt_because(&key, "not a staged change file".into()))?;
             let bytes = self.location.store.get(&key).await.map_err(storage(&key))?.bytes().await.map_err(storage(&key))?;
-            let reader =
-                arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| corrupt(e.to_string()))?;
+            let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(corrupt)?;
             for b in reader {
-                let b = b.map_err(|e| corrupt(e.to_string()))?;
-                let changed = changed_from_ipc(table, &b).map_err(|e| corrupt(e.to_string()))?;
+                let b = b.map_err(corrupt)?;
+                let changed = changed_from_ipc(table, &b).map_err(corrupt)?;
                 match out.last_mut() {
                     Some((name, v)) if name == batch => v.push((table, changed)),
                     _ => out.push((batch.clone(), vec![(table, changed)])),
@@ -487,7 +507,7 @@ impl Lake {
             let units: Vec<(&RecordBatch, &Coverage)> = staged.iter().map(|(b, c, _)| (b, c)).collect();
             let capture: Vec<bool> = staged.iter().map(|(_, _, c)| *c && matches!(table, TableId::Resource(_))).collect();
             let (rows, counts, changed) = merge::merge_capturing(schema, &existing, &units, &capture)
-                .map_err(|e| LakeError::Arrow { table, reason: e.to_string() })?;
+                .map_err(|e| LakeError::Arrow { table, source: Box::new(e) })?;
             if !counts.changed() {
                 unchanged += 1;
                 continue;
@@ -556,7 +576,7 @@ const UPDATED_COLUMN: &str = "_withings_lake_updated";
 /// A partition's captured changes as one Arrow IPC file: the rows, plus whether each was
 /// created or updated.
 fn changed_to_ipc(table: TableId, changed: &merge::Changed) -> Result<Bytes, LakeError> {
-    let err = |e: arrow::error::ArrowError| LakeError::Arrow { table, reason: e.to_string() };
+    let err = |e: arrow::error::ArrowError| LakeError::Arrow { table, source: Box::new(e) };
     let mut fields: Vec<arrow::datatypes::FieldRef> = changed.rows.schema().fields().iter().cloned().collect();
     fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(UPDATED_COLUMN, DataType::Boolean, false)));
     let mut columns = changed.rows.columns().to_vec();
@@ -591,7 +611,7 @@ pub fn partitions_of_unit(unit: &Unit) -> Result<Vec<(TableId, Partition)>, Lake
 /// row arrived (a window replace there deletes).
 pub(crate) fn split(unit: &Unit) -> Result<Vec<(Partition, RecordBatch)>, LakeError> {
     let schema = unit.table.schema();
-    let arrow_err = |e: arrow::error::ArrowError| LakeError::Arrow { table: unit.table, reason: e.to_string() };
+    let arrow_err = |e: arrow::error::ArrowError| LakeError::Arrow { table: unit.table, source: Box::new(e) };
     let parts = partitions_of(unit.table, &unit.batch).map_err(arrow_err)?;
     // Row indices per partition: one pass, whatever the number of partitions.
     let mut by_partition: BTreeMap<Partition, Vec<u32>> = BTreeMap::new();
@@ -660,7 +680,7 @@ fn write_parquet(table: TableId, run_id: &str, rows: &RecordBatch) -> Result<Byt
             KeyValue::new("withings_lake.run_id".into(), run_id.to_string()),
         ]))
         .build();
-    let err = |e: parquet::errors::ParquetError| LakeError::Arrow { table, reason: e.to_string() };
+    let err = |e: parquet::errors::ParquetError| LakeError::Arrow { table, source: Box::new(e) };
     let mut buf = Vec::with_capacity(rows.get_array_memory_size() / 4);
     let mut writer = ArrowWriter::try_new(&mut buf, schema.arrow(), Some(props)).map_err(err)?;
     writer.write(rows).map_err(err)?;

@@ -1,23 +1,7 @@
-//! Errors of the Withings client. Each names the endpoint and answers [`WithingsError::class`].
+//! Errors of the Withings client. Each names the endpoint and answers [`Classify::class`].
 
 use super::status::StatusFamily;
-
-/// What the caller should do about an error (STYLE.md, habit 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// A setting is wrong (client id, base URL): fix the pipeline file.
-    Config,
-    /// The user's authorization is gone or lacks a scope: refresh, else relink.
-    Auth,
-    /// Worth retrying later (network, 5xx, non-JSON, rate limit).
-    Transient,
-    /// A response (or record) that does not decode: quarantine it, go on.
-    Data,
-    /// A bug or an answer that makes no sense: stop and report.
-    Internal,
-    /// Another writer holds what this one needs (a shard lease): try again later.
-    Busy,
-}
+use crate::error::{Classify, ErrorClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WithingsError {
@@ -55,8 +39,8 @@ pub enum WithingsError {
     Config { setting: &'static str, reason: String },
 }
 
-impl WithingsError {
-    pub fn class(&self) -> ErrorClass {
+impl Classify for WithingsError {
+    fn class(&self) -> ErrorClass {
         match self {
             WithingsError::Status { family, .. } => match family {
                 StatusFamily::Auth | StatusFamily::Unauthorized => ErrorClass::Auth,
@@ -77,7 +61,9 @@ impl WithingsError {
             WithingsError::Config { .. } => ErrorClass::Config,
         }
     }
+}
 
+impl WithingsError {
     /// Whether the same request may succeed if sent again later.
     pub fn is_retryable(&self) -> bool {
         match self {

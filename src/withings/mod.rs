@@ -32,8 +32,9 @@ use serde_json::Value;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
+pub use crate::error::ErrorClass;
 pub use accounting::{Accounting, Snapshot};
-pub use error::{ErrorClass, WithingsError};
+pub use error::WithingsError;
 pub use limiter::RateLimiter;
 pub use status::{StatusFamily, family};
 use types::*;

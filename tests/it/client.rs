@@ -3,12 +3,11 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use withings_lake::error::{Classify, ErrorClass};
 use withings_lake::secret::Secret;
 use withings_lake::simulator::SimConfig;
 use withings_lake::withings::types::{self, Item};
-use withings_lake::withings::{
-    ClientConfig, ErrorClass, MeasQuery, StatusFamily, Window, WithingsClient, WithingsError, decode_envelope,
-};
+use withings_lake::withings::{ClientConfig, MeasQuery, StatusFamily, Window, WithingsClient, WithingsError, decode_envelope};
 
 use crate::common::{self, NOW, Sim, ymd};
 
