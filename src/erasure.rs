@@ -4,8 +4,8 @@
 //! 1. credentials: the encrypted record and the refresh lease (no run can fetch them again);
 //! 2. under the person's shard lease, listed only once it is held (a backfill committing while
 //!    the erasure waits is finished by then): the rows of every table, the raw landing and the
-//!    quarantine, the shard's staged changes, the id in manifests, the state object
-//!    ([`Lake::erase_user`]);
+//!    quarantine, the shard's staged changes, the id in manifests ([`Lake::erase_user`]), then
+//!    the user's state object;
 //! 3. under the delivery lease as well: the person's records in the outbox (pending,
 //!    delivered, dead, every sink) and their events in the files sink, inside the lake or at
 //!    its own URL ([`crate::events::erase`]);
@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::{CredentialStore, CredentialsError};
+use crate::error::{Classify, ErrorClass};
 use crate::events::erase::{OutboxErasure, erase_from_files_sink};
 use crate::events::{EventsError, Outbox};
 use crate::lake::{Lake, LakeErasure, LakeError, keys, shard_of};
@@ -41,14 +42,17 @@ pub enum ErasureError {
     Lake(#[from] LakeError),
     #[error(transparent)]
     Events(#[from] EventsError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
-impl ErasureError {
-    pub fn class(&self) -> crate::withings::ErrorClass {
+impl Classify for ErasureError {
+    fn class(&self) -> ErrorClass {
         match self {
             ErasureError::Credentials(e) => e.class(),
             ErasureError::Lake(e) => e.class(),
             ErasureError::Events(e) => e.class(),
+            ErasureError::State(e) => e.class(),
         }
     }
 }
@@ -108,6 +112,8 @@ impl Erasure<'_> {
                 let done = delivery
                     .renewing(async {
                         report.lake = self.lake.erase_user(&lease, user_id, &run_id).await?;
+                        let states = crate::state::StateStore::new(self.lake.location.clone());
+                        report.lake.state_objects_removed += usize::from(states.delete_existing(user_id).await?);
                         outbox.erase_user(user_id, &mut report.events).await?;
                         // The configured files sink, and the lake's default one (a pipeline that
                         // no longer names it, or `forget` run with another, still finds it).
@@ -120,7 +126,7 @@ impl Erasure<'_> {
                         if let Some(files) = &self.files_sink {
                             erase_from_files_sink(files, user_id, &mut report.events).await?;
                         }
-                        if !delivery.renew().await.map_err(|e| EventsError::Busy { reason: e.to_string() })? {
+                        if !delivery.renew().await.map_err(|source| EventsError::Busy { source })? {
                             return Err(EventsError::LeaseLost.into());
                         }
                         lease.renew().await?;

@@ -28,6 +28,15 @@ pub enum LeaseError {
     Storage { key: String, source: object_store::Error },
 }
 
+impl crate::error::Classify for LeaseError {
+    fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            LeaseError::Busy { .. } => crate::error::ErrorClass::Busy,
+            LeaseError::Storage { .. } => crate::error::ErrorClass::Transient,
+        }
+    }
+}
+
 /// What a lease object holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {

@@ -24,6 +24,7 @@
 //!
 //! Modules (ARCHITECTURE.md has what each owns):
 //! - [`credentials`]: encrypted per-user token records and the token manager.
+//! - [`error`]: the error classes and the one place that finds the class of any error chain.
 //! - [`erasure`]: erasing one person from the credentials, the lake, the outbox and the files
 //!   sink (the one place that knows everything that can name someone).
 //! - [`events`]: change events (envelopes, the outbox in the lake, Svix-signed webhooks and
@@ -51,6 +52,7 @@
 
 pub mod credentials;
 pub mod erasure;
+pub mod error;
 pub mod events;
 pub mod harmonize;
 pub mod lake;

@@ -13,15 +13,17 @@ use axum::extract::Query;
 use axum::routing::get;
 
 use crate::credentials::{CredentialStore, CredentialsError, UserRecord, UserStatus, token_lifetime, validate_user_id};
-use crate::state::StateStore;
-use crate::withings::{ErrorClass, WithingsClient, WithingsError};
+use crate::error::{Cause, Classify, ErrorClass};
+use crate::state::{StateError, StateStore};
+use crate::withings::{WithingsClient, WithingsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("cannot listen for the callback on {addr}: {reason}")]
-    Listen { addr: SocketAddr, reason: String },
+    #[error("cannot listen for the callback on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    /// `reason` is the text of `source`, or says what was being done when it failed.
     #[error("authorize URL '{url}': {reason}")]
-    AuthorizeUrl { url: String, reason: String },
+    AuthorizeUrl { url: String, reason: String, source: Cause },
     #[error("Withings did not authorize the link of user '{user_id}': {reason}")]
     Denied { user_id: String, reason: String },
     #[error("the callback's state does not match this link request (possible CSRF); nothing was stored")]
@@ -45,14 +47,14 @@ pub enum LinkError {
     AccountTaken { withings_userid: String, linked_as: String, user_id: String },
     #[error("Vital user id {vital_user_id} is already user '{linked_as}' (one Vital user, one user): not linking '{user_id}'")]
     VitalIdTaken { vital_user_id: String, linked_as: String, user_id: String },
-    #[error("resetting the sync state of user '{user_id}' for the new account: {reason}")]
-    Reset { user_id: String, reason: String },
+    #[error("resetting the sync state of user '{user_id}' for the new account: {source}")]
+    Reset { user_id: String, source: StateError },
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
 }
 
-impl LinkError {
-    pub fn class(&self) -> ErrorClass {
+impl Classify for LinkError {
+    fn class(&self) -> ErrorClass {
         match self {
             LinkError::Listen { .. } | LinkError::AuthorizeUrl { .. } => ErrorClass::Config,
             LinkError::Denied { .. } | LinkError::StateMismatch | LinkError::NoCode => ErrorClass::Auth,
@@ -103,10 +105,14 @@ impl LinkRequest {
         getrandom::fill(&mut state_bytes).map_err(|e| LinkError::AuthorizeUrl {
             url: authorize_url.into(),
             reason: format!("no randomness for state: {e}"),
+            source: Box::new(e),
         })?;
         let state = hex::encode(state_bytes);
-        let mut url = reqwest::Url::parse(authorize_url)
-            .map_err(|e| LinkError::AuthorizeUrl { url: authorize_url.into(), reason: e.to_string() })?;
+        let mut url = reqwest::Url::parse(authorize_url).map_err(|e| LinkError::AuthorizeUrl {
+            url: authorize_url.into(),
+            reason: e.to_string(),
+            source: Box::new(e),
+        })?;
         url.query_pairs_mut()
             .append_pair("response_type", "code")
             .append_pair("client_id", client_id)
@@ -187,10 +193,7 @@ impl LinkRequest {
                 });
             }
             if let Some(state) = state {
-                state
-                    .delete(&self.user_id)
-                    .await
-                    .map_err(|e| LinkError::Reset { user_id: self.user_id.clone(), reason: e.to_string() })?;
+                state.delete(&self.user_id).await.map_err(|source| LinkError::Reset { user_id: self.user_id.clone(), source })?;
             }
         }
         let record = UserRecord {
@@ -240,7 +243,7 @@ pub struct CallbackListener {
 
 impl CallbackListener {
     pub async fn bind(addr: SocketAddr) -> Result<CallbackListener, LinkError> {
-        let listen_err = |e: std::io::Error| LinkError::Listen { addr, reason: e.to_string() };
+        let listen_err = |source: std::io::Error| LinkError::Listen { addr, source };
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen_err)?;
         let redirect_uri = format!("http://{}/callback", listener.local_addr().map_err(listen_err)?);
         let (tx, rx) = tokio::sync::mpsc::channel::<Callback>(16);

@@ -20,8 +20,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = cli::exit_code(&e);
-            tracing::error!(error = %format!("{e:#}"), exit_code = code, "command failed");
-            eprintln!("error: {e:#}");
+            // `error: cause: cause`, a cause the line already quotes left out.
+            let message = withings_lake::error::chain_message(e.as_ref());
+            tracing::error!(error = %message, exit_code = code, "command failed");
+            eprintln!("error: {message}");
             ExitCode::from(code)
         }
     }

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::credentials::{CredentialStore, CredentialsError, crypto};
+use crate::error::{Classify, ErrorClass};
 use crate::secret::Secret;
 use crate::withings::{ClientConfig, WithingsClient, WithingsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("pipeline file {file}: {reason}")]
-    Read { file: String, reason: String },
+    #[error("pipeline file {file}: {source}")]
+    Read { file: String, source: std::io::Error },
     #[error("pipeline file {file}: {reason}")]
     Invalid { file: String, reason: String },
     #[error("pipeline file {file}: [source] client_secret_env names {var}, which is not set")]
@@ -28,6 +29,21 @@ pub enum PipelineError {
     Credentials(#[from] CredentialsError),
     #[error(transparent)]
     Lake(#[from] crate::lake::LakeError),
+}
+
+/// A pipeline file that does not read or resolve is the operator's to fix, unless the client
+/// the client, the credentials store or the lake says otherwise.
+impl Classify for PipelineError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            PipelineError::Client(e) => e.class(),
+            PipelineError::Credentials(e) => e.class(),
+            PipelineError::Lake(e) => e.class(),
+            PipelineError::Read { .. } | PipelineError::Invalid { .. } | PipelineError::MissingSecret { .. } => {
+                ErrorClass::Config
+            }
+        }
+    }
 }
 
 /// A pipeline file as written.
@@ -360,8 +376,7 @@ fn default_scopes() -> String {
 impl PipelineFile {
     pub fn load(path: &Path) -> Result<PipelineFile, PipelineError> {
         let file = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| PipelineError::Read { file: file.clone(), reason: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Read { file: file.clone(), source })?;
         let mut p: PipelineFile = toml::from_str(&text)
             .map_err(|e| PipelineError::Invalid { file: file.clone(), reason: e.message().to_string() + &at(&text, e.span()) })?;
         p.path = path.to_path_buf();

@@ -74,7 +74,7 @@ pub async fn reharmonize(lake: &Lake, lease: &ShardLease, run_id: &str, resource
         // day-level records of the landing on top (the same, unless the state is older).
         let state = match states.get(user_id).await {
             Ok(state) => state.unwrap_or_default(),
-            Err(e) => return Err(LakeError::Corrupt { key: format!("state of user {user_id}"), reason: e.to_string() }),
+            Err(e) => return Err(LakeError::corrupt(format!("state of user {user_id}"), e)),
         };
         let mut zones = state.zones;
         for (day, zone, evidence) in landed.zone_evidence() {
@@ -137,7 +137,7 @@ pub async fn reharmonize(lake: &Lake, lease: &ShardLease, run_id: &str, resource
             let sessions = SleepSession::from_summaries(&summaries);
             for (model, series) in by_model {
                 let answer = SleepGet::from_body(serde_json::json!({ "model": model, "series": series }))
-                    .map_err(|e| LakeError::Corrupt { key: "raw_sleep_get".into(), reason: e.to_string() })?;
+                    .map_err(|e| LakeError::corrupt("raw_sleep_get", e))?;
                 outputs.push(harmonize::sleep_get(&ctx, &answer, &sessions));
             }
         }
@@ -157,14 +157,14 @@ pub async fn reharmonize(lake: &Lake, lease: &ShardLease, run_id: &str, resource
     for r in resources {
         let schema = r.schema();
         let rows = concat_batches(&schema.arrow(), batches.get(r).into_iter().flatten())
-            .map_err(|e| LakeError::Arrow { table: (*r).into(), reason: e.to_string() })?;
+            .map_err(|e| LakeError::Arrow { table: (*r).into(), source: Box::new(e) })?;
         let partitions = lake.partitions((*r).into(), shard).await?;
         let users: Vec<String> = users.keys().cloned().collect();
         units.push(Unit { table: (*r).into(), batch: rows, coverage: Coverage::Everything { users, partitions } });
     }
     if !quarantine.is_empty() {
         let q = concat_batches(&quarantine[0].schema(), &quarantine)
-            .map_err(|e| LakeError::Arrow { table: TableId::Quarantine, reason: e.to_string() })?;
+            .map_err(|e| LakeError::Arrow { table: TableId::Quarantine, source: Box::new(e) })?;
         units.push(Unit { table: TableId::Quarantine, batch: q, coverage: Coverage::Upsert });
     }
     lake.commit(lease, run_id, 1, &units).await

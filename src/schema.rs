@@ -362,6 +362,13 @@ pub struct SchemaError {
     pub reason: String,
 }
 
+/// The schemas are compiled in: one that does not load is a bug.
+impl crate::error::Classify for SchemaError {
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Internal
+    }
+}
+
 fn build(resource: Resource, common: &CommonFile) -> Result<TableSchema, SchemaError> {
     let file = format!("{}.json", resource.as_str());
     let f: SchemaFile =

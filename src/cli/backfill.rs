@@ -51,7 +51,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
     let days = i64::from(pipeline.sync.backfill_days);
     let from = args.from.unwrap_or_else(|| to - chrono::Duration::days(days - 1));
     let users = match &args.users {
-        Some(path) => Users::Only(read_users(path).map_err(|e| super::Usage(format!("{e:#}")))?),
+        Some(path) => Users::Only(read_users(path).map_err(|e| super::Usage(withings_lake::error::chain_message(e.as_ref())))?),
         None => Users::All,
     };
     execute(&args.run, Mode::Backfill { from, to }, users).await

@@ -21,6 +21,7 @@ mod users;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
+use withings_lake::error::{ErrorClass, class_of_cause};
 
 /// Exit codes (stable: schedulers branch on them; README "Exit codes").
 /// Some users failed or a run was interrupted (the report names them); also a user-level
@@ -130,17 +131,10 @@ pub fn init_logging(format: LogFormat, filter: &str) {
     }
 }
 
-/// The exit code for an error, from the class of the typed error inside it.
+/// The exit code for an error: the first error of its chain that is one of the CLI's own
+/// types (which have no class) or a classified library error
+/// ([`withings_lake::error::class_of_cause`]) decides.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    use withings_lake::credentials::CredentialsError;
-    use withings_lake::pipeline::PipelineError;
-    use withings_lake::withings::{ErrorClass, WithingsError};
-    let of_class = |c: ErrorClass| match c {
-        ErrorClass::Config => EXIT_CONFIG,
-        ErrorClass::Auth => EXIT_PARTIAL,
-        ErrorClass::Busy => EXIT_BUSY,
-        ErrorClass::Transient | ErrorClass::Data | ErrorClass::Internal => EXIT_FATAL,
-    };
     for cause in e.chain() {
         if cause.downcast_ref::<run::Partial>().is_some() {
             return EXIT_PARTIAL;
@@ -154,48 +148,98 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<Usage>().is_some() {
             return EXIT_CONFIG;
         }
-        if let Some(s) = cause.downcast_ref::<withings_lake::sync::SyncError>() {
-            return of_class(s.class());
-        }
-        if let Some(l) = cause.downcast_ref::<withings_lake::link::LinkError>() {
-            return of_class(l.class());
-        }
-        if let Some(l) = cause.downcast_ref::<withings_lake::lake::LakeError>() {
-            return of_class(l.class());
-        }
-        if let Some(l) = cause.downcast_ref::<withings_lake::erasure::ErasureError>() {
-            return of_class(l.class());
-        }
-        if let Some(q) = cause.downcast_ref::<withings_lake::lake::query::QueryError>() {
-            return of_class(q.class());
-        }
-        if cause.downcast_ref::<withings_lake::storage::StorageError>().is_some() {
-            return EXIT_CONFIG;
-        }
         #[cfg(feature = "simulator")]
         if cause.downcast_ref::<withings_simulator::SimError>().is_some() {
             return EXIT_CONFIG;
         }
-        if let Some(p) = cause.downcast_ref::<PipelineError>() {
-            return match p {
-                PipelineError::Client(w) => of_class(w.class()),
-                PipelineError::Lake(l) => of_class(l.class()),
-                PipelineError::Credentials(c) => of_class(c.class()),
-                _ => EXIT_CONFIG,
-            };
-        }
-        if let Some(c) = cause.downcast_ref::<CredentialsError>() {
-            return of_class(c.class());
-        }
-        if let Some(w) = cause.downcast_ref::<WithingsError>() {
-            return of_class(w.class());
-        }
-        if let Some(e) = cause.downcast_ref::<withings_lake::events::EventsError>() {
-            return of_class(e.class());
-        }
-        if cause.downcast_ref::<withings_lake::state::StateError>().is_some() {
-            return EXIT_FATAL;
+        if let Some(class) = class_of_cause(cause) {
+            return exit_code_of(class);
         }
     }
     EXIT_FATAL
+}
+
+/// The exit code of an error class (README "Exit codes").
+pub fn exit_code_of(class: ErrorClass) -> u8 {
+    match class {
+        ErrorClass::Config => EXIT_CONFIG,
+        ErrorClass::Auth => EXIT_PARTIAL,
+        ErrorClass::Busy => EXIT_BUSY,
+        ErrorClass::Transient | ErrorClass::Data | ErrorClass::Internal => EXIT_FATAL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+    use withings_lake::credentials::CredentialsError;
+    use withings_lake::lake::LakeError;
+    use withings_lake::pipeline::PipelineError;
+    use withings_lake::state::StateError;
+    use withings_lake::withings::WithingsError;
+
+    fn code(e: impl Into<anyhow::Error>) -> u8 {
+        exit_code(&e.into())
+    }
+
+    /// The exit codes schedulers branch on (README "Exit codes"), for a few representative
+    /// errors, bare and under context.
+    #[test]
+    fn exit_codes_stay_as_documented() {
+        assert_eq!(code(run::Partial { failed: 1, interrupted: 0, selected: 2 }), EXIT_PARTIAL);
+        assert_eq!(code(events::Undelivered("2 events were not delivered".into())), EXIT_PARTIAL);
+        assert_eq!(code(events::DeliveryBusy), EXIT_BUSY);
+        assert_eq!(code(Usage("--from after --to".into())), EXIT_CONFIG);
+        assert_eq!(code(anyhow::anyhow!("no type at all")), EXIT_FATAL);
+        assert_eq!(code(CredentialsError::NeedsReauth { user_id: "u".into(), reason: "revoked".into() }), EXIT_PARTIAL);
+        assert_eq!(code(CredentialsError::UnknownUser { user_id: "u".into() }), EXIT_PARTIAL);
+        assert_eq!(code(CredentialsError::InvalidUserId { user_id: "../u".into() }), EXIT_CONFIG);
+        assert_eq!(code(LakeError::NotALake { url: "memory://x/".into() }), EXIT_CONFIG);
+        assert_eq!(code(LakeError::LeaseLost { shard: 0 }), EXIT_FATAL);
+        assert_eq!(code(LakeError::ZeroShards), EXIT_CONFIG);
+        assert_eq!(code(StateError::BadUserId("../u".into())), EXIT_FATAL, "a state error is fatal, whatever it is");
+        assert_eq!(code(withings_lake::storage::open("nope://x").unwrap_err()), EXIT_CONFIG);
+        assert_eq!(code(WithingsError::Http { endpoint: "measure", status: 502 }), EXIT_FATAL);
+        assert_eq!(code(PipelineError::Client(WithingsError::Http { endpoint: "measure", status: 502 })), EXIT_FATAL);
+        assert_eq!(
+            code(PipelineError::Credentials(CredentialsError::NeedsReauth { user_id: "u".into(), reason: "r".into() })),
+            EXIT_PARTIAL
+        );
+        assert_eq!(code(PipelineError::MissingSecret { file: "p.toml".into(), var: "X".into() }), EXIT_CONFIG);
+        assert_eq!(code(withings_lake::events::EventsError::LeaseLost), EXIT_BUSY);
+        assert_eq!(code(withings_lake::sync::SyncError::Config("bad".into())), EXIT_CONFIG);
+        assert_eq!(code(withings_lake::sync::SyncError::State(StateError::BadUserId("../u".into()))), EXIT_CONFIG);
+        #[cfg(feature = "simulator")]
+        assert_eq!(code(withings_simulator::SimError::Config { flag: "--users", reason: "0".into() }), EXIT_CONFIG);
+        assert_eq!(code(withings_lake::erasure::ErasureError::Lake(LakeError::NoSuchShard { shard: 9, shards: 2 })), EXIT_CONFIG);
+
+        // Under context: the first typed cause decides.
+        let e = Err::<(), _>(LakeError::NotALake { url: "memory://x/".into() }).context("opening the lake").unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_CONFIG);
+        let e = Err::<(), _>(CredentialsError::UnknownUser { user_id: "u".into() })
+            .context("step one")
+            .context(Usage("outer usage error".into()).to_string())
+            .unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_PARTIAL);
+        // The outermost typed cause wins over one below it: the user's lost authorization
+        // (exit 1 alone) is fatal to a run that needed the credentials store.
+        let lost = WithingsError::Status {
+            endpoint: "measure",
+            status: 401,
+            kind: withings_lake::withings::StatusKind::Unauthorized,
+            message: String::new(),
+            wait_seconds: None,
+        };
+        assert_eq!(code(CredentialsError::Withings { user_id: "u".into(), source: lost }), EXIT_PARTIAL);
+        let lost = WithingsError::Status {
+            endpoint: "measure",
+            status: 401,
+            kind: withings_lake::withings::StatusKind::Unauthorized,
+            message: String::new(),
+            wait_seconds: None,
+        };
+        let e = withings_lake::sync::SyncError::Credentials(CredentialsError::Withings { user_id: "u".into(), source: lost });
+        assert_eq!(code(e), EXIT_FATAL);
+    }
 }

@@ -58,11 +58,8 @@ pub enum OutputFormat {
 
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     if args.format == OutputFormat::Parquet && args.output.is_none() {
-        return Err(withings_lake::lake::query::QueryError::Setup {
-            url: "-".into(),
-            reason: "--format parquet needs --output PATH".into(),
-        }
-        .into());
+        // The text it had as a `QueryError::Setup` of no lake.
+        return Err(super::Usage("lake at '-': --format parquet needs --output PATH".into()).into());
     }
     let lake = args.lake.open().await?;
     let ctx = query::session(&lake).await?;

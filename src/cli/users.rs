@@ -202,7 +202,7 @@ pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
                     }
                     Err(e) => {
                         failed += 1;
-                        println!("line {line}: failed: {e:#}");
+                        println!("line {line}: failed: {}", withings_lake::error::chain_message(e.as_ref()));
                     }
                 }
             }

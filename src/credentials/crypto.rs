@@ -67,17 +67,23 @@ impl Cipher {
             let key = parse_key(&text).ok_or_else(|| CredentialsError::Key {
                 source_name: KEY_ENV.into(),
                 reason: "must be 64 hex characters or base64 of 32 bytes".into(),
+                source: None,
             })?;
             return Ok(Some(Cipher::from_key(key, KEY_ENV)));
         }
         let name = key_file.display().to_string();
-        let key_err = |reason: String| CredentialsError::Key { source_name: name.clone(), reason };
+        let key_err = |reason: String| CredentialsError::Key { source_name: name.clone(), reason, source: None };
+        let io_err = |e: std::io::Error| CredentialsError::Key {
+            source_name: name.clone(),
+            reason: e.to_string(),
+            source: Some(Box::new(e)),
+        };
         match std::fs::read_to_string(key_file) {
             Ok(text) => {
                 #[cfg(unix)]
                 {
                     use std::os::unix::fs::PermissionsExt;
-                    let mode = std::fs::metadata(key_file).map_err(|e| key_err(e.to_string()))?.permissions().mode() & 0o777;
+                    let mode = std::fs::metadata(key_file).map_err(io_err)?.permissions().mode() & 0o777;
                     if mode & 0o077 != 0 {
                         return Err(key_err(format!(
                             "its permissions {mode:04o} let other users read it (anyone who can decrypts every token): \
@@ -90,7 +96,7 @@ impl Cipher {
                     .ok_or_else(|| key_err("does not hold a 32-byte key (64 hex characters)".into()))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(key_err(e.to_string())),
+            Err(e) => Err(io_err(e)),
         }
     }
 
@@ -98,9 +104,13 @@ impl Cipher {
     /// another process is the one used).
     pub fn create(key_file: &Path) -> Result<Cipher, CredentialsError> {
         let name = key_file.display().to_string();
-        let key_err = |reason: String| CredentialsError::Key { source_name: name.clone(), reason };
+        let key_err = |reason: String| CredentialsError::Key { source_name: name.clone(), reason, source: None };
         let mut key = [0u8; 32];
-        getrandom::fill(&mut key).map_err(|e| key_err(format!("no randomness: {e}")))?;
+        getrandom::fill(&mut key).map_err(|e| CredentialsError::Key {
+            source_name: name.clone(),
+            reason: format!("no randomness: {e}"),
+            source: Some(Box::new(e)),
+        })?;
         match write_new_key_file(key_file, &key) {
             Ok(()) => {
                 tracing::info!(key_file = %name, "created a new credentials key (mode 0600); back it up: records cannot be read without it");
@@ -109,7 +119,11 @@ impl Cipher {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Cipher::load_existing(key_file)?.ok_or_else(|| key_err("appeared and vanished while being created".into()))
             }
-            Err(e) => Err(key_err(format!("cannot create it: {e}"))),
+            Err(e) => Err(CredentialsError::Key {
+                source_name: name.clone(),
+                reason: format!("cannot create it: {e}"),
+                source: Some(Box::new(e)),
+            }),
         }
     }
 

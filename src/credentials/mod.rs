@@ -24,10 +24,11 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Cause, Classify, ErrorClass};
 use crate::lease::{Lease, LeaseError};
 use crate::secret::Secret;
 use crate::storage::{self, Location};
-use crate::withings::{ErrorClass, JsonErrorKind, StatusFamily, WithingsClient, WithingsError};
+use crate::withings::{JsonErrorKind, StatusKind, WithingsClient, WithingsError};
 pub use crypto::Cipher;
 
 /// Whether a user's authorization works.
@@ -104,8 +105,9 @@ pub fn parse_vital_user_id(value: &str) -> Result<String, CredentialsError> {
 pub enum CredentialsError {
     #[error(transparent)]
     Storage(#[from] storage::StorageError),
+    /// `reason` is or quotes the text of `source`, when there is one.
     #[error("credentials key from {source_name}: {reason}")]
-    Key { source_name: String, reason: String },
+    Key { source_name: String, reason: String, source: Option<Cause> },
     #[error(
         "credentials store {location} holds {records} records but there is no key: {key_file} does not exist and {env} is \
          not set. A new key cannot open them; restore the key file (or set {env}) instead of creating one",
@@ -121,8 +123,9 @@ pub enum CredentialsError {
     InvalidUserId { user_id: String },
     #[error("Vital user id '{value}' is not valid: Vital's user ids are UUIDs (e.g. 0b4a2a3e-5c1d-4f8e-9a6b-2f3c4d5e6f70)")]
     InvalidVitalUserId { value: String },
+    /// `reason` is the text of `source`, when there is one.
     #[error("credentials store {location}: {operation} failed: {reason}")]
-    Io { location: String, operation: String, reason: String },
+    Io { location: String, operation: String, reason: String, source: Option<Cause> },
     #[error("credentials of user '{user_id}' at {location}: {reason}")]
     Corrupt { user_id: String, location: String, reason: String },
     #[error("user '{user_id}' is not linked (no credentials record)")]
@@ -133,8 +136,8 @@ pub enum CredentialsError {
     Withings { user_id: String, source: WithingsError },
 }
 
-impl CredentialsError {
-    pub fn class(&self) -> ErrorClass {
+impl Classify for CredentialsError {
+    fn class(&self) -> ErrorClass {
         match self {
             CredentialsError::Storage(_)
             | CredentialsError::Key { .. }
@@ -193,6 +196,7 @@ impl CredentialStore {
             location: loc.url.clone(),
             operation: "list".into(),
             reason: e.to_string(),
+            source: Some(Box::new(e)),
         })?;
         let records = metas.iter().filter(|m| m.location.filename().is_some_and(|f| f.ends_with(".cred"))).count();
         if records > 0 {
@@ -217,8 +221,18 @@ impl CredentialStore {
         &self.loc.url
     }
 
-    fn io(&self, operation: &str, e: impl std::fmt::Display) -> CredentialsError {
-        CredentialsError::Io { location: self.loc.url.clone(), operation: operation.to_string(), reason: e.to_string() }
+    fn io(&self, operation: &str, e: impl std::error::Error + Send + Sync + 'static) -> CredentialsError {
+        CredentialsError::Io {
+            location: self.loc.url.clone(),
+            operation: operation.to_string(),
+            reason: e.to_string(),
+            source: Some(Box::new(e)),
+        }
+    }
+
+    /// An operation that went wrong without an error to show for it.
+    fn io_because(&self, operation: &str, reason: String) -> CredentialsError {
+        CredentialsError::Io { location: self.loc.url.clone(), operation: operation.to_string(), reason, source: None }
     }
 
     fn key(&self, user_id: &str) -> object_store::path::Path {
@@ -239,7 +253,7 @@ impl CredentialStore {
             self.loc.store.get(&probe).await.map_err(|e| self.io("read", e))?.bytes().await.map_err(|e| self.io("read", e))?;
         self.loc.store.delete(&probe).await.map_err(|e| self.io("delete", e))?;
         if back.as_ref() != sealed.as_slice() {
-            return Err(self.io("read back", "the probe came back different"));
+            return Err(self.io_because("read back", "the probe came back different".into()));
         }
         Ok(())
     }
@@ -265,9 +279,10 @@ impl CredentialStore {
             let checked: Result<(), CredentialsError> = match written {
                 Ok(_) => match self.get(&record.user_id).await {
                     Ok(Some(back)) if back == *record => return Ok(()),
-                    Ok(_) => {
-                        Err(self.io("read back", format!("the record of user '{}' did not read back as written", record.user_id)))
-                    }
+                    Ok(_) => Err(self.io_because(
+                        "read back",
+                        format!("the record of user '{}' did not read back as written", record.user_id),
+                    )),
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
@@ -351,7 +366,7 @@ impl CredentialStore {
         let key = self.lease_key(user_id);
         Lease::acquire(self.loc.store.clone(), key, &crate::lease::process_holder(), LEASE_TTL, wait).await.map_err(|e| match e {
             LeaseError::Busy { .. } => {
-                self.io("refresh lease", format!("user '{user_id}' is being refreshed by another process"))
+                self.io_because("refresh lease", format!("user '{user_id}' is being refreshed by another process"))
             }
             LeaseError::Storage { source, .. } => self.io("take lease", source),
         })
@@ -483,7 +498,12 @@ impl TokenManager {
         let (store, client) = (self.store.clone(), self.client.clone());
         let user_id = record.user_id.clone();
         tokio::spawn(refresh_and_persist(store, client, record)).await.unwrap_or_else(|e| {
-            Err(CredentialsError::Io { location: user_id, operation: "refresh".into(), reason: e.to_string() })
+            Err(CredentialsError::Io {
+                location: user_id,
+                operation: "refresh".into(),
+                reason: e.to_string(),
+                source: Some(Box::new(e)),
+            })
         })
     }
 
@@ -495,7 +515,7 @@ impl TokenManager {
     {
         let token = self.access_token(user_id).await?;
         match call(token.clone()).await {
-            Err(e) if e.family() == Some(StatusFamily::Auth) => {
+            Err(e) if e.kind() == Some(StatusKind::Auth) => {
                 let fresh = self.refresh_after_401(user_id, &token).await?;
                 call(fresh).await.map_err(|source| CredentialsError::Withings { user_id: user_id.to_string(), source })
             }
@@ -549,5 +569,5 @@ async fn refresh_and_persist(
 fn refresh_token_refused(e: &WithingsError) -> bool {
     let text = e.to_string().to_ascii_lowercase();
     let names_client = text.contains("client_id") || text.contains("client_secret") || text.contains("invalid client");
-    matches!(e.family(), Some(StatusFamily::InvalidParams | StatusFamily::Auth)) && !names_client
+    matches!(e.kind(), Some(StatusKind::InvalidParams | StatusKind::Auth)) && !names_client
 }

@@ -6,6 +6,7 @@
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::DataType;
+use arrow::error::ArrowError;
 use bytes::Bytes;
 use object_store::{ObjectStoreExt, PutPayload};
 
@@ -48,19 +49,18 @@ pub async fn staged_changes(lake: &Lake, shard: u32) -> Result<Vec<(String, Vec<
             None => continue,
         };
         let [batch, file] = &rel[..] else { continue };
-        let corrupt = |reason: String| LakeError::Corrupt { key: key.to_string(), reason };
+        let corrupt = |e: ArrowError| LakeError::corrupt(&key, e);
         let table = file
             .strip_suffix(".arrow")
             .and_then(|f| f.split_once('-'))
             .and_then(|(_, t)| t.parse::<crate::schema::Resource>().ok())
             .map(TableId::Resource)
-            .ok_or_else(|| corrupt("not a staged change file".into()))?;
+            .ok_or_else(|| LakeError::corrupt_because(&key, "not a staged change file".into()))?;
         let bytes = lake.location.store.get(&key).await.map_err(storage(&key))?.bytes().await.map_err(storage(&key))?;
-        let reader =
-            arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| corrupt(e.to_string()))?;
+        let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(corrupt)?;
         for b in reader {
-            let b = b.map_err(|e| corrupt(e.to_string()))?;
-            let changed = changed_from_ipc(table, &b).map_err(|e| corrupt(e.to_string()))?;
+            let b = b.map_err(corrupt)?;
+            let changed = changed_from_ipc(table, &b).map_err(corrupt)?;
             match out.last_mut() {
                 Some((name, v)) if name == batch => v.push((table, changed)),
                 _ => out.push((batch.clone(), vec![(table, changed)])),
@@ -93,7 +93,7 @@ const UPDATED_COLUMN: &str = "_withings_lake_updated";
 /// A partition's captured changes as one Arrow IPC file: the rows, plus whether each was
 /// created or updated.
 pub(crate) fn changed_to_ipc(table: TableId, changed: &merge::Changed) -> Result<Bytes, LakeError> {
-    let err = |e: arrow::error::ArrowError| LakeError::Arrow { table, reason: e.to_string() };
+    let err = |e: arrow::error::ArrowError| LakeError::Arrow { table, source: Box::new(e) };
     let mut fields: Vec<arrow::datatypes::FieldRef> = changed.rows.schema().fields().iter().cloned().collect();
     fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(UPDATED_COLUMN, DataType::Boolean, false)));
     let mut columns = changed.rows.columns().to_vec();

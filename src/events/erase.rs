@@ -56,8 +56,8 @@ async fn erase_lines<T: serde::de::DeserializeOwned>(
     let mut kept: Vec<&[u8]> = Vec::new();
     let mut removed = 0;
     for (i, line) in bytes.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
-        let v: T = serde_json::from_slice(line)
-            .map_err(|e| EventsError::Corrupt { key: key.to_string(), reason: format!("line {}: {e}", i + 1) })?;
+        let v: T =
+            serde_json::from_slice(line).map_err(|source| EventsError::Corrupt { key: key.to_string(), line: i + 1, source })?;
         if erase(&v) {
             removed += 1;
         } else {
@@ -87,7 +87,7 @@ impl Outbox {
     pub async fn hold_delivery(&self, holder: &str, wait: Duration) -> Result<Lease, EventsError> {
         let key = keys::delivery_lease(&self.lake);
         Lease::acquire(self.lake.store.clone(), key, holder, super::deliver::LEASE_TTL, wait).await.map_err(|e| match e {
-            LeaseError::Busy { .. } => EventsError::Busy { reason: e.to_string() },
+            LeaseError::Busy { .. } => EventsError::Busy { source: e },
             LeaseError::Storage { key, source } => EventsError::Storage { key, source },
         })
     }

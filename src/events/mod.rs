@@ -35,6 +35,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Classify, ErrorClass};
 use crate::secret::Secret;
 use crate::storage::Location;
 
@@ -46,14 +47,15 @@ pub use outbox::{Outbox, Record, Status};
 pub enum EventsError {
     #[error("event outbox at '{key}': {source}")]
     Storage { key: String, source: object_store::Error },
-    #[error("event outbox file '{key}' is not valid: {reason}")]
-    Corrupt { key: String, reason: String },
+    /// `line` counts from 1.
+    #[error("event outbox file '{key}' is not valid: line {line}: {source}")]
+    Corrupt { key: String, line: usize, source: serde_json::Error },
     #[error("events sink '{sink}': {reason}")]
     Sink { sink: String, reason: String },
     #[error("the delivery lease (_events/delivery.lock) was lost to another process; it delivers the rest")]
     LeaseLost,
-    #[error("the delivery lease is busy: {reason}")]
-    Busy { reason: String },
+    #[error("the delivery lease is busy: {source}")]
+    Busy { source: crate::lease::LeaseError },
     #[error("building events: {0}")]
     Build(String),
     #[error("event {id}: not found in the outbox (delivered or dead)")]
@@ -62,9 +64,8 @@ pub enum EventsError {
     Lake(#[from] crate::lake::LakeError),
 }
 
-impl EventsError {
-    pub fn class(&self) -> crate::withings::ErrorClass {
-        use crate::withings::ErrorClass;
+impl Classify for EventsError {
+    fn class(&self) -> ErrorClass {
         match self {
             EventsError::Storage { .. } => ErrorClass::Transient,
             EventsError::LeaseLost | EventsError::Busy { .. } => ErrorClass::Busy,

@@ -214,8 +214,11 @@ impl Outbox {
         };
         let mut records = Vec::new();
         for (i, line) in bytes.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
-            let r: Record = serde_json::from_slice(line)
-                .map_err(|e| EventsError::Corrupt { key: key.to_string(), reason: format!("line {}: {e}", i + 1) })?;
+            let r: Record = serde_json::from_slice(line).map_err(|source| EventsError::Corrupt {
+                key: key.to_string(),
+                line: i + 1,
+                source,
+            })?;
             records.push(r);
         }
         Ok(Some(records))

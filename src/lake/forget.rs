@@ -29,6 +29,7 @@ pub struct LakeErasure {
     /// Rows of captured changes (events not yet enqueued) removed.
     pub staged_change_rows_removed: usize,
     pub manifests_scrubbed: usize,
+    /// Set by [`crate::erasure`], which removes the user's state object.
     pub state_objects_removed: usize,
 }
 
@@ -62,7 +63,8 @@ impl Lake {
 
     /// Removes `user_id` from everything the lake holds for the lease's shard (see the module
     /// doc): data files and staged changes, listed now that the lease is held; then the id
-    /// from every manifest and the user's state object. Data files are rewritten by `run_id`.
+    /// from every manifest. Data files are rewritten by `run_id`. (The user's state object is
+    /// the sync engine's: [`crate::erasure`] removes it.)
     pub async fn erase_user(&self, lease: &ShardLease, user_id: &str, run_id: &str) -> Result<LakeErasure, LakeError> {
         let mut report = LakeErasure::default();
         let shard = lease.shard;
@@ -73,7 +75,7 @@ impl Lake {
             }
             lease.renew().await?;
             let rows = self.read(table, &partition, shard).await?;
-            let arrow_err = |e: arrow::error::ArrowError| LakeError::Arrow { table, reason: e.to_string() };
+            let arrow_err = |e: arrow::error::ArrowError| LakeError::Arrow { table, source: Box::new(e) };
             let (kept, removed) = without_user(&rows, user_id).map_err(arrow_err)?;
             if removed == 0 {
                 continue;
@@ -98,14 +100,14 @@ impl Lake {
         // Captured changes whose events were not enqueued yet (a commit that died).
         for key in self.list_keys(&keys::staged_changes_dir(&self.location, shard)).await? {
             lease.renew().await?;
-            let corrupt = |e: &dyn std::fmt::Display| LakeError::Corrupt { key: key.to_string(), reason: e.to_string() };
+            let corrupt = |e: arrow::error::ArrowError| LakeError::corrupt(&key, e);
             let bytes = self.location.store.get(&key).await.map_err(storage(&key))?.bytes().await.map_err(storage(&key))?;
-            let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| corrupt(&e))?;
+            let reader = arrow::ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).map_err(corrupt)?;
             let schema = reader.schema();
             let mut kept = Vec::new();
             let mut removed = 0;
             for b in reader {
-                let (k, r) = without_user(&b.map_err(|e| corrupt(&e))?, user_id).map_err(|e| corrupt(&e))?;
+                let (k, r) = without_user(&b.map_err(corrupt)?, user_id).map_err(corrupt)?;
                 removed += r;
                 if k.num_rows() > 0 {
                     kept.push(k);
@@ -118,18 +120,18 @@ impl Lake {
                 self.delete_key(&key).await?;
             } else {
                 let mut buf = Vec::new();
-                let mut w = arrow::ipc::writer::FileWriter::try_new(&mut buf, &schema).map_err(|e| corrupt(&e))?;
+                let mut w = arrow::ipc::writer::FileWriter::try_new(&mut buf, &schema).map_err(corrupt)?;
                 for b in &kept {
-                    w.write(b).map_err(|e| corrupt(&e))?;
+                    w.write(b).map_err(corrupt)?;
                 }
-                w.finish().map_err(|e| corrupt(&e))?;
+                w.finish().map_err(corrupt)?;
                 drop(w);
                 self.location.store.put(&key, PutPayload::from(buf)).await.map_err(storage(&key))?;
             }
             report.staged_change_rows_removed += removed;
         }
 
-        // Manifests list the users of each changed partition; the state object is per user.
+        // Manifests list the users of each changed partition.
         for key in self.list_keys(&self.location.key(&["_manifests"])).await? {
             if !key.as_ref().ends_with(".json") {
                 continue;
@@ -150,12 +152,6 @@ impl Lake {
                 self.location.store.put(&key, PutPayload::from(body)).await.map_err(storage(&key))?;
                 report.manifests_scrubbed += 1;
             }
-        }
-        if let Some(key) = crate::state::StateStore::new(self.location.clone()).key_of(user_id)
-            && self.location.store.head(&key).await.is_ok()
-        {
-            self.delete_key(&key).await?;
-            report.state_objects_removed += 1;
         }
         Ok(report)
     }

@@ -29,17 +29,20 @@ pub use forget::LakeErasure;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Date32Type, TimestampMicrosecondType};
+use arrow::error::ArrowError;
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use crate::error::{Cause, Classify, ErrorClass};
 use crate::storage::Location;
 pub use keys::Partition;
 pub use merge::{Changed, Counts, Coverage};
@@ -66,24 +69,26 @@ pub enum LakeError {
     Format { url: String, found: u32 },
     #[error("no lake at '{url}' (it has no _lake.json; a sync creates one)")]
     NotALake { url: String },
+    /// `reason` is the text of `source` when there is one ([`LakeError::corrupt`]).
     #[error("'{key}' is not a valid file of the lake: {reason}")]
-    Corrupt { key: String, reason: String },
+    Corrupt { key: String, reason: String, source: Option<Cause> },
     #[error("manifest '{key}' already exists: checkpoint {checkpoint} of run {run_id} was committed before")]
     ManifestExists { key: String, run_id: String, checkpoint: u32 },
-    #[error("{table}: {reason}")]
-    Arrow { table: TableId, reason: String },
+    #[error("{table}: {source}")]
+    Arrow { table: TableId, source: Cause },
     #[error("shard {shard} does not exist: the lake has {shards} shards (0 to {last})", last = shards.saturating_sub(1))]
     NoSuchShard { shard: u32, shards: u32 },
     #[error("a lake needs at least one shard")]
     ZeroShards,
-    #[error("shard {shard} of the lake is busy: {reason}")]
-    Busy { shard: u32, reason: String },
+    #[error("shard {shard} of the lake is busy: {source}")]
+    Busy { shard: u32, source: crate::lease::LeaseError },
     #[error("the lease on shard {shard} was lost (it expired and another writer took it); nothing more was written")]
     LeaseLost { shard: u32 },
     #[error(transparent)]
     Lease(crate::lease::LeaseError),
+    /// `reason` is the text of `source` when there is one.
     #[error("staging folder '{path}': {reason}")]
-    Staging { path: String, reason: String },
+    Staging { path: String, reason: String, source: Option<Cause> },
     #[error("user '{user_id}' belongs to shard {belongs} of {shards}, not to shard {shard} whose lease this commit holds")]
     WrongShard { user_id: String, shard: u32, belongs: u32, shards: u32 },
 }
@@ -97,10 +102,9 @@ pub fn shard_of(user_id: &str, shards: u32) -> u32 {
     (n % u64::from(shards.max(1))) as u32
 }
 
-impl LakeError {
-    /// Storage trouble is worth a retry; everything else needs a person.
-    pub fn class(&self) -> crate::withings::ErrorClass {
-        use crate::withings::ErrorClass;
+/// Storage trouble is worth a retry; everything else needs a person.
+impl Classify for LakeError {
+    fn class(&self) -> ErrorClass {
         match self {
             LakeError::Busy { .. } => ErrorClass::Busy,
             LakeError::Storage { .. } | LakeError::LeaseLost { .. } | LakeError::Lease(_) => ErrorClass::Transient,
@@ -112,6 +116,18 @@ impl LakeError {
             | LakeError::ManifestExists { .. } => ErrorClass::Config,
             _ => ErrorClass::Internal,
         }
+    }
+}
+
+impl LakeError {
+    /// The file at `key` does not decode: `source` says why.
+    pub(crate) fn corrupt(key: impl ToString, source: impl std::error::Error + Send + Sync + 'static) -> LakeError {
+        LakeError::Corrupt { key: key.to_string(), reason: source.to_string(), source: Some(Box::new(source)) }
+    }
+
+    /// The file at `key` does not have what it should.
+    pub(crate) fn corrupt_because(key: impl ToString, reason: String) -> LakeError {
+        LakeError::Corrupt { key: key.to_string(), reason, source: None }
     }
 }
 
@@ -252,8 +268,7 @@ impl Lake {
             Err(object_store::Error::NotFound { .. }) => return Err(LakeError::NotALake { url: location.url.clone() }),
             Err(e) => return Err(storage(&key)(e)),
         };
-        let meta: LakeMeta =
-            serde_json::from_slice(&bytes).map_err(|e| LakeError::Corrupt { key: key.to_string(), reason: e.to_string() })?;
+        let meta: LakeMeta = serde_json::from_slice(&bytes).map_err(|e| LakeError::corrupt(&key, e))?;
         if meta.format_version != FORMAT_VERSION {
             return Err(LakeError::Format { url: location.url.clone(), found: meta.format_version });
         }
@@ -272,7 +287,7 @@ impl Lake {
                 self.remove_interrupted_writes(shard).await;
                 Ok(ShardLease { shard, lease })
             }
-            Err(e @ crate::lease::LeaseError::Busy { .. }) => Err(LakeError::Busy { shard, reason: e.to_string() }),
+            Err(source @ crate::lease::LeaseError::Busy { .. }) => Err(LakeError::Busy { shard, source }),
             Err(e) => Err(LakeError::Lease(e)),
         }
     }
@@ -352,13 +367,13 @@ impl Lake {
             Err(object_store::Error::NotFound { .. }) => return Ok(RecordBatch::new_empty(schema.arrow())),
             Err(e) => return Err(storage(&key)(e)),
         };
-        let corrupt = |e: &dyn std::fmt::Display| LakeError::Corrupt { key: key.to_string(), reason: e.to_string() };
-        let reader =
-            ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| corrupt(&e))?.build().map_err(|e| corrupt(&e))?;
-        let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(|e| corrupt(&e))?;
+        let corrupt = |e: ParquetError| LakeError::corrupt(&key, e);
+        let corrupt_arrow = |e: ArrowError| LakeError::corrupt(&key, e);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(corrupt)?.build().map_err(corrupt)?;
+        let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().map_err(corrupt_arrow)?;
         let batches: Vec<RecordBatch> =
-            batches.iter().map(|b| merge::conform(schema, b)).collect::<Result<_, _>>().map_err(|e| corrupt(&e))?;
-        concat_batches(&schema.arrow(), &batches).map_err(|e| corrupt(&e))
+            batches.iter().map(|b| merge::conform(schema, b)).collect::<Result<_, _>>().map_err(corrupt_arrow)?;
+        concat_batches(&schema.arrow(), &batches).map_err(corrupt_arrow)
     }
 
     /// Commits staged units to the lease's shard as checkpoint `checkpoint` of `run_id`: every
@@ -447,7 +462,7 @@ impl Lake {
             let units: Vec<(&RecordBatch, &Coverage)> = staged.iter().map(|(b, c, _)| (b, c)).collect();
             let capture: Vec<bool> = staged.iter().map(|(_, _, c)| *c && matches!(table, TableId::Resource(_))).collect();
             let (rows, counts, changed) = merge::merge_capturing(schema, &existing, &units, &capture)
-                .map_err(|e| LakeError::Arrow { table, reason: e.to_string() })?;
+                .map_err(|e| LakeError::Arrow { table, source: Box::new(e) })?;
             if !counts.changed() {
                 unchanged += 1;
                 continue;
@@ -517,7 +532,7 @@ pub fn partitions_of_unit(unit: &Unit) -> Result<Vec<(TableId, Partition)>, Lake
 /// row arrived (a window replace there deletes).
 pub(crate) fn split(unit: &Unit) -> Result<Vec<(Partition, RecordBatch)>, LakeError> {
     let schema = unit.table.schema();
-    let arrow_err = |e: arrow::error::ArrowError| LakeError::Arrow { table: unit.table, reason: e.to_string() };
+    let arrow_err = |e: arrow::error::ArrowError| LakeError::Arrow { table: unit.table, source: Box::new(e) };
     let parts = partitions_of(unit.table, &unit.batch).map_err(arrow_err)?;
     // Row indices per partition: one pass, whatever the number of partitions.
     let mut by_partition: BTreeMap<Partition, Vec<u32>> = BTreeMap::new();
@@ -586,7 +601,7 @@ fn write_parquet(table: TableId, run_id: &str, rows: &RecordBatch) -> Result<Byt
             KeyValue::new("withings_lake.run_id".into(), run_id.to_string()),
         ]))
         .build();
-    let err = |e: parquet::errors::ParquetError| LakeError::Arrow { table, reason: e.to_string() };
+    let err = |e: parquet::errors::ParquetError| LakeError::Arrow { table, source: Box::new(e) };
     let mut buf = Vec::with_capacity(rows.get_array_memory_size() / 4);
     let mut writer = ArrowWriter::try_new(&mut buf, schema.arrow(), Some(props)).map_err(err)?;
     writer.write(rows).map_err(err)?;

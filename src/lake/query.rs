@@ -15,14 +15,15 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::{Lake, TableId};
+use crate::error::{Cause, Classify, ErrorClass};
 use crate::schema::Grain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("query: {0}")]
     Sql(DataFusionError),
-    #[error("lake at '{url}': {reason}")]
-    Setup { url: String, reason: String },
+    #[error("lake at '{url}': {source}")]
+    Setup { url: String, source: Cause },
     #[error(
         "query is read-only: {reason}. It runs SELECT (and WITH, EXPLAIN, SHOW, DESCRIBE) only: the lake is written by \
          runs alone (a file written beside part-NNNN.parquet would duplicate rows for every reader). To export rows, \
@@ -31,28 +32,27 @@ pub enum QueryError {
     ReadOnly { reason: String },
 }
 
-impl QueryError {
-    /// A query that does not plan or run is the caller's to fix.
-    pub fn class(&self) -> crate::withings::ErrorClass {
-        crate::withings::ErrorClass::Config
+/// A query that does not plan or run is the caller's to fix.
+impl Classify for QueryError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::Config
     }
 }
 
 /// A DataFusion session with every resource of `lake` registered under its name.
 pub async fn session(lake: &Lake) -> Result<SessionContext, QueryError> {
     let loc = &lake.location;
-    let setup = |reason: String| QueryError::Setup { url: loc.url.clone(), reason };
+    let setup = |source: Cause| QueryError::Setup { url: loc.url.clone(), source };
     // Timestamps are stored in UTC; SQL literals and `TIMESTAMP WITH TIME ZONE` read as UTC.
     // `information_schema` lets `SHOW TABLES` and `SHOW COLUMNS FROM <table>` list what is here.
     let config = SessionConfig::new().set_str("datafusion.execution.time_zone", "UTC").with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
-    let store_url = url::Url::parse(&loc.store_url).map_err(|e| setup(e.to_string()))?;
+    let store_url = url::Url::parse(&loc.store_url).map_err(|e| setup(e.into()))?;
     ctx.register_object_store(&store_url, loc.store.clone());
     for t in TableId::all() {
         let schema = t.schema();
         let dir = super::keys::table_dir(loc, t);
-        let table_url =
-            ListingTableUrl::parse(format!("{}{}/", loc.store_url, dir.as_ref())).map_err(|e| setup(e.to_string()))?;
+        let table_url = ListingTableUrl::parse(format!("{}{}/", loc.store_url, dir.as_ref())).map_err(|e| setup(e.into()))?;
         let partition_type = match schema.grain {
             Grain::Day => DataType::Date32,
             Grain::Month => DataType::Utf8,
@@ -61,16 +61,16 @@ pub async fn session(lake: &Lake) -> Result<SessionContext, QueryError> {
             .with_file_extension(".parquet")
             .with_table_partition_cols(vec![(schema.grain.partition_key().to_string(), partition_type)]);
         let config = ListingTableConfig::new(table_url).with_listing_options(options).with_schema(schema.arrow());
-        let table = ListingTable::try_new(config).map_err(|e| setup(e.to_string()))?;
-        ctx.register_table(t.sql_name(), Arc::new(table)).map_err(|e| setup(e.to_string()))?;
+        let table = ListingTable::try_new(config).map_err(|e| setup(e.into()))?;
+        ctx.register_table(t.sql_name(), Arc::new(table)).map_err(|e| setup(e.into()))?;
     }
     // `users`: each person's application, Vital and Withings ids (one file per shard).
     let dir = super::users::dir(lake);
-    let table_url = ListingTableUrl::parse(format!("{}{}/", loc.store_url, dir.as_ref())).map_err(|e| setup(e.to_string()))?;
+    let table_url = ListingTableUrl::parse(format!("{}{}/", loc.store_url, dir.as_ref())).map_err(|e| setup(e.into()))?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new(table_url).with_listing_options(options).with_schema(super::users::schema());
-    let table = ListingTable::try_new(config).map_err(|e| setup(e.to_string()))?;
-    ctx.register_table("users", Arc::new(table)).map_err(|e| setup(e.to_string()))?;
+    let table = ListingTable::try_new(config).map_err(|e| setup(e.into()))?;
+    ctx.register_table("users", Arc::new(table)).map_err(|e| setup(e.into()))?;
     Ok(ctx)
 }
 

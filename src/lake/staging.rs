@@ -38,8 +38,12 @@ pub struct Staging {
     held: usize,
 }
 
-fn io(path: &Path, e: impl std::fmt::Display) -> LakeError {
-    LakeError::Staging { path: path.display().to_string(), reason: e.to_string() }
+fn io(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> LakeError {
+    LakeError::Staging { path: path.display().to_string(), reason: e.to_string(), source: Some(Box::new(e)) }
+}
+
+fn refused(path: &Path, reason: String) -> LakeError {
+    LakeError::Staging { path: path.display().to_string(), reason, source: None }
 }
 
 /// This machine, boot and pid namespace, as 8 hex digits (staging folder names carry it).
@@ -81,17 +85,20 @@ fn private_dir(dir: &Path, fresh: bool) -> Result<(), LakeError> {
     }
     let meta = std::fs::symlink_metadata(dir).map_err(|e| io(dir, e))?;
     if !meta.is_dir() {
-        return Err(io(dir, "exists and is not a folder (a symlink is refused)"));
+        return Err(refused(dir, "exists and is not a folder (a symlink is refused)".into()));
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         if meta.uid() != uid() {
-            return Err(io(dir, format!("belongs to user {} (not this one): refusing to stage health data there", meta.uid())));
+            return Err(refused(
+                dir,
+                format!("belongs to user {} (not this one): refusing to stage health data there", meta.uid()),
+            ));
         }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(io(dir, format!("is open to other users (mode {mode:04o}): `chmod 700` it or remove it")));
+            return Err(refused(dir, format!("is open to other users (mode {mode:04o}): `chmod 700` it or remove it")));
         }
     }
     Ok(())
@@ -232,7 +239,7 @@ impl Staging {
                         open = Some((path.clone(), batches));
                     }
                     let (_, batches) = open.as_ref().expect("opened above");
-                    let batch = batches.get(*index).ok_or_else(|| io(path, format!("batch {index} is missing")))?;
+                    let batch = batches.get(*index).ok_or_else(|| refused(path, format!("batch {index} is missing")))?;
                     out.push((batch.clone(), coverage.clone(), *capture));
                 }
             }

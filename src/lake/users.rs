@@ -52,15 +52,16 @@ impl Lake {
             Err(object_store::Error::NotFound { .. }) => return Ok(BTreeMap::new()),
             Err(e) => return Err(storage(&key)(e)),
         };
-        let corrupt = |e: &dyn std::fmt::Display| LakeError::Corrupt { key: key.to_string(), reason: e.to_string() };
-        let reader =
-            ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| corrupt(&e))?.build().map_err(|e| corrupt(&e))?;
+        let corrupt = |e: parquet::errors::ParquetError| LakeError::corrupt(&key, e);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(corrupt)?.build().map_err(corrupt)?;
         let mut out = BTreeMap::new();
         for b in reader {
-            let b = b.map_err(|e| corrupt(&e))?;
+            let b = b.map_err(|e| LakeError::corrupt(&key, e))?;
             let col = |name: &str| -> Result<StringArray, LakeError> {
-                let c = b.column_by_name(name).ok_or_else(|| corrupt(&format!("no column {name}")))?;
-                c.as_string_opt::<i32>().cloned().ok_or_else(|| corrupt(&format!("column {name} is not text")))
+                let c = b.column_by_name(name).ok_or_else(|| LakeError::corrupt_because(&key, format!("no column {name}")))?;
+                c.as_string_opt::<i32>()
+                    .cloned()
+                    .ok_or_else(|| LakeError::corrupt_because(&key, format!("column {name} is not text")))
             };
             let (u, v, w) = (col("user_id")?, col("vital_user_id")?, col("withings_user_id")?);
             for i in 0..b.num_rows() {
@@ -124,9 +125,9 @@ impl Lake {
         let text = |f: fn(&UserIds) -> &str| Arc::new(StringArray::from_iter_values(all.values().map(f))) as _;
         let batch =
             RecordBatch::try_new(schema(), vec![text(|u| &u.user_id), text(|u| &u.vital_user_id), text(|u| &u.withings_user_id)])
-                .map_err(|e| LakeError::Corrupt { key: key.to_string(), reason: e.to_string() })?;
+                .map_err(|e| LakeError::corrupt(&key, e))?;
         let mut buf = Vec::new();
-        let err = |e: parquet::errors::ParquetError| LakeError::Corrupt { key: key.to_string(), reason: e.to_string() };
+        let err = |e: parquet::errors::ParquetError| LakeError::corrupt(&key, e);
         let mut w = ArrowWriter::try_new(&mut buf, schema(), None).map_err(err)?;
         w.write(&batch).map_err(err)?;
         w.close().map_err(err)?;

@@ -19,10 +19,24 @@ use crate::storage::Location;
 pub enum StateError {
     #[error("sync state '{key}': {source}")]
     Storage { key: String, source: object_store::Error },
-    #[error("sync state '{key}' is not valid: {reason}")]
-    Corrupt { key: String, reason: String },
+    #[error("sync state '{key}' is not valid: {source}")]
+    Corrupt { key: String, source: serde_json::Error },
     #[error("user id '{0}' cannot name a state object (use letters, digits, '-', '_', '.', '@')")]
     BadUserId(String),
+}
+
+/// Every state error stops a command (exit 4). User ids are checked before they name state
+/// objects (`credentials::validate_user_id` is stricter), so one that cannot is a bug here;
+/// the sync engine, which takes ids from the command line, reports it as a setting instead.
+impl crate::error::Classify for StateError {
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            StateError::Storage { .. } => ErrorClass::Transient,
+            StateError::Corrupt { .. } => ErrorClass::Data,
+            StateError::BadUserId(_) => ErrorClass::Internal,
+        }
+    }
 }
 
 /// A closed range of local dates.
@@ -158,7 +172,7 @@ impl StateStore {
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(source) => return Err(StateError::Storage { key: key.to_string(), source }),
         };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| StateError::Corrupt { key: key.to_string(), reason: e.to_string() })
+        serde_json::from_slice(&bytes).map(Some).map_err(|source| StateError::Corrupt { key: key.to_string(), source })
     }
 
     /// Writes the user's state (one atomic overwrite). Call only after the data it
@@ -192,6 +206,17 @@ impl StateStore {
             keys.iter().filter_map(|k| k.filename()?.strip_suffix(".json").map(str::to_string)).collect();
         users.sort();
         Ok(users)
+    }
+
+    /// Deletes the user's state object; whether there was one.
+    pub async fn delete_existing(&self, user_id: &str) -> Result<bool, StateError> {
+        valid(user_id)?;
+        let key = self.key(user_id);
+        match self.loc.store.head(&key).await {
+            Ok(_) => self.delete(user_id).await.map(|()| true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(source) => Err(StateError::Storage { key: key.to_string(), source }),
+        }
     }
 
     pub async fn delete(&self, user_id: &str) -> Result<(), StateError> {

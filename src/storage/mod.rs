@@ -26,6 +26,13 @@ pub enum StorageError {
     Location { location: String, reason: String },
 }
 
+/// A location that does not open is a setting to fix.
+impl crate::error::Classify for StorageError {
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Config
+    }
+}
+
 /// An opened location: the store and the prefix every key lives under.
 #[derive(Clone)]
 pub struct Location {

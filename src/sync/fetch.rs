@@ -13,6 +13,7 @@ pub(crate) use super::marks::Mark;
 use super::plan::{self, Decision, chunks, local_day, utc_window};
 use super::{Env, Mode};
 use crate::credentials::CredentialsError;
+use crate::error::Classify;
 use crate::harmonize::{self, Context, Evidence, Harmonized, SleepSession};
 use crate::lake::{Coverage, Endpoint, TableId, Unit};
 use crate::landing as raw;

@@ -35,6 +35,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use tokio::sync::{mpsc, watch};
 
 use crate::credentials::{CredentialStore, TokenManager};
+use crate::error::Classify;
 use crate::lake::{Endpoint, Lake, LakeError, ShardLease};
 use crate::schema::Resource;
 use crate::state::{StateError, StateStore};
@@ -134,8 +135,8 @@ pub enum SyncError {
     Events(#[from] crate::events::EventsError),
 }
 
-impl SyncError {
-    pub fn class(&self) -> ErrorClass {
+impl Classify for SyncError {
+    fn class(&self) -> ErrorClass {
         match self {
             SyncError::Lake(e) => e.class(),
             SyncError::State(StateError::BadUserId(_)) | SyncError::Config(_) => ErrorClass::Config,
@@ -158,8 +159,8 @@ pub struct Failed {
     pub error: SyncError,
 }
 
-impl Failed {
-    pub fn class(&self) -> ErrorClass {
+impl Classify for Failed {
+    fn class(&self) -> ErrorClass {
         self.error.class()
     }
 }

@@ -1,32 +1,16 @@
-//! Errors of the Withings client. Each names the endpoint and answers [`WithingsError::class`].
+//! Errors of the Withings client. Each names the endpoint and answers [`Classify::class`].
 
-use super::status::StatusFamily;
-
-/// What the caller should do about an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// A setting is wrong (client id, base URL): fix the pipeline file.
-    Config,
-    /// The user's authorization is gone or lacks a scope: refresh, else relink.
-    Auth,
-    /// Worth retrying later (network, 5xx, non-JSON, rate limit).
-    Transient,
-    /// A response (or record) that does not decode: quarantine it, go on.
-    Data,
-    /// A bug or an answer that makes no sense: stop and report.
-    Internal,
-    /// Another writer holds what this one needs (a shard lease): try again later.
-    Busy,
-}
+use super::status::StatusKind;
+use crate::error::{Classify, ErrorClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WithingsError {
     /// The body's `status` is not 0. `message` is Withings' `error` text (it carries no secret).
-    #[error("{endpoint}: Withings status {status} ({family:?}): {message}")]
+    #[error("{endpoint}: Withings status {status} ({kind:?}): {message}")]
     Status {
         endpoint: &'static str,
         status: i64,
-        family: StatusFamily,
+        kind: StatusKind,
         message: String,
         /// `body.wait_seconds` of a 601, when Withings gives it.
         wait_seconds: Option<i64>,
@@ -55,17 +39,17 @@ pub enum WithingsError {
     Config { setting: &'static str, reason: String },
 }
 
-impl WithingsError {
-    pub fn class(&self) -> ErrorClass {
+impl Classify for WithingsError {
+    fn class(&self) -> ErrorClass {
         match self {
-            WithingsError::Status { family, .. } => match family {
-                StatusFamily::Auth | StatusFamily::Unauthorized => ErrorClass::Auth,
-                StatusFamily::Transient | StatusFamily::RateLimited => ErrorClass::Transient,
-                StatusFamily::InvalidParams
-                | StatusFamily::NotImplemented
-                | StatusFamily::BadState
-                | StatusFamily::Unknown
-                | StatusFamily::Success => ErrorClass::Internal,
+            WithingsError::Status { kind, .. } => match kind {
+                StatusKind::Auth | StatusKind::Unauthorized => ErrorClass::Auth,
+                StatusKind::Transient | StatusKind::RateLimited => ErrorClass::Transient,
+                StatusKind::InvalidParams
+                | StatusKind::NotImplemented
+                | StatusKind::BadState
+                | StatusKind::Unknown
+                | StatusKind::Success => ErrorClass::Internal,
             },
             WithingsError::RateLimited { .. }
             | WithingsError::Http { .. }
@@ -77,7 +61,9 @@ impl WithingsError {
             WithingsError::Config { .. } => ErrorClass::Config,
         }
     }
+}
 
+impl WithingsError {
     /// Whether the same request may succeed if sent again later.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -86,10 +72,10 @@ impl WithingsError {
         }
     }
 
-    /// The status family, for status errors.
-    pub fn family(&self) -> Option<StatusFamily> {
+    /// The status kind, for status errors.
+    pub fn kind(&self) -> Option<StatusKind> {
         match self {
-            WithingsError::Status { family, .. } => Some(*family),
+            WithingsError::Status { kind, .. } => Some(*kind),
             _ => None,
         }
     }

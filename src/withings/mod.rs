@@ -3,13 +3,13 @@
 //!
 //! Invariants:
 //! - The envelope comes first: `status` is read before `body` is decoded; a non-zero status is
-//!   an error of its family ([`status`]), never empty data.
+//!   an error of its kind ([`status`]), never empty data.
 //! - Every request takes a slot of the one [`RateLimiter`] of the client (clone the client to
 //!   share it across users and tasks) and a permit of its concurrency gate.
 //! - 601 pauses every task (for `wait_seconds` when Withings gives it, else an adaptive
 //!   back-off) and is retried; it is not a failure until `max_rate_limit_retries`.
 //! - Transient failures (network, 5xx, non-JSON or truncated bodies, the "an error occurred"
-//!   family) are retried with jittered exponential back-off; nothing else is.
+//!   kind) are retried with jittered exponential back-off; nothing else is.
 //! - A token request is never sent again with identical arguments within 10 seconds.
 //! - List records are decoded one by one ([`types::Item`]): a malformed record is reported
 //!   with its raw JSON, the rest of the page is kept.
@@ -33,11 +33,12 @@ use serde_json::Value;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
+pub use crate::error::ErrorClass;
 pub use accounting::{Accounting, Snapshot};
 pub use endpoint::Endpoint;
-pub use error::{ErrorClass, WithingsError};
+pub use error::WithingsError;
 pub use limiter::{Priority, RateLimiter};
-pub use status::{StatusFamily, family};
+pub use status::{StatusKind, kind_of};
 use types::*;
 
 use crate::secret::Secret;
@@ -724,7 +725,7 @@ pub fn decode_envelope(endpoint: &'static str, bytes: &[u8]) -> Result<Value, Wi
     }
     let message = envelope.get("error").and_then(Value::as_str).unwrap_or("").chars().take(300).collect::<String>();
     let wait_seconds = envelope.pointer("/body/wait_seconds").and_then(Value::as_i64);
-    Err(WithingsError::Status { endpoint, status, family: family(status), message, wait_seconds })
+    Err(WithingsError::Status { endpoint, status, kind: kind_of(status), message, wait_seconds })
 }
 
 /// A JSON error described by its category alone: never the offending text, which may hold a

@@ -1,12 +1,13 @@
-//! Withings `status` codes, grouped into the families Withings publishes (reference section 8).
+//! Withings `status` codes, grouped into the kinds Withings publishes (its reference says
+//! "families"; here family means a sync family, ARCHITECTURE.md).
 //!
 //! Withings answers HTTP 200 for almost every error and puts the real outcome in the body's
 //! `status`; this table is how the client decides what a status means. A code outside every
-//! family is `Unknown`: it is an error (never empty data) and is not retried.
+//! kind is `Unknown`: it is an error (never empty data) and is not retried.
 
-/// The family a `status` belongs to.
+/// The kind a `status` belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusFamily {
+pub enum StatusKind {
     Success,
     /// 100-102, 200, 401: the access token is invalid or expired; refresh and retry once.
     Auth,
@@ -98,17 +99,17 @@ fn within(ranges: &[(i64, i64)], code: i64) -> bool {
     ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code))
 }
 
-pub fn family(status: i64) -> StatusFamily {
+pub fn kind_of(status: i64) -> StatusKind {
     match status {
-        0 => StatusFamily::Success,
-        100..=102 | 200 | 401 => StatusFamily::Auth,
-        214 | 277 | 2553 | 2555 => StatusFamily::Unauthorized,
-        2554 => StatusFamily::NotImplemented,
-        524 => StatusFamily::BadState,
-        601 => StatusFamily::RateLimited,
-        s if within(INVALID_PARAMS, s) => StatusFamily::InvalidParams,
-        s if within(TRANSIENT, s) => StatusFamily::Transient,
-        _ => StatusFamily::Unknown,
+        0 => StatusKind::Success,
+        100..=102 | 200 | 401 => StatusKind::Auth,
+        214 | 277 | 2553 | 2555 => StatusKind::Unauthorized,
+        2554 => StatusKind::NotImplemented,
+        524 => StatusKind::BadState,
+        601 => StatusKind::RateLimited,
+        s if within(INVALID_PARAMS, s) => StatusKind::InvalidParams,
+        s if within(TRANSIENT, s) => StatusKind::Transient,
+        _ => StatusKind::Unknown,
     }
 }
 
@@ -117,27 +118,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn families_follow_the_reference_table() {
-        assert_eq!(family(0), StatusFamily::Success);
+    fn kinds_follow_the_reference_table() {
+        assert_eq!(kind_of(0), StatusKind::Success);
         for s in [100, 101, 102, 200, 401] {
-            assert_eq!(family(s), StatusFamily::Auth, "{s}");
+            assert_eq!(kind_of(s), StatusKind::Auth, "{s}");
         }
         for s in [201, 213, 247, 293, 503, 511, 3018] {
-            assert_eq!(family(s), StatusFamily::InvalidParams, "{s}");
+            assert_eq!(kind_of(s), StatusKind::InvalidParams, "{s}");
         }
         for s in [214, 277, 2553, 2555] {
-            assert_eq!(family(s), StatusFamily::Unauthorized, "{s}");
+            assert_eq!(kind_of(s), StatusKind::Unauthorized, "{s}");
         }
         for s in [215, 522, 2556, 5003, 10000] {
-            assert_eq!(family(s), StatusFamily::Transient, "{s}");
+            assert_eq!(kind_of(s), StatusKind::Transient, "{s}");
         }
-        assert_eq!(family(601), StatusFamily::RateLimited);
-        assert_eq!(family(2554), StatusFamily::NotImplemented);
-        assert_eq!(family(524), StatusFamily::BadState);
-        assert_eq!(family(4242), StatusFamily::Unknown);
-        // No code is in two families.
+        assert_eq!(kind_of(601), StatusKind::RateLimited);
+        assert_eq!(kind_of(2554), StatusKind::NotImplemented);
+        assert_eq!(kind_of(524), StatusKind::BadState);
+        assert_eq!(kind_of(4242), StatusKind::Unknown);
+        // No code is in two kinds.
         for s in 0..11_000 {
-            assert!(!(within(INVALID_PARAMS, s) && within(TRANSIENT, s)), "{s} in two families");
+            assert!(!(within(INVALID_PARAMS, s) && within(TRANSIENT, s)), "{s} in two kinds");
         }
     }
 }

@@ -3,11 +3,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use withings_lake::error::{Classify, ErrorClass};
 use withings_lake::secret::Secret;
 use withings_lake::withings::types::{self, Item};
-use withings_lake::withings::{
-    ClientConfig, ErrorClass, MeasQuery, StatusFamily, Window, WithingsClient, WithingsError, decode_envelope,
-};
+use withings_lake::withings::{ClientConfig, MeasQuery, StatusKind, Window, WithingsClient, WithingsError, decode_envelope};
 use withings_simulator::SimConfig;
 
 use crate::common::{self, NOW, Sim, ymd};
@@ -95,7 +94,7 @@ fn envelope_errors_are_classified_and_name_the_endpoint() {
     assert!(e.to_string().starts_with("getmeas: Withings status 401"), "{e}");
     let e =
         decode_envelope("requesttoken", br#"{"status":601,"body":{"wait_seconds":12},"error":"Same arguments"}"#).unwrap_err();
-    assert!(matches!(e, WithingsError::Status { wait_seconds: Some(12), family: StatusFamily::RateLimited, .. }));
+    assert!(matches!(e, WithingsError::Status { wait_seconds: Some(12), kind: StatusKind::RateLimited, .. }));
     assert_eq!(e.class(), ErrorClass::Transient);
     let e = decode_envelope("getactivity", b"<html>502</html>").unwrap_err();
     assert!(matches!(e, WithingsError::NotJson { .. }) && e.is_retryable(), "{e}");
@@ -104,7 +103,7 @@ fn envelope_errors_are_classified_and_name_the_endpoint() {
     let e = decode_envelope("getmeas", br#"{"status":2555,"body":{}}"#).unwrap_err();
     assert_eq!(e.class(), ErrorClass::Auth, "2555 is Unauthorized");
     let e = decode_envelope("getmeas", br#"{"status":4242,"body":{}}"#).unwrap_err();
-    assert_eq!(e.family(), Some(StatusFamily::Unknown));
+    assert_eq!(e.kind(), Some(StatusKind::Unknown));
     assert!(!e.is_retryable());
 }
 
@@ -177,7 +176,7 @@ async fn link_refresh_and_revoke_through_the_client() {
     let after = c.getdevice(&refreshed.access_token).await.unwrap_err();
     assert_eq!(after.class(), ErrorClass::Auth);
     let bad = c.refresh(&refreshed.refresh_token).await.unwrap_err();
-    assert_eq!(bad.family(), Some(StatusFamily::InvalidParams));
+    assert_eq!(bad.kind(), Some(StatusKind::InvalidParams));
     let text = format!("{bad} {bad:?}");
     assert!(!text.contains(refreshed.refresh_token.expose()) && !text.contains("demo-secret"), "{text}");
 }
@@ -215,7 +214,7 @@ async fn faults_are_retried_or_classified() {
     assert_eq!(c.getdevice(&token).await.unwrap_err().class(), ErrorClass::Auth, "401 is for the caller to refresh");
     sim.admin_post("/_sim/faults", json!({"kind": "status_2554", "count": 1, "endpoint": "getdevice"})).await;
     let e = c.getdevice(&token).await.unwrap_err();
-    assert_eq!(e.family(), Some(StatusFamily::NotImplemented));
+    assert_eq!(e.kind(), Some(StatusKind::NotImplemented));
     let acc = c.accounting();
     let d = &acc.endpoints["getdevice"];
     assert_eq!(d.by_outcome["http_500"], 2);
@@ -286,7 +285,7 @@ async fn notifications_are_managed_through_the_client() {
     c.notify_revoke(&token, &rx.url, 44).await.unwrap();
     assert_eq!(c.notify_list(&token, Some(44)).await.unwrap().len(), 0);
     let refused = c.notify_subscribe(&token, "ftp://example.org/x", 1, "lake").await.unwrap_err();
-    assert_eq!(refused.family(), Some(StatusFamily::InvalidParams), "293: {refused}");
+    assert_eq!(refused.kind(), Some(StatusKind::InvalidParams), "293: {refused}");
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use withings_lake::credentials::{Cipher, CredentialStore, CredentialsError, TokenManager, UserRecord, UserStatus};
+use withings_lake::error::Classify;
 use withings_lake::secret::Secret;
 use withings_lake::withings::{ClientConfig, ErrorClass, WithingsClient};
 
