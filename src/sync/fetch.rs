@@ -17,9 +17,10 @@ use crate::error::Classify;
 use crate::harmonize::{self, Context, Evidence, Harmonized, SleepSession};
 use crate::lake::{Coverage, Endpoint, TableId, Unit};
 use crate::landing as raw;
+use crate::secret::Secret;
 use crate::state::{DateRange, KnownHeight, UserState};
 use crate::withings::types::{Activity, Item, SleepSummary};
-use crate::withings::{ErrorClass, MeasQuery, MeasureList, Window};
+use crate::withings::{ErrorClass, MeasQuery, MeasureList, Window, WithingsClient};
 
 /// Units of one user to stage, and what to record once they are committed.
 #[derive(Debug, Default)]
@@ -428,15 +429,23 @@ impl UserJob {
         }
     }
 
-    async fn getmeas(&mut self, q: MeasQuery) -> Result<MeasureList, Stop> {
+    /// One step's requests to `e` (`planned` of them): none once the run is cancelled; the
+    /// call gets the client and the user's token (refreshed and retried once on a 401).
+    async fn request<T, F, Fut>(&self, e: Endpoint, planned: u64, call: F) -> Result<T, Stop>
+    where
+        F: Fn(WithingsClient, Secret) -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::withings::WithingsError>>,
+    {
         self.check_cancel()?;
-        self.plan(Endpoint::Getmeas, 1);
-        let c = self.env.client.clone();
+        self.plan(e, planned);
+        let c = &self.env.client;
+        Ok(self.env.tokens.with_token(&self.user_id, |t| call(c.clone(), t)).await?)
+    }
+
+    async fn getmeas(&mut self, q: MeasQuery) -> Result<MeasureList, Stop> {
         let list = self
-            .env
-            .tokens
-            .with_token(&self.user_id, |t| {
-                let (c, q) = (c.clone(), q.clone());
+            .request(Endpoint::Getmeas, 1, |c, t| {
+                let q = q.clone();
                 async move { c.getmeas(&t, &q).await }
             })
             .await?;
@@ -489,65 +498,27 @@ impl UserJob {
     }
 
     async fn getactivity(&self, w: Window) -> Result<Vec<Item<Activity>>, Stop> {
-        self.check_cancel()?;
-        self.plan(Endpoint::Getactivity, 1);
-        let c = self.env.client.clone();
-        Ok(self
-            .env
-            .tokens
-            .with_token(&self.user_id, |t| {
-                let c = c.clone();
-                async move { c.getactivity(&t, w).await }
-            })
-            .await?)
+        self.request(Endpoint::Getactivity, 1, |c, t| async move { c.getactivity(&t, w).await }).await
     }
 
     async fn getworkouts(&self, w: Window) -> Result<Vec<Item<crate::withings::types::Workout>>, Stop> {
-        self.check_cancel()?;
-        self.plan(Endpoint::Getworkouts, 1);
-        let c = self.env.client.clone();
-        Ok(self
-            .env
-            .tokens
-            .with_token(&self.user_id, |t| {
-                let c = c.clone();
-                async move { c.getworkouts(&t, w).await }
-            })
-            .await?)
+        self.request(Endpoint::Getworkouts, 1, |c, t| async move { c.getworkouts(&t, w).await }).await
     }
 
     async fn getsummary(&self, w: Window) -> Result<Vec<Item<SleepSummary>>, Stop> {
-        self.check_cancel()?;
-        self.plan(Endpoint::SleepGetsummary, 1);
-        let c = self.env.client.clone();
-        Ok(self
-            .env
-            .tokens
-            .with_token(&self.user_id, |t| {
-                let c = c.clone();
-                async move { c.sleep_getsummary(&t, w).await }
-            })
-            .await?)
+        self.request(Endpoint::SleepGetsummary, 1, |c, t| async move { c.sleep_getsummary(&t, w).await }).await
     }
 
     /// Intraday for one local day (window replace over it): the day as the zone timeline
     /// spans it (a day flown east is 19 hours, west 29), else the day in `zone`.
     async fn intraday_day(&self, day: NaiveDate, zone: Option<&str>) -> Result<Piece, Stop> {
-        self.check_cancel()?;
         let (a, b) = if self.ctx.zones.is_empty() {
             local_day(zone.or(self.ctx.time_zone.as_deref()), day)
         } else {
             self.ctx.zones.day_span(day)
         };
-        self.plan(Endpoint::Getintradayactivity, chunks(a, b));
-        let c = self.env.client.clone();
         let series = self
-            .env
-            .tokens
-            .with_token(&self.user_id, |t| {
-                let c = c.clone();
-                async move { c.getintradayactivity(&t, a, b).await }
-            })
+            .request(Endpoint::Getintradayactivity, chunks(a, b), |c, t| async move { c.getintradayactivity(&t, a, b).await })
             .await?;
         let mut p = self.piece();
         self.land(&mut p, Endpoint::Getintradayactivity, raw::getintradayactivity(&self.ctx, &series));
@@ -557,18 +528,8 @@ impl UserJob {
 
     /// Sleep get for one session (window replace over it).
     async fn sleep_session(&self, s: &SleepSession, sessions: &[SleepSession]) -> Result<Piece, Stop> {
-        self.check_cancel()?;
         let (a, b) = (s.start, s.end.max(s.start + 1));
-        self.plan(Endpoint::SleepGet, chunks(a, b));
-        let c = self.env.client.clone();
-        let answer = self
-            .env
-            .tokens
-            .with_token(&self.user_id, |t| {
-                let c = c.clone();
-                async move { c.sleep_get(&t, a, b).await }
-            })
-            .await?;
+        let answer = self.request(Endpoint::SleepGet, chunks(a, b), |c, t| async move { c.sleep_get(&t, a, b).await }).await?;
         let mut ctx = self.ctx.clone();
         if let Some(tz) = &s.time_zone {
             ctx.time_zone = Some(tz.clone());
