@@ -1,10 +1,10 @@
-//! One error classification (STYLE.md, habit 3): every library error type says what the
+//! One error classification: every library error type says what the
 //! caller should do about it ([`Classify`]), and [`class_of`] finds that answer in any error
 //! chain, however much context it is wrapped in. The CLI maps the class to its exit code.
 
 use std::error::Error;
 
-/// What the caller should do about an error (STYLE.md, habit 3).
+/// What the caller should do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
     /// A setting is wrong (client id, base URL): fix the pipeline file.

@@ -253,17 +253,19 @@ pub struct FilesSection {
     pub event_types: Vec<String>,
 }
 
+// `[events]` and `[source]` defaults are the runtime ones (`EventsConfig::default`,
+// `ClientConfig::default`); `[sync]`'s are here and `SyncConfig::default` takes them.
 fn default_team_id() -> String {
-    "withings-lake".into()
+    crate::events::EventsConfig::default().team_id
 }
 fn default_max_samples() -> usize {
-    1000
+    crate::events::EventsConfig::default().max_samples_per_event
 }
 fn default_retention_days() -> u32 {
-    30
+    crate::events::EventsConfig::default().delivered_retention.map_or(0, |d| (d.as_secs() / 86_400) as u32)
 }
 fn default_final_wait() -> u64 {
-    10
+    crate::events::EventsConfig::default().final_wait.as_secs()
 }
 fn default_webhook_timeout() -> f64 {
     15.0
@@ -358,16 +360,16 @@ fn default_shards() -> u32 {
 }
 
 fn default_api_base_url() -> String {
-    "https://wbsapi.withings.net".into()
+    ClientConfig::default().base_url
 }
 fn default_secret_env() -> String {
     "WITHINGS_CLIENT_SECRET".into()
 }
 fn default_rpm() -> u32 {
-    120
+    ClientConfig::default().requests_per_minute
 }
 pub(crate) fn default_concurrency() -> usize {
-    4
+    ClientConfig::default().concurrency
 }
 fn default_scopes() -> String {
     "user.metrics,user.activity,user.sleepevents".into()

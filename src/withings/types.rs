@@ -1,4 +1,4 @@
-//! Typed Withings records, decoded leniently (reference sections 1 and 3).
+//! Typed Withings records, decoded leniently (the shapes of the Withings API reference).
 //!
 //! Every data field is optional (Withings sends only what was requested and measured), numbers
 //! accept ints, floats and numeric strings, ids accept strings and integers, `modelid` and

@@ -1,7 +1,7 @@
 //! A faithful Withings API emulator with deterministic synthetic users.
 //!
 //! `withings-lake simulate` serves it on loopback; tests, the demo and the benchmarks start it
-//! in-process with [`Simulator::start`]. It speaks the API as `reference/withings-api.md`
+//! in-process with [`Simulator::start`]. It speaks the API as the real Withings API behaves
 //! describes it, quirks included: every answer is HTTP 200 with a `{status, body, error}`
 //! envelope, `more` is 0/1 on getmeas and a bool elsewhere, `userid` is a string in one token
 //! response and an integer in the other, intraday and sleep get obey the 24-hour rule, sleep

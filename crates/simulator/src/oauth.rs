@@ -2,7 +2,7 @@
 //! refresh-token rotation and the 8-hour grace, `revoke` signed with a nonce from
 //! `v2/signature getnonce`, and the bearer-token check every data call goes through.
 //!
-//! Rules (reference section 2): access tokens live 3 hours; every refresh returns a new
+//! Rules (as Withings documents its OAuth2): access tokens live 3 hours; every refresh returns a new
 //! refresh token; the old one keeps working until the new access token is first used or
 //! 8 hours pass; a code lives 30 seconds and works once; a bad code or refresh token is
 //! status 503; identical token requests within 10 seconds get 601 with `wait_seconds`.
