@@ -130,6 +130,11 @@ fn activity_key(raw: &Value) -> String {
 
 /// Records the versions handled in this listing, so that the next run, which sees them again
 /// inside the overlap, does not count them as changed.
+/// The key a sleep summary's handled version is kept under.
+fn summary_key(raw: &Value) -> String {
+    raw.get("id").map(Value::to_string).unwrap_or_default()
+}
+
 fn remember(p: &mut Piece, e: Endpoint, versions: &[(String, Option<i64>)]) {
     let handled: Vec<(String, i64)> = versions.iter().filter_map(|(k, v)| Some((k.clone(), (*v)?))).collect();
     if let Some(Mark::Cursor(_, _, recent)) = p.marks.iter_mut().find(|m| matches!(m, Mark::Cursor(f, ..) if *f == e)) {
@@ -560,11 +565,16 @@ impl UserJob {
         let mut announced = BTreeSet::new();
         let mut finished: BTreeSet<Endpoint> = Endpoint::ALL.into_iter().filter(|e| !decision.fetches(*e)).collect();
         // A first cursor from a backfill: the newest `modified` seen, but never past the
-        // window's last day (a historical window's edits must not hide the data after it).
-        let done = |p: &mut Piece, e: Endpoint, raws: Option<i64>| {
+        // window's last day when the window ends before now (a historical window's edits must
+        // not hide the data after it). A window that reaches now has nothing after it, so the
+        // next sync starts where this listing ended, and the versions it handled within the
+        // cursor overlap are kept: the next sync does not fetch their days again.
+        let cap = if end > self.env.now { self.env.now } else { end - 86_400 };
+        let done = |p: &mut Piece, e: Endpoint, raws: Option<i64>, versions: &[(String, Option<i64>)]| {
             p.marks.push(Mark::Backfilled(e, r));
             if let Some(m) = raws {
-                p.marks.push(Mark::CursorIfNone(e, m.min(end - 86_400)));
+                let handled = versions.iter().filter_map(|(k, v)| Some((k.clone(), (*v)?))).collect();
+                p.marks.push(Mark::CursorIfNone(e, m.min(cap), handled));
             }
             p.marks.push(Mark::Success(e));
         };
@@ -580,7 +590,13 @@ impl UserJob {
             let mut p = self.piece();
             self.heights_for(&list, &mut p).await?;
             self.learn_current_zone(&mut p, &list);
-            done(&mut p, Endpoint::Getmeas, max_modified(list.groups.iter().map(|g| &g.raw)));
+            done(&mut p, Endpoint::Getmeas, max_modified(list.groups.iter().map(|g| &g.raw)), &[]);
+            // A listing over the whole re-list window up to now is that window's re-list: the
+            // next sync need not list it again before `relist_every`.
+            let now = self.env.now;
+            if a <= now - i64::from(self.env.cfg.relist_days) * 86_400 && b > now {
+                p.marks.push(Mark::Relisted(Endpoint::Getmeas, self.env.now_utc));
+            }
             let coverage = self.window(Endpoint::Getmeas, a, b);
             self.held = Some((vec![(list, coverage)], p));
         }
@@ -593,7 +609,9 @@ impl UserJob {
             self.land(&mut p, Endpoint::Getactivity, raw::getactivity(&self.ctx, &activity));
             if self.wants(Endpoint::Getactivity) {
                 self.add(&mut p, harmonize::getactivity(&self.ctx, &activity), self.window(Endpoint::Getactivity, start, end));
-                done(&mut p, Endpoint::Getactivity, max_modified(activity.iter().map(|i| &i.raw)));
+                let versions: Vec<(String, Option<i64>)> =
+                    activity.iter().map(|i| (activity_key(&i.raw), modified_of(&i.raw))).collect();
+                done(&mut p, Endpoint::Getactivity, max_modified(activity.iter().map(|i| &i.raw)), &versions);
             }
             self.send(p).await?;
         }
@@ -606,7 +624,7 @@ impl UserJob {
             self.learn_zones(&mut p, harmonize::workout_evidence(&items));
             self.land(&mut p, Endpoint::Getworkouts, raw::by_id(&self.ctx, Endpoint::Getworkouts, &items));
             self.add(&mut p, harmonize::getworkouts(&self.ctx, &items), Coverage::Upsert);
-            done(&mut p, Endpoint::Getworkouts, max_modified(items.iter().map(|i| &i.raw)));
+            done(&mut p, Endpoint::Getworkouts, max_modified(items.iter().map(|i| &i.raw)), &[]);
             self.send(p).await?;
         }
         finished.insert(Endpoint::Getworkouts);
@@ -619,7 +637,9 @@ impl UserJob {
             self.learn_zones(&mut p, harmonize::sleep_evidence(&summaries));
             self.land(&mut p, Endpoint::SleepGetsummary, raw::by_id(&self.ctx, Endpoint::SleepGetsummary, &summaries));
             self.add(&mut p, harmonize::sleep_getsummary(&self.ctx, &summaries), Coverage::Upsert);
-            done(&mut p, Endpoint::SleepGetsummary, max_modified(summaries.iter().map(|i| &i.raw)));
+            let versions: Vec<(String, Option<i64>)> =
+                summaries.iter().map(|i| (summary_key(&i.raw), modified_of(&i.raw))).collect();
+            done(&mut p, Endpoint::SleepGetsummary, max_modified(summaries.iter().map(|i| &i.raw)), &versions);
             self.send(p).await?;
         }
         finished.insert(Endpoint::SleepGetsummary);
@@ -804,8 +824,7 @@ impl UserJob {
             self.add(&mut p, harmonize::sleep_getsummary(&self.ctx, &items), Coverage::Upsert);
             let m = max_modified(items.iter().map(|i| &i.raw));
             let sessions = SleepSession::from_summaries(&items);
-            let versions: Vec<(String, Option<i64>)> =
-                items.iter().map(|i| (i.raw.get("id").map(Value::to_string).unwrap_or_default(), modified_of(&i.raw))).collect();
+            let versions: Vec<(String, Option<i64>)> = items.iter().map(|i| (summary_key(&i.raw), modified_of(&i.raw))).collect();
             let changed: BTreeSet<i64> = items
                 .iter()
                 .zip(&versions)

@@ -255,6 +255,31 @@ async fn backfill_agrees_with_what_the_simulator_served_and_costs_what_was_plann
     assert_eq!(again.rows_changed(), 0);
 }
 
+/// A sync right after a backfill (nothing new: the clock is frozen) costs what any idle sync
+/// costs, the four listings a user: the backfill's listings count as the day's getmeas
+/// re-list, and the records it handled inside the cursor overlap are not fetched again.
+#[tokio::test]
+async fn a_sync_right_after_a_backfill_costs_four_listings_a_user() {
+    let users = 4;
+    let sim = common::start(users, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = link(&sim, &dir.path().join("creds"), users).await;
+    let lake = lake_at(&dir.path().join("lake"), 1).await;
+    let engine = Engine::new(lake.clone(), client(&sim, 0), store, SyncConfig::default());
+    // 35 days: the backfill covers the 30-day re-list window.
+    run(&engine, &spec(Mode::Backfill { from: d(34), to: d(0) }, NOW)).await;
+    let sync = run(&engine, &spec(Mode::Incremental, NOW)).await;
+    let u = users as u64;
+    let listings = BTreeMap::from([
+        ("getactivity".to_string(), u),
+        ("getmeas".to_string(), u),
+        ("getworkouts".to_string(), u),
+        ("sleep_getsummary".to_string(), u),
+    ]);
+    assert_eq!(sync.requests.sent, listings, "{}", sync.to_text());
+    assert_eq!(sync.rows_changed(), 0, "{}", sync.to_text());
+}
+
 #[tokio::test]
 async fn incremental_after_a_clock_advance_picks_up_late_data_and_nothing_else() {
     let sim = common::start(2, 0).await;
