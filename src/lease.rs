@@ -88,6 +88,15 @@ pub(crate) fn machine() -> String {
 /// Whether `holder` names a process of this machine, boot and pid namespace that no longer
 /// runs. The process part may follow a label (`reharmonize-<run>-<host>:...`, `forget-...`).
 /// Anything else (another machine, an unknown part, a pid that still exists) is alive.
+/// A holder for one holding within this process (a shard taken by one run): the process's
+/// holder plus its own random part, so two runs of one process never take each other's lease
+/// for their own (a lease renews and releases only for the exact holder that took it).
+pub fn run_holder() -> String {
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    format!("{}-{}", process_holder(), hex::encode(b))
+}
+
 fn holder_is_dead(holder: &str) -> bool {
     let here = machine();
     if here.contains("unknown") {

@@ -479,7 +479,13 @@ impl PipelineFile {
     pub async fn engine(&self, options: &EngineOptions) -> Result<crate::sync::Engine, PipelineError> {
         let mut client_cfg = self.resolve_client_with(options.client_secret.as_ref())?.config().clone();
         client_cfg.requests_per_minute = match options.requests_per_minute {
-            Some(RequestBudget::PerMinute(r)) => r.max(1),
+            Some(RequestBudget::PerMinute(0)) => {
+                return Err(PipelineError::Invalid {
+                    file: self.path.display().to_string(),
+                    reason: "a request budget of 0 per minute sends nothing: give 1 or more".into(),
+                });
+            }
+            Some(RequestBudget::PerMinute(r)) => r,
             Some(RequestBudget::Unlimited) => {
                 if !is_loopback(&client_cfg.base_url) {
                     return Err(PipelineError::Invalid {

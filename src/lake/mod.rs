@@ -217,10 +217,11 @@ pub struct Lake {
     pub commit_concurrency: usize,
 }
 
-/// [`Lake::commit_concurrency`] for a store.
+/// [`Lake::commit_concurrency`] for a store: 1 on this machine's disk or memory, 8 on any
+/// other (remote) store.
 fn commit_concurrency_for(location: &Location) -> usize {
-    let remote = ["s3://", "gs://", "az://", "abfs://", "abfss://", "azure://", "http://", "https://"];
-    if remote.iter().any(|p| location.store_url.starts_with(p)) { 8 } else { 1 }
+    let local = ["file://", "memory://"];
+    if local.iter().any(|p| location.store_url.starts_with(p)) { 1 } else { 8 }
 }
 
 /// Told, during a commit, what each partition's commit creates or updates (the rows of
@@ -405,8 +406,8 @@ impl Lake {
         Ok(self.apply(lease, run_id, checkpoint, keys, None, load).await?.0)
     }
 
-    /// Commits what `staging` holds (see [`staging::Staging`]): one partition's slices in
-    /// memory at a time. The staging area is emptied once the manifest is written.
+    /// Commits what `staging` holds (see [`staging::Staging`]): the slices of at most
+    /// [`Lake::commit_concurrency`] partitions in memory at a time. The staging area is emptied once the manifest is written.
     ///
     /// Also returns the rows that slices staged with capture created or updated. With
     /// a `hook`, each partition's captured rows go to the hook before the partition itself is
@@ -455,25 +456,36 @@ impl Lake {
         let mut captured: Vec<(TableId, merge::Changed)> = Vec::new();
         let mut unchanged = 0;
         // Staged slices are loaded in plan order as places free up (at most
-        // `commit_concurrency` partitions in memory).
+        // `commit_concurrency` partitions in memory). After a failure no partition starts,
+        // and those in flight finish (none is cut between its hook and its write), then the
+        // first error is returned.
         use futures::StreamExt;
-        let mut commits = futures::stream::iter(plan.into_iter().enumerate())
-            .map(|(i, key)| {
+        let mut pending = plan.into_iter().enumerate();
+        let mut inflight = futures::stream::FuturesOrdered::new();
+        let mut failed: Option<LakeError> = None;
+        loop {
+            while failed.is_none() && inflight.len() < self.commit_concurrency.max(1) {
+                let Some((i, key)) = pending.next() else { break };
                 let staged = load(&key);
-                async move { self.commit_partition(cx, i, key, staged?).await }
-            })
-            .buffered(self.commit_concurrency.max(1));
-        while let Some(done) = commits.next().await {
-            match done? {
-                PartitionOutcome::Empty => {}
-                PartitionOutcome::Unchanged => unchanged += 1,
-                PartitionOutcome::Written { change, captured: c } => {
+                inflight.push_back(async move { self.commit_partition(cx, i, key, staged?).await });
+            }
+            match inflight.next().await {
+                None => break,
+                Some(Err(e)) => {
+                    failed.get_or_insert(e);
+                }
+                Some(Ok(_)) if failed.is_some() => {}
+                Some(Ok(PartitionOutcome::Empty)) => {}
+                Some(Ok(PartitionOutcome::Unchanged)) => unchanged += 1,
+                Some(Ok(PartitionOutcome::Written { change, captured: c })) => {
                     changes.push(*change);
                     captured.extend(c);
                 }
             }
         }
-        drop(commits);
+        if let Some(e) = failed {
+            return Err(e);
+        }
 
         let manifest = Manifest {
             format_version: FORMAT_VERSION,

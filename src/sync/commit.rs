@@ -48,6 +48,8 @@ pub(crate) struct ShardCommitter<'a> {
     marks: Vec<(String, Vec<Mark>)>,
     /// The states of the shard's users as committed (marks applied).
     states: HashMap<String, UserState>,
+    /// When the next timed checkpoint is due (a checkpoint for any reason pushes it back).
+    next_checkpoint: tokio::time::Instant,
 }
 
 impl<'a> ShardCommitter<'a> {
@@ -58,7 +60,18 @@ impl<'a> ShardCommitter<'a> {
         events: Option<&'a RunEvents>,
     ) -> Result<ShardCommitter<'a>, SyncError> {
         let staging = Staging::new(parts.cfg.staging_dir.as_deref(), &format!("{run_id}-{}", lease.shard))?;
-        Ok(ShardCommitter { parts, lease, run_id, events, staging, checkpoints: 0, marks: Vec::new(), states: HashMap::new() })
+        let next_checkpoint = tokio::time::Instant::now() + parts.cfg.checkpoint_interval;
+        Ok(ShardCommitter {
+            parts,
+            lease,
+            run_id,
+            events,
+            staging,
+            checkpoints: 0,
+            marks: Vec::new(),
+            states: HashMap::new(),
+            next_checkpoint,
+        })
     }
 
     /// Reads the states of `users` (after the lease is taken: a previous holder may just have
@@ -144,7 +157,7 @@ impl<'a> ShardCommitter<'a> {
     /// closed) and is returned once the senders are gone.
     pub async fn run(mut self, rx: &mut mpsc::Receiver<Msg>, report: &mut Report) -> Result<(), SyncError> {
         let cfg = self.parts.cfg;
-        let mut next_checkpoint = tokio::time::Instant::now() + cfg.checkpoint_interval;
+        self.next_checkpoint = tokio::time::Instant::now() + cfg.checkpoint_interval;
         let mut heartbeat = tokio::time::interval(SHARD_LEASE_TTL / 4);
         heartbeat.tick().await;
         let mut failed: Result<(), SyncError> = Ok(());
@@ -160,9 +173,10 @@ impl<'a> ShardCommitter<'a> {
                     }
                     None => break,
                 },
-                _ = tokio::time::sleep_until(next_checkpoint), if failed.is_ok() => {
-                    next_checkpoint = tokio::time::Instant::now() + cfg.checkpoint_interval;
-                    self.checkpoint(report).await
+                _ = tokio::time::sleep_until(self.next_checkpoint), if failed.is_ok() => {
+                    let done = self.checkpoint(report).await;
+                    self.next_checkpoint = tokio::time::Instant::now() + cfg.checkpoint_interval;
+                    done
                 },
                 _ = heartbeat.tick(), if failed.is_ok() => renew_with_retries(self.lease).await.map_err(SyncError::from),
             };
@@ -189,6 +203,7 @@ impl<'a> ShardCommitter<'a> {
         }
         if self.staging.bytes() > self.parts.cfg.checkpoint_max_staged_bytes {
             self.checkpoint(report).await?;
+            self.next_checkpoint = tokio::time::Instant::now() + self.parts.cfg.checkpoint_interval;
         }
         Ok(())
     }

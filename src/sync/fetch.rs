@@ -128,13 +128,13 @@ fn activity_key(raw: &Value) -> String {
     format!("{}/{}/{}/{}", field("date"), field("hash_deviceid"), field("deviceid"), field("model"))
 }
 
-/// Records the versions handled in this listing, so that the next run, which sees them again
-/// inside the overlap, does not count them as changed.
 /// The key a sleep summary's handled version is kept under.
 fn summary_key(raw: &Value) -> String {
     raw.get("id").map(Value::to_string).unwrap_or_default()
 }
 
+/// Records the versions handled in this listing, so that the next run, which sees them again
+/// inside the overlap, does not count them as changed.
 fn remember(p: &mut Piece, e: Endpoint, versions: &[(String, Option<i64>)]) {
     let handled: Vec<(String, i64)> = versions.iter().filter_map(|(k, v)| Some((k.clone(), (*v)?))).collect();
     if let Some(Mark::Cursor(_, _, recent)) = p.marks.iter_mut().find(|m| matches!(m, Mark::Cursor(f, ..) if *f == e)) {
@@ -444,7 +444,19 @@ impl UserJob {
         self.check_cancel()?;
         self.plan(e, planned);
         let c = &self.env.client;
-        Ok(self.env.tokens.with_token(&self.user_id, |t| call(c.clone(), t)).await?)
+        // Cancellation also reaches a request still waiting for the rate limiter (behind
+        // live work, a backfill's can wait long).
+        let mut cancel = self.env.cancel.clone();
+        let cancelled = async move {
+            // A dropped sender can never cancel.
+            if cancel.wait_for(|c| *c).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            r = self.env.tokens.with_token(&self.user_id, |t| call(c.clone(), t)) => Ok(r?),
+            _ = cancelled => Err(Stop::Interrupted),
+        }
     }
 
     async fn getmeas(&mut self, q: MeasQuery) -> Result<MeasureList, Stop> {
@@ -565,18 +577,20 @@ impl UserJob {
         let mut announced = BTreeSet::new();
         let mut finished: BTreeSet<Endpoint> = Endpoint::ALL.into_iter().filter(|e| !decision.fetches(*e)).collect();
         // A first cursor from a backfill: the newest `modified` seen, but never past the
-        // window's last day when the window ends before now (a historical window's edits must
-        // not hide the data after it). A window that reaches now has nothing after it, so the
-        // next sync starts where this listing ended, and the versions it handled within the
-        // cursor overlap are kept: the next sync does not fetch their days again.
-        let cap = if end > self.env.now { self.env.now } else { end - 86_400 };
-        let done = |p: &mut Piece, e: Endpoint, raws: Option<i64>, versions: &[(String, Option<i64>)]| {
+        // window's last day (a historical window's edits must not hide the data after it,
+        // and a listing by local date misses the next day where it has begun). The versions
+        // this backfill handled are kept beside it ([`Mark::Handled`]) once the days and
+        // sessions they imply are in: the next sync, which sees them again, does not fetch
+        // those again.
+        let done = |p: &mut Piece, e: Endpoint, raws: Option<i64>| {
             p.marks.push(Mark::Backfilled(e, r));
             if let Some(m) = raws {
-                let handled = versions.iter().filter_map(|(k, v)| Some((k.clone(), (*v)?))).collect();
-                p.marks.push(Mark::CursorIfNone(e, m.min(cap), handled));
+                p.marks.push(Mark::CursorIfNone(e, m.min(end - 86_400)));
             }
             p.marks.push(Mark::Success(e));
+        };
+        let handled = |versions: &[(String, Option<i64>)]| {
+            versions.iter().filter_map(|(k, v)| Some((k.clone(), (*v)?))).collect::<Vec<_>>()
         };
 
         // getmeas is listed first (its current zone is evidence) but harmonized once the
@@ -590,7 +604,7 @@ impl UserJob {
             let mut p = self.piece();
             self.heights_for(&list, &mut p).await?;
             self.learn_current_zone(&mut p, &list);
-            done(&mut p, Endpoint::Getmeas, max_modified(list.groups.iter().map(|g| &g.raw)), &[]);
+            done(&mut p, Endpoint::Getmeas, max_modified(list.groups.iter().map(|g| &g.raw)));
             // A listing over the whole re-list window up to now is that window's re-list: the
             // next sync need not list it again before `relist_every`.
             let now = self.env.now;
@@ -602,6 +616,8 @@ impl UserJob {
         }
 
         let mut activity = Vec::new();
+        // Versions of listings whose detail family this call fetches: kept once it is done.
+        let (mut activity_versions, mut summary_versions) = (Vec::new(), Vec::new());
         if decision.lists(Endpoint::Getactivity) {
             activity = self.getactivity(dates).await?;
             let mut p = self.piece();
@@ -609,9 +625,13 @@ impl UserJob {
             self.land(&mut p, Endpoint::Getactivity, raw::getactivity(&self.ctx, &activity));
             if self.wants(Endpoint::Getactivity) {
                 self.add(&mut p, harmonize::getactivity(&self.ctx, &activity), self.window(Endpoint::Getactivity, start, end));
+                done(&mut p, Endpoint::Getactivity, max_modified(activity.iter().map(|i| &i.raw)));
                 let versions: Vec<(String, Option<i64>)> =
                     activity.iter().map(|i| (activity_key(&i.raw), modified_of(&i.raw))).collect();
-                done(&mut p, Endpoint::Getactivity, max_modified(activity.iter().map(|i| &i.raw)), &versions);
+                activity_versions = handled(&versions);
+                if !decision.fetches(Endpoint::Getintradayactivity) {
+                    p.marks.push(Mark::Handled(Endpoint::Getactivity, std::mem::take(&mut activity_versions)));
+                }
             }
             self.send(p).await?;
         }
@@ -624,7 +644,7 @@ impl UserJob {
             self.learn_zones(&mut p, harmonize::workout_evidence(&items));
             self.land(&mut p, Endpoint::Getworkouts, raw::by_id(&self.ctx, Endpoint::Getworkouts, &items));
             self.add(&mut p, harmonize::getworkouts(&self.ctx, &items), Coverage::Upsert);
-            done(&mut p, Endpoint::Getworkouts, max_modified(items.iter().map(|i| &i.raw)), &[]);
+            done(&mut p, Endpoint::Getworkouts, max_modified(items.iter().map(|i| &i.raw)));
             self.send(p).await?;
         }
         finished.insert(Endpoint::Getworkouts);
@@ -637,9 +657,13 @@ impl UserJob {
             self.learn_zones(&mut p, harmonize::sleep_evidence(&summaries));
             self.land(&mut p, Endpoint::SleepGetsummary, raw::by_id(&self.ctx, Endpoint::SleepGetsummary, &summaries));
             self.add(&mut p, harmonize::sleep_getsummary(&self.ctx, &summaries), Coverage::Upsert);
+            done(&mut p, Endpoint::SleepGetsummary, max_modified(summaries.iter().map(|i| &i.raw)));
             let versions: Vec<(String, Option<i64>)> =
                 summaries.iter().map(|i| (summary_key(&i.raw), modified_of(&i.raw))).collect();
-            done(&mut p, Endpoint::SleepGetsummary, max_modified(summaries.iter().map(|i| &i.raw)), &versions);
+            summary_versions = handled(&versions);
+            if !decision.fetches(Endpoint::SleepGet) {
+                p.marks.push(Mark::Handled(Endpoint::SleepGetsummary, std::mem::take(&mut summary_versions)));
+            }
             self.send(p).await?;
         }
         finished.insert(Endpoint::SleepGetsummary);
@@ -668,6 +692,9 @@ impl UserJob {
             let mut p = self.piece();
             p.marks.push(Mark::Backfilled(Endpoint::Getintradayactivity, r));
             p.marks.push(Mark::Success(Endpoint::Getintradayactivity));
+            if !activity_versions.is_empty() {
+                p.marks.push(Mark::Handled(Endpoint::Getactivity, activity_versions));
+            }
             self.send(p).await?;
         }
         finished.insert(Endpoint::Getintradayactivity);
@@ -699,6 +726,9 @@ impl UserJob {
             let mut p = self.piece();
             p.marks.push(Mark::Backfilled(Endpoint::SleepGet, r));
             p.marks.push(Mark::Success(Endpoint::SleepGet));
+            if !summary_versions.is_empty() {
+                p.marks.push(Mark::Handled(Endpoint::SleepGetsummary, summary_versions));
+            }
             self.send(p).await?;
         }
         finished.insert(Endpoint::SleepGet);

@@ -17,9 +17,12 @@ pub(crate) enum Mark {
     /// The largest `modified` seen (the cursor only moves forward), and the versions
     /// (record key, modified) this run handled, kept for those inside the overlap.
     Cursor(Endpoint, i64, Vec<(String, i64)>),
-    /// Set the cursor only if the family has none (a backfill's first view of the user),
-    /// with the versions it handled (kept as [`Mark::Cursor`] keeps them).
-    CursorIfNone(Endpoint, i64, Vec<(String, i64)>),
+    /// Set the cursor only if the family has none (a backfill's first view of the user).
+    CursorIfNone(Endpoint, i64),
+    /// Versions (record key, modified) whose data is all in, the detail days and sessions
+    /// they imply included: kept for those inside the cursor's overlap, so the next listing,
+    /// which sees them again, does not count them as changed.
+    Handled(Endpoint, Vec<(String, i64)>),
     Backfilled(Endpoint, DateRange),
     /// Re-listed at this run's "now" (the clock `relist_every` is measured on).
     Relisted(Endpoint, chrono::DateTime<chrono::Utc>),
@@ -76,12 +79,17 @@ pub(crate) fn apply(state: &mut UserState, m: Mark, now: DateTime<Utc>, overlap:
             f.recent.extend(handled);
             f.recent.retain(|_, m| *m > cursor - overlap);
         }
-        Mark::CursorIfNone(e, v, handled) => {
+        Mark::CursorIfNone(e, v) => {
             let f = state.families.entry(e.as_str().to_string()).or_default();
             if f.cursor.is_none() {
                 f.cursor = Some(v);
-                f.recent.extend(handled);
-                f.recent.retain(|_, m| *m > v - overlap);
+            }
+        }
+        Mark::Handled(e, handled) => {
+            let f = state.families.entry(e.as_str().to_string()).or_default();
+            f.recent.extend(handled);
+            if let Some(cursor) = f.cursor {
+                f.recent.retain(|_, m| *m > cursor - overlap);
             }
         }
         Mark::Backfilled(e, r) => state.families.entry(e.as_str().to_string()).or_default().add_backfilled(r),
@@ -155,8 +163,9 @@ mod tests {
         let f = &s.families["getmeas"];
         assert_eq!(f.cursor, Some(1_000), "an older cursor does not move it back");
         assert_eq!(f.recent.keys().collect::<Vec<_>>(), ["a", "c"]);
-        apply(&mut s, Mark::CursorIfNone(Endpoint::Getmeas, 5, Vec::new()), now(), 300);
-        apply(&mut s, Mark::CursorIfNone(Endpoint::Getworkouts, 5, vec![("w".into(), 4), ("old".into(), -400)]), now(), 300);
+        apply(&mut s, Mark::CursorIfNone(Endpoint::Getmeas, 5), now(), 300);
+        apply(&mut s, Mark::CursorIfNone(Endpoint::Getworkouts, 5), now(), 300);
+        apply(&mut s, Mark::Handled(Endpoint::Getworkouts, vec![("w".into(), 4), ("old".into(), -400)]), now(), 300);
         assert_eq!(s.families["getmeas"].cursor, Some(1_000));
         assert_eq!(s.families["getworkouts"].cursor, Some(5));
         assert_eq!(

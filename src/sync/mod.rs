@@ -202,7 +202,9 @@ pub(crate) enum Msg {
 /// Everything a run needs: the lake, its state, the client and the users' credentials.
 /// Build one from a pipeline file with [`crate::pipeline::PipelineFile::engine`], or from
 /// its parts with [`Engine::new`]. One engine serves any number of runs, one after another
-/// or at once (their requests share the client's rate limiter, by priority).
+/// or at once: their requests share the client's rate limiter, by priority; each run holds
+/// the leases of the shards it writes under its own holder, so two runs of one shard take
+/// turns. The [`Progress`] counters are the engine's, summed over its runs.
 pub struct Engine {
     lake: Lake,
     state: StateStore,
@@ -449,7 +451,7 @@ impl Engine {
         reauth: Vec<select::Reauth>,
         report: &mut Report,
     ) -> Result<(), SyncError> {
-        let lease = self.lake.lease_shard(shard, &crate::lease::process_holder(), run.spec.lease_wait).await?;
+        let lease = self.lake.lease_shard(shard, &crate::lease::run_holder(), run.spec.lease_wait).await?;
         let mut result = self.record_user_ids(&lease, &users, run.vital_ids).await;
         if result.is_ok()
             && let Some(ev) = run.events
