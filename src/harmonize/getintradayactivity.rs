@@ -27,24 +27,37 @@ enum Shape {
     Point,
 }
 
-/// The sample value of a field, when the sample has one.
-type Read = fn(&IntradaySample) -> Option<f64>;
-
-/// (sample field, resource, row shape, unit, value): every field a table holds, in the order
-/// each sample's rows are written.
-const FIELDS: [(&str, Resource, Shape, &str, Read); 7] = [
-    ("steps", Resource::Steps, Shape::Interval, "count", |s| s.steps.map(|v| v as f64)),
-    ("distance", Resource::Distance, Shape::Interval, "m", |s| s.distance),
+/// (sample field, resource, row shape, unit): every field a table holds, in the order each
+/// sample's rows are written; [`value`] reads each from a sample.
+const FIELDS: [(&str, Resource, Shape, &str); 7] = [
+    ("steps", Resource::Steps, Shape::Interval, "count"),
+    ("distance", Resource::Distance, Shape::Interval, "m"),
     // Active kcal.
-    ("calories", Resource::CaloriesActive, Shape::Interval, "kcal", |s| s.calories),
-    ("heart_rate", Resource::Heartrate, Shape::Point, "bpm", |s| s.heart_rate.map(|v| v as f64)),
+    ("calories", Resource::CaloriesActive, Shape::Interval, "kcal"),
+    ("heart_rate", Resource::Heartrate, Shape::Point, "bpm"),
     // The watch's automatic SpO2 readings.
-    ("spo2_auto", Resource::BloodOxygen, Shape::Point, "%", |s| s.spo2_auto),
+    ("spo2_auto", Resource::BloodOxygen, Shape::Point, "%"),
     // RMSSD in milliseconds; Vital's unit string is "rmssd".
-    ("rmssd", Resource::Hrv, Shape::Point, "rmssd", |s| s.rmssd),
+    ("rmssd", Resource::Hrv, Shape::Point, "rmssd"),
     // Breaths per minute; Vital's unit string is "bpm".
-    ("rr", Resource::RespiratoryRate, Shape::Point, "bpm", |s| s.rr),
+    ("rr", Resource::RespiratoryRate, Shape::Point, "bpm"),
 ];
+
+/// The value of the [`FIELDS`] entry `i` in a sample, when the sample has one (a match the
+/// compiler inlines into the row loop, where a table of function pointers would not be).
+#[inline(always)]
+fn value(i: usize, s: &IntradaySample) -> Option<f64> {
+    match i {
+        0 => s.steps.map(|v| v as f64),
+        1 => s.distance,
+        2 => s.calories,
+        3 => s.heart_rate.map(|v| v as f64),
+        4 => s.spo2_auto,
+        5 => s.rmssd,
+        6 => s.rr,
+        _ => None,
+    }
+}
 
 /// Keys of an intraday sample that describe the device, not a measurement.
 const SAMPLE_META: [&str; 4] = ["deviceid", "model", "model_id", "modelid"];
@@ -65,7 +78,7 @@ pub fn getintradayactivity(ctx: &Context, series: &BTreeMap<i64, Item<IntradaySa
                 continue;
             }
         };
-        if !FIELDS.iter().any(|(_, _, _, _, read)| read(s).is_some()) {
+        if !(0..FIELDS.len()).any(|i| value(i, s).is_some()) {
             let fields: Vec<&str> = item
                 .raw
                 .as_object()
@@ -90,8 +103,8 @@ pub fn getintradayactivity(ctx: &Context, series: &BTreeMap<i64, Item<IntradaySa
         }
         let source = source_of(s.model_id, s.model.as_deref(), None, s.deviceid.as_deref(), SourceType::Watch);
         let row = IntradayRow { t: *t, s, source: &source, zone: zones.at(*t), raw: &item.raw };
-        for (_, resource, shape, unit, read) in FIELDS {
-            let Some(v) = read(s) else { continue };
+        for (i, (_, resource, shape, unit)) in FIELDS.into_iter().enumerate() {
+            let Some(v) = value(i, s) else { continue };
             match shape {
                 Shape::Interval => interval(&mut out, resource, &row, v, unit),
                 Shape::Point => point(&mut out, resource, row.source, row.zone, row.t, v, unit, row.raw),
@@ -134,10 +147,10 @@ mod tests {
 
     #[test]
     fn each_field_reads_the_sample_key_it_names() {
-        for (field, resource, _, _, read) in FIELDS {
+        for (i, (field, resource, _, _)) in FIELDS.into_iter().enumerate() {
             let sample: IntradaySample = serde_json::from_value(serde_json::json!({ field: 7 })).unwrap();
-            assert_eq!(read(&sample), Some(7.0), "{field} -> {resource}");
-            let others = FIELDS.iter().filter(|f| f.0 != field).filter(|f| (f.4)(&sample).is_some()).count();
+            assert_eq!(value(i, &sample), Some(7.0), "{field} -> {resource}");
+            let others = (0..FIELDS.len()).filter(|j| *j != i).filter(|j| value(*j, &sample).is_some()).count();
             assert_eq!(others, 0, "{field} is read by another field's entry");
         }
     }
