@@ -63,6 +63,10 @@ pub struct PipelineFile {
     /// Change events: webhooks and manifest files (none without the section).
     #[serde(default)]
     pub events: Option<EventsSection>,
+    /// The service (`withings-lake serve`): listen address, public URL, link, poll and read
+    /// settings; secrets from the environment variables it names.
+    #[serde(default)]
+    pub serve: Option<crate::serve::ServeSection>,
     #[serde(skip)]
     pub path: PathBuf,
 }

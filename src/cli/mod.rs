@@ -12,6 +12,7 @@ mod refresh;
 mod reharmonize;
 mod run;
 mod schema;
+mod serve;
 #[cfg(feature = "simulator")]
 mod simulate;
 mod status;
@@ -77,6 +78,8 @@ pub enum Command {
     Tables(tables::TablesArgs),
     /// Erase one person from the lake and the credentials (GDPR).
     Forget(forget::ForgetArgs),
+    /// The service: Vital's REST API, account links, Withings notifications, fresh data.
+    Serve(serve::ServeArgs),
     /// Rebuild tables from the raw landing, without calling Withings.
     Reharmonize(reharmonize::ReharmonizeArgs),
     /// Incremental run for every linked user (or --user-id): what changed since the cursors.
@@ -104,6 +107,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(args) => query::run(args).await,
         Command::Tables(args) => tables::run(args).await,
         Command::Forget(args) => forget::run(args).await,
+        Command::Serve(args) => serve::run(args).await,
         Command::Reharmonize(args) => reharmonize::run(args).await,
         Command::Sync(args) => sync::run(args).await,
         Command::Backfill(args) => backfill::run(args).await,

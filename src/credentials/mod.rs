@@ -342,14 +342,23 @@ impl CredentialStore {
     /// The records of `user_ids`, read 16 at a time, sorted by user id; one that does not
     /// decrypt or parse is in `unreadable`, one that does not exist in neither list.
     pub async fn get_many(&self, user_ids: &[String]) -> Result<Listing, CredentialsError> {
-        let mut read = futures::stream::iter(user_ids).map(|u| async move { (u, self.get(u).await) }).buffer_unordered(16);
+        // Owned ids: a closure over `&String` makes the future's `Send` higher-ranked, which
+        // rustc cannot prove inside a spawned task (the service's).
+        let mut read = futures::stream::iter(user_ids.iter().cloned())
+            .map(|u| {
+                futures::FutureExt::boxed(async move {
+                    let got = self.get(&u).await;
+                    (u, got)
+                })
+            })
+            .buffer_unordered(16);
         let mut out = Listing::default();
         while let Some((user_id, got)) = read.next().await {
             match got {
                 Ok(Some(r)) => out.records.push(r),
                 Ok(None) => {}
                 Err(e @ (CredentialsError::Corrupt { .. } | CredentialsError::InvalidUserId { .. })) => {
-                    out.unreadable.push((user_id.clone(), e.to_string()))
+                    out.unreadable.push((user_id, e.to_string()))
                 }
                 Err(e) => return Err(e),
             }

@@ -305,6 +305,31 @@ pub async fn recover(
     Ok(out)
 }
 
+/// Announces `provider.connection.error` for a linked user (`error_type` one of Vital's,
+/// e.g. `deregistered_per_provider` when the person revoked the app at Withings): enqueued
+/// in the outbox, then delivered like [`announce_link`]'s event.
+pub async fn announce_connection_error(
+    cfg: &EventsConfig,
+    lake: &crate::lake::Lake,
+    user: &crate::credentials::UserRecord,
+    error_type: &str,
+    message: &str,
+    details: &str,
+) -> Result<DeliverySummary, EventsError> {
+    use sha2::Digest;
+    let now = Utc::now();
+    let tag = hex::encode(&sha2::Sha256::digest(user.user_id.as_bytes())[..6]);
+    let batch = batch_name(now, &format!("connection-error-{tag}"));
+    let ids = user.vital_user_id.iter().map(|v| (user.user_id.clone(), v.clone())).collect();
+    let mut b = Builder::new(&batch, now, cfg).with_vital_ids(ids);
+    b.connection_error(&user.user_id, error_type, message, details);
+    let outbox = Outbox::new(lake.location.clone(), cfg.sinks.clone()).with_retention(cfg.delivered_retention);
+    outbox.enqueue(&batch, &b.finish()).await?;
+    let delivery =
+        async { Deliverer::new(outbox)?.deliver(DeliverOptions { wait: cfg.final_wait, budget: Some(cfg.pass_budget()) }).await };
+    Ok(delivery.await.unwrap_or_else(|e| DeliverySummary { errors: vec![e.to_string()], ..Default::default() }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,6 +64,7 @@ mod lake;
 mod lake_rebuild;
 mod library;
 mod poisoned;
+mod serve;
 mod shape;
 mod sim_data;
 mod sim_limits;

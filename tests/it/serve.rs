@@ -1,0 +1,501 @@
+//! `withings-lake serve` end to end over loopback: the simulator as Withings, the service's
+//! HTTP API as a Vital client sees it, the lake and the event files as analysts and handlers
+//! see them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use withings_lake::secret::Secret;
+use withings_lake::serve::{self, Running, Service};
+use withings_lake::{EngineOptions, PipelineFile, RequestBudget};
+
+use crate::common::{self, NOW, Sim};
+
+pub const API_KEY: &str = "test-api-key-0123456789";
+pub const NOTIFY_SECRET: &str = "notify-secret-0123456789";
+pub const REDIRECT: &str = "https://app.example.com/linked";
+
+pub struct Served {
+    pub sim: Sim,
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub svc: Arc<Service>,
+    running: Option<Running>,
+    /// Simulated minus real time, seconds (the service's clock follows the simulator's).
+    offset: Arc<AtomicI64>,
+}
+
+fn env(var: &str) -> Option<String> {
+    match var {
+        "WL_TEST_API_KEYS" => Some(format!("old-key-abcdefghijklmnop,{API_KEY}")),
+        "WL_TEST_NOTIFY_SECRET" => Some(NOTIFY_SECRET.into()),
+        "WL_TEST_SIGNING_KEY" => Some("signing-key-0123456789-0123456789-0123456789".into()),
+        _ => None,
+    }
+}
+
+pub fn pipeline_text(sim_base: &str, serve_extra: &str) -> String {
+    format!(
+        "[source]\napi_base_url = \"{sim_base}\"\nclient_id = \"demo-client\"\nclient_secret_env = \"WL_SERVE_TEST_UNSET\"\n\
+         [credentials]\nurl = \"creds\"\nkey_file = \"creds.key\"\n[lake]\nurl = \"lake\"\n\
+         [sync]\nbackfill_days = 14\nrelist_days = 14\n\
+         [events]\nfinal_wait_seconds = 1\n[events.files]\nprefix = \"_events/files\"\n\
+         [serve]\nlisten = \"127.0.0.1:0\"\napi_keys_env = \"WL_TEST_API_KEYS\"\nnotify_secret_env = \"WL_TEST_NOTIFY_SECRET\"\n\
+         signing_key_env = \"WL_TEST_SIGNING_KEY\"\nredirect_urls = [\"{REDIRECT}\"]\ncoalesce_seconds = 1\n\
+         poll_interval_minutes = 600\ndrain_seconds = 0\n{serve_extra}\n"
+    )
+}
+
+impl Served {
+    pub async fn start(users: usize, serve_extra: &str) -> Served {
+        let sim = common::start(users, 0).await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pipeline.toml");
+        std::fs::write(&file, pipeline_text(&sim.base, serve_extra)).unwrap();
+        let offset = Arc::new(AtomicI64::new(NOW - chrono::Utc::now().timestamp()));
+        let (svc, running) = launch(&file, offset.clone()).await;
+        let base = format!("http://{}", running.addr);
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Served { sim, dir, base, http, svc, running: Some(running), offset }
+    }
+
+    /// Moves the simulator's clock (which notifies what became visible) and the service's.
+    pub async fn advance(&self, seconds: i64) {
+        self.offset.fetch_add(seconds, Ordering::SeqCst);
+        self.sim.advance(seconds).await;
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+
+    pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).header("x-vital-api-key", API_KEY);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// The value of one metric line (`name{labels}`), 0 when absent.
+    pub async fn metric(&self, line: &str) -> f64 {
+        metric_in(&self.metrics().await, line)
+    }
+
+    /// Waits (up to 90 s) until `line` reaches `at_least`.
+    pub async fn wait_metric(&self, line: &str, at_least: f64) {
+        for _ in 0..900 {
+            if self.metric(line).await >= at_least {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{line} never reached {at_least}:\n{}", self.metrics().await);
+    }
+
+    /// Creates a user and links the simulator's person `sim_user` through the browser flow.
+    /// Returns the Vital user id.
+    pub async fn create_and_link(&self, client_user_id: &str, sim_user: usize) -> String {
+        let (status, user) = self.api(reqwest::Method::POST, "/v2/user", Some(json!({"client_user_id": client_user_id}))).await;
+        assert_eq!(status, StatusCode::OK, "{user}");
+        let user_id = user["user_id"].as_str().unwrap().to_string();
+        let location = self.link(&user_id, sim_user).await;
+        assert!(location.starts_with(REDIRECT) && location.contains("state=success"), "{location}");
+        user_id
+    }
+
+    /// A link through the browser flow; returns where it ends.
+    pub async fn link(&self, user_id: &str, sim_user: usize) -> String {
+        let (status, token) = self
+            .api(
+                reqwest::Method::POST,
+                "/v2/link/token",
+                Some(json!({"user_id": user_id, "provider": "withings", "redirect_url": REDIRECT})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{token}");
+        let (cookie, authorize) = self.open_link(token["link_web_url"].as_str().unwrap()).await;
+        let callback = self.authorize(&authorize, sim_user).await;
+        self.callback(&callback, Some(&cookie)).await
+    }
+
+    /// Opens a `link_web_url` as a browser: the cookie it sets and where it sends the browser.
+    pub async fn open_link(&self, url: &str) -> (String, String) {
+        let resp = self.http.get(url).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let cookie = resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+        (cookie, resp.headers()["location"].to_str().unwrap().to_string())
+    }
+
+    /// The person consents at the simulator's authorize page; returns the callback URL.
+    pub async fn authorize(&self, authorize: &str, sim_user: usize) -> String {
+        let resp = self.http.get(format!("{authorize}&sim_user={sim_user}")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FOUND);
+        resp.headers()["location"].to_str().unwrap().to_string()
+    }
+
+    /// Follows the callback (with the browser's cookie); returns the final redirect.
+    pub async fn callback(&self, url: &str, cookie: Option<&str>) -> String {
+        let mut req = self.http.get(url);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let resp = req.send().await.unwrap();
+        match resp.headers().get("location") {
+            Some(l) => l.to_str().unwrap().to_string(),
+            None => format!("{} {}", resp.status(), resp.text().await.unwrap()),
+        }
+    }
+
+    pub async fn notify(&self, body: &str) -> StatusCode {
+        let url = format!("{}/withings/notify/{NOTIFY_SECRET}", self.base);
+        self.http
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let lake = withings_lake::lake::Lake::open(
+            withings_lake::storage::open(&self.dir.path().join("lake").display().to_string()).unwrap(),
+        )
+        .await
+        .unwrap();
+        let ctx = withings_lake::query_session(&lake).await.unwrap();
+        let batches = withings_lake::query_sql(&ctx, sql).await.unwrap();
+        use arrow::array::AsArray;
+        batches.iter().map(|b| b.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0)).sum()
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        crate::events::lines_in(&self.dir.path().join("lake/_events/files"))
+    }
+}
+
+/// Requests the simulator answered for `endpoint`, whatever their status.
+pub fn sim_requests(stats: &Value, endpoint: &str) -> u64 {
+    stats["requests"][endpoint].as_object().map(|m| m.values().filter_map(Value::as_u64).sum()).unwrap_or(0)
+}
+
+pub fn metric_in(text: &str, line: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(line) && l[line.len()..].starts_with(' '))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Builds the engine and the service from a pipeline file, with the test's secrets and clock.
+pub async fn launch(file: &std::path::Path, offset: Arc<AtomicI64>) -> (Arc<Service>, Running) {
+    let pipeline = PipelineFile::load(file).unwrap();
+    let options = EngineOptions {
+        requests_per_minute: Some(RequestBudget::Unlimited),
+        workers: 1,
+        client_secret: Some(Secret::new("demo-secret")),
+    };
+    let engine = pipeline.engine(&options).await.unwrap();
+    let clock: serve::Clock = Arc::new(move || {
+        chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() + offset.load(Ordering::SeqCst), 0).unwrap()
+    });
+    let svc = Arc::new(Service::new(&pipeline, engine, env).await.unwrap().with_clock(clock));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = serve::start(svc.clone(), listener).await.unwrap();
+    (svc, running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_is_created_linked_backfilled_refreshed_and_deleted_over_the_api() {
+    let mut s = Served::start(2, "").await;
+    let (status, body) = s.api(reqwest::Method::POST, "/v2/user", Some(json!({"client_user_id": "alice"}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let alice = body["user_id"].as_str().unwrap().to_string();
+    assert_eq!(body["client_user_id"], "alice");
+    assert_eq!(body["connected_sources"], json!([]));
+    // The same client user id again: 409 with the existing id.
+    let (status, body) = s.api(reqwest::Method::POST, "/v2/user", Some(json!({"client_user_id": "alice"}))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["detail"]["user_id"], alice.as_str());
+
+    // The browser flow.
+    let end = s.link(&alice, 0).await;
+    assert!(end.starts_with(REDIRECT) && end.contains("state=success"), "{end}");
+    let (_, providers) = s.api(reqwest::Method::GET, &format!("/v2/user/providers/{alice}"), None).await;
+    assert_eq!(providers["providers"][0]["slug"], "withings", "{providers}");
+    assert_eq!(providers["providers"][0]["status"], "connected", "{providers}");
+    let (_, resolved) = s.api(reqwest::Method::GET, "/v2/user/resolve/alice", None).await;
+    assert_eq!(resolved["user_id"], alice.as_str());
+
+    // The backfill runs by itself, then the connection and history are announced.
+    s.wait_metric("withings_lake_runs_total{mode=\"backfill\",result=\"ok\"}", 1.0).await;
+    assert!(s.count("SELECT count(*) FROM steps WHERE user_id = 'alice'").await > 0);
+    let events = s.events();
+    assert!(
+        events.iter().any(|e| e["event_type"] == "provider.connection.created" && e["event"]["user_id"] == alice.as_str()),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e["event_type"] == "historical.data.weight.created"), "{events:?}");
+
+    // Refresh: answered once the live job ran; the 9th within the hour is refused.
+    for i in 0..8 {
+        let (status, body) = s.api(reqwest::Method::POST, &format!("/v2/user/refresh/{alice}"), None).await;
+        assert!(status == StatusCode::OK || status == StatusCode::ACCEPTED, "refresh {i}: {status} {body}");
+        assert_eq!(body["success"], true);
+        if i == 0 {
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert!(body["refreshed_sources"].as_array().unwrap().iter().any(|s| s == "withings/activity"), "{body}");
+        }
+    }
+    let resp =
+        s.http.post(format!("{}/v2/user/refresh/{alice}", s.base)).header("x-vital-api-key", API_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry), "{retry}");
+
+    // Delete: the user is gone from the API at once.
+    let (status, body) = s.api(reqwest::Method::DELETE, &format!("/v2/user/{alice}"), None).await;
+    assert_eq!((status, body["success"].clone()), (StatusCode::OK, json!(true)));
+    let (status, _) = s.api(reqwest::Method::GET, &format!("/v2/user/{alice}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_identical_notifications_make_one_job() {
+    let mut s = Served::start(1, "").await;
+    s.create_and_link("bob", 0).await;
+    s.wait_metric("withings_lake_runs_total{mode=\"backfill\",result=\"ok\"}", 1.0).await;
+    let userid = s.sim.users().await[0]["userid"].as_i64().unwrap();
+    let getmeas_before = sim_requests(&s.sim.stats().await, "getmeas");
+    let now = chrono::Utc::now().timestamp() + s.offset.load(Ordering::SeqCst);
+    let body = format!("userid={userid}&appli=1&startdate={}&enddate={}", now - 60, now - 30);
+    let sends = (0..50).map(|_| s.notify(&body));
+    let statuses = futures::future::join_all(sends).await;
+    assert!(statuses.iter().all(|st| *st == StatusCode::OK), "{statuses:?}");
+    s.wait_metric("withings_lake_runs_total{mode=\"refresh\",result=\"ok\"}", 1.0).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.metric("withings_lake_runs_total{mode=\"refresh\",result=\"ok\"}").await, 1.0);
+    assert_eq!(s.metric("withings_lake_notifications_total{appli=\"1\",result=\"queued\"}").await, 50.0);
+    let getmeas = sim_requests(&s.sim.stats().await, "getmeas") - getmeas_before;
+    assert!(getmeas <= 2, "{getmeas} getmeas calls for one burst");
+    // Every entry of the inbox is gone once the job committed.
+    assert!(crate::common::files_under(&s.dir.path().join("lake/_service/inbox")).is_empty());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_its_status_and_changes_nothing() {
+    let mut s = Served::start(1, "").await;
+    let url = |p: &str| format!("{}{p}", s.base);
+    // API key: missing, wrong; the rotated-out key still works while listed.
+    let r = s.http.post(url("/v2/user")).json(&json!({"client_user_id": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = s
+        .http
+        .post(url("/v2/user"))
+        .header("x-vital-api-key", "nope")
+        .json(&json!({"client_user_id": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = s.http.get(url("/v2/user/resolve/x")).header("x-vital-api-key", "old-key-abcdefghijklmnop").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // User ids that are not UUIDs never reach storage.
+    for bad in ["..%2Fx", "x%00y", &"a".repeat(10_000)] {
+        let (status, body) = s.api(reqwest::Method::GET, &format!("/v2/user/{bad}"), None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+    }
+    for bad in ["../x", "a\u{0}b", "' OR 1=1 --"] {
+        let (status, body) = s.api(reqwest::Method::POST, "/v2/user", Some(json!({"client_user_id": bad}))).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+    }
+    let (_, user) = s.api(reqwest::Method::POST, "/v2/user", Some(json!({"client_user_id": "carol"}))).await;
+    let carol = user["user_id"].as_str().unwrap().to_string();
+    // Redirects off the allow-list.
+    for bad in ["javascript:alert(1)", "https://evil.example.com/linked", "http://app.example.com/linked"] {
+        let (status, body) = s
+            .api(
+                reqwest::Method::POST,
+                "/v2/link/token",
+                Some(json!({"user_id": carol, "provider": "withings", "redirect_url": bad})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+    }
+    // An unknown link token; a callback with a forged state, without the cookie, replayed.
+    let (status, _) = (s.http.get(url("/link?token=unknown")).send().await.unwrap().status(), ());
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, token) =
+        s.api(reqwest::Method::POST, "/v2/link/token", Some(json!({"user_id": carol, "redirect_url": REDIRECT}))).await;
+    let link = token["link_web_url"].as_str().unwrap();
+    // Opening the link twice (an unfurler, then the person) does not consume it.
+    let _ = s.open_link(link).await;
+    let (cookie, authorize) = s.open_link(link).await;
+    let callback = s.authorize(&authorize, 0).await;
+    let forged = callback.replace("state=", "state=0000");
+    assert!(s.callback(&forged, Some(&cookie)).await.starts_with("400"), "forged state");
+    assert!(s.callback(&callback, None).await.starts_with("400"), "no cookie");
+    assert!(s.callback(&callback, Some("wl_link_0000000000000000=x")).await.starts_with("400"), "foreign cookie");
+    let done = s.callback(&callback, Some(&cookie)).await;
+    assert!(done.contains("state=success"), "{done}");
+    let again = s.callback(&callback, Some(&cookie)).await;
+    assert!(again.contains("state=error") && again.contains("error_type=token_consumed"), "{again}");
+    // Notifications: a wrong secret is 404; garbage is answered like the rest, counted, not queued.
+    let r = s.http.post(url("/withings/notify/wrong-secret-000000000")).body("userid=1&appli=1").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let now = chrono::Utc::now().timestamp();
+    for body in [
+        "userid=abc&appli=1".to_string(),
+        "userid=1&appli=xyz".to_string(),
+        format!("userid=1&appli=1&startdate={}&enddate={}", now, now - 100),
+        "userid=1&appli=1&startdate=99999999999".to_string(),
+        "userid=9999999&appli=1".to_string(),
+        "userid=1&appli=77".to_string(),
+    ] {
+        assert_eq!(s.notify(&body).await, StatusCode::OK, "{body}");
+    }
+    let big = "x".repeat(100_000);
+    assert_eq!(s.notify(&big).await, StatusCode::PAYLOAD_TOO_LARGE);
+    let m = s.metrics().await;
+    assert_eq!(metric_in(&m, "withings_lake_notifications_total{appli=\"none\",result=\"malformed_userid\"}"), 1.0, "{m}");
+    assert_eq!(metric_in(&m, "withings_lake_notifications_total{appli=\"none\",result=\"malformed_appli\"}"), 1.0, "{m}");
+    assert_eq!(metric_in(&m, "withings_lake_notifications_total{appli=\"none\",result=\"malformed_dates\"}"), 2.0, "{m}");
+    assert_eq!(metric_in(&m, "withings_lake_notifications_total{appli=\"77\",result=\"ignored_appli\"}"), 1.0, "{m}");
+    // No secret in the metrics.
+    assert!(!m.contains(NOTIFY_SECRET) && !m.contains(API_KEY));
+    s.stop().await;
+}
+
+/// Row counts of every resource table of the lake under `dir` (-1: the table does not read).
+async fn table_counts(dir: &std::path::Path) -> std::collections::BTreeMap<String, i64> {
+    use arrow::array::AsArray;
+    let lake = withings_lake::lake::Lake::open(withings_lake::storage::open(&dir.display().to_string()).unwrap()).await.unwrap();
+    let ctx = withings_lake::query_session(&lake).await.unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for r in withings_lake::schema::Resource::ALL {
+        let n = match withings_lake::query_sql(&ctx, &format!("SELECT count(*) FROM {r}")).await {
+            Ok(b) => b.iter().map(|b| b.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0)).sum(),
+            Err(_) => -1,
+        };
+        out.insert(r.as_str().to_string(), n);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_hours_of_notifications_land_what_a_cli_sync_of_a_twin_simulator_finds_for_no_more_requests() {
+    use withings_lake::link::{CallbackListener, LinkRequest};
+    use withings_lake::{Mode, RunSpec, Users};
+
+    // The service: two people linked through the browser flow, backfilled, subscribed.
+    let mut s = Served::start(2, "").await;
+    s.create_and_link("alice", 0).await;
+    s.create_and_link("bob", 1).await;
+    s.wait_metric("withings_lake_runs_total{mode=\"backfill\",result=\"ok\"}", 2.0).await;
+    for _ in 0..300 {
+        if sim_requests(&s.sim.stats().await, "notify_subscribe") >= 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sim_requests(&s.sim.stats().await, "notify_subscribe"), 10, "5 applis for each of 2 users");
+    let link_day = chrono::DateTime::from_timestamp(NOW, 0).unwrap().date_naive();
+
+    // The twin: the same simulator, linked and backfilled by the batch engine.
+    let twin = common::start(2, 0).await;
+    let tdir = tempfile::tempdir().unwrap();
+    let tfile = tdir.path().join("pipeline.toml");
+    std::fs::write(&tfile, pipeline_text(&twin.base, "")).unwrap();
+    let pipeline = PipelineFile::load(&tfile).unwrap();
+    let options = EngineOptions {
+        requests_per_minute: Some(RequestBudget::Unlimited),
+        workers: 1,
+        client_secret: Some(Secret::new("demo-secret")),
+    };
+    let engine = pipeline.engine(&options).await.unwrap();
+    let mut listener = CallbackListener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    for (i, name) in ["alice", "bob"].iter().enumerate() {
+        let idx = i.to_string();
+        let scopes = &pipeline.source.scopes;
+        let req = LinkRequest::new(
+            &pipeline.authorize_url(),
+            "demo-client",
+            scopes,
+            &listener.redirect_uri,
+            name,
+            &[("sim_user", &idx)],
+        )
+        .unwrap();
+        reqwest::get(&req.url).await.unwrap().error_for_status().unwrap();
+        let cb = listener.next(Duration::from_secs(10)).await.unwrap();
+        req.complete(engine.client(), engine.credentials(), cb, false, None).await.unwrap();
+    }
+    let spec = |mode: Mode, now: i64| RunSpec {
+        mode,
+        users: Users::All,
+        shard: None,
+        now: chrono::DateTime::from_timestamp(now, 0).unwrap(),
+        lease_wait: Duration::from_secs(10),
+        dry_run: false,
+    };
+    let run = |spec: RunSpec| {
+        let engine = &engine;
+        async move {
+            let (_c, cancelled) = tokio::sync::watch::channel(false);
+            engine.run(&spec, cancelled).await.unwrap()
+        }
+    };
+    let from = link_day - chrono::Duration::days(13);
+    run(spec(Mode::Backfill { from, to: link_day }, NOW)).await;
+    assert_eq!(
+        table_counts(&s.dir.path().join("lake")).await,
+        table_counts(&tdir.path().join("lake")).await,
+        "after the backfills"
+    );
+
+    // Six hours pass: the simulator notifies what became visible; the service fetches it.
+    let before = s.sim.stats().await;
+    s.advance(6 * 3600).await;
+    s.wait_metric("withings_lake_runs_total{mode=\"refresh\",result=\"ok\"}", 1.0).await;
+    for _ in 0..600 {
+        let idle = crate::common::files_under(&s.dir.path().join("lake/_service/inbox")).is_empty();
+        if idle && s.metric("withings_lake_jobs_queued{priority=\"live\"}").await == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = s.sim.stats().await;
+    let data_requests = |st: &Value| -> u64 {
+        ["getmeas", "getactivity", "getintradayactivity", "getworkouts", "sleep_getsummary", "sleep_get"]
+            .iter()
+            .map(|e| sim_requests(st, e))
+            .sum()
+    };
+    let served = data_requests(&after) - data_requests(&before);
+
+    twin.advance(6 * 3600).await;
+    let tbefore = twin.stats().await;
+    let sync = run(spec(Mode::Incremental, NOW + 6 * 3600)).await;
+    assert!(sync.failures.is_empty(), "{}", sync.to_text());
+    let cli = data_requests(&twin.stats().await) - data_requests(&tbefore);
+    assert_eq!(table_counts(&s.dir.path().join("lake")).await, table_counts(&tdir.path().join("lake")).await, "after six hours");
+    assert!(served <= cli, "the service sent {served} data requests where a sync sent {cli}");
+    assert!(s.svc.leader.load(Ordering::Relaxed));
+    s.stop().await;
+}
