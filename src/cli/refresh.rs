@@ -30,5 +30,5 @@ fn parse_family(s: &str) -> Result<Endpoint, String> {
 pub async fn run(args: RefreshArgs) -> anyhow::Result<()> {
     let families: BTreeSet<Endpoint> =
         if args.families.is_empty() { Endpoint::ALL.into_iter().collect() } else { args.families.iter().copied().collect() };
-    execute(&args.run, Mode::Refresh { families }, Users::Only(vec![args.user_id.clone()])).await
+    execute(&args.run, Mode::Refresh { families, windows: Default::default() }, Users::Only(vec![args.user_id.clone()])).await
 }

@@ -42,8 +42,8 @@ pub struct ServeSection {
     pub coalesce_seconds: u64,
     /// Every user not refreshed for this long gets an incremental sync (the fallback when
     /// notifications are lost).
-    #[serde(default = "default_poll_interval_minutes")]
-    pub poll_interval_minutes: u32,
+    #[serde(default = "default_poll_interval_seconds")]
+    pub poll_interval_seconds: u64,
     /// Users in one poll run.
     #[serde(default = "default_poll_batch")]
     pub poll_batch: usize,
@@ -97,8 +97,8 @@ fn default_link_token_minutes() -> u32 {
 fn default_coalesce_seconds() -> u64 {
     3
 }
-fn default_poll_interval_minutes() -> u32 {
-    15
+fn default_poll_interval_seconds() -> u64 {
+    900
 }
 fn default_poll_batch() -> usize {
     50
@@ -210,7 +210,7 @@ impl ServeSection {
             redirect_urls,
             link_token_ttl: Duration::from_secs(60 * positive("link_token_minutes", self.link_token_minutes.into())?),
             coalesce: Duration::from_secs(self.coalesce_seconds),
-            poll_interval: Duration::from_secs(60 * positive("poll_interval_minutes", self.poll_interval_minutes.into())?),
+            poll_interval: Duration::from_secs(positive("poll_interval_seconds", self.poll_interval_seconds)?),
             poll_batch: positive("poll_batch", self.poll_batch as u64)? as usize,
             refreshes_per_hour: self.refreshes_per_hour,
             erasure_grace: Duration::from_secs(3600 * u64::from(self.erasure_grace_hours)),

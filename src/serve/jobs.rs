@@ -63,7 +63,27 @@ struct Live {
     keys: Vec<Path>,
     /// Arrival of the notifications it holds (for the latency histogram).
     received: Vec<DateTime<Utc>>,
+    /// The measurements' range the notifications named (`[start, end)`), listed again and
+    /// replaced so a deletion lands too.
+    window: Option<(i64, i64)>,
 }
+
+impl Live {
+    fn new(due: Instant) -> Live {
+        Live { families: BTreeSet::new(), due, keys: vec![], received: vec![], window: None }
+    }
+
+    fn widen(&mut self, start: i64, end: i64) {
+        self.window = Some(match self.window {
+            None => (start, end),
+            Some((a, b)) => (a.min(start), b.max(end)),
+        });
+    }
+}
+
+/// The widest notified range taken as a window (a wider one is left to `lastupdate` and the
+/// daily re-list).
+const MAX_WINDOW: i64 = 31 * 86_400;
 
 enum Work {
     Live(Vec<(String, Live)>),
@@ -227,7 +247,7 @@ impl Scheduler {
         let coalesce = self.svc.cfg.coalesce;
         let all = self.svc.app.families.clone();
         match entry {
-            InboxEntry::Notification { received_at, userid, appli, .. } => {
+            InboxEntry::Notification { received_at, userid, appli, startdate, enddate } => {
                 let Some(user) = self.svc.user_of_withings(&userid).await else {
                     self.svc.metrics.notification(&appli.to_string(), "unknown_user");
                     let _ = self.svc.store.delete(&key).await;
@@ -244,23 +264,21 @@ impl Scheduler {
                     let _ = self.svc.store.delete(&key).await;
                     return;
                 }
-                let job = self.live.entry(user).or_insert_with(|| Live {
-                    families: BTreeSet::new(),
-                    due: Instant::now() + coalesce,
-                    keys: vec![],
-                    received: vec![],
-                });
+                let job = self.live.entry(user).or_insert_with(|| Live::new(Instant::now() + coalesce));
+                if matches!(appli, 1 | 4)
+                    && let Some(a) = startdate
+                {
+                    let b = enddate.unwrap_or(a).max(a) + 1;
+                    if b - a <= MAX_WINDOW {
+                        job.widen(a, b);
+                    }
+                }
                 job.families.extend(families);
                 job.keys.push(key);
                 job.received.push(received_at);
             }
             InboxEntry::Refresh { user_id, .. } => {
-                let job = self.live.entry(user_id).or_insert_with(|| Live {
-                    families: BTreeSet::new(),
-                    due: Instant::now(),
-                    keys: vec![],
-                    received: vec![],
-                });
+                let job = self.live.entry(user_id).or_insert_with(|| Live::new(Instant::now()));
                 // Someone waits: no coalescing delay.
                 job.due = job.due.min(Instant::now());
                 job.families.extend(all.iter().copied());
@@ -437,7 +455,8 @@ impl Scheduler {
                 }
                 for (families, jobs) in groups {
                     let users: Vec<String> = jobs.iter().map(|(u, _)| u.clone()).collect();
-                    let spec = spec(Mode::Refresh { families }, users, now);
+                    let windows = jobs.iter().filter_map(|(u, l)| Some((u.clone(), l.window?))).collect();
+                    let spec = spec(Mode::Refresh { families, windows }, users, now);
                     let outcome = self.run_engine(spec, false).await;
                     self.finish_live(jobs, outcome).await;
                 }
@@ -461,6 +480,8 @@ impl Scheduler {
                 let done = matches!(&outcome, Some(Ok(r)) if !r.interrupted && !r.failures.iter().any(|f| f.user_id == user));
                 let gone = matches!(&outcome, Some(Ok(r)) if r.failures.iter().any(|f| f.user_id == user && f.class == "auth"));
                 if done || gone {
+                    // The users list is read again now (the new user is polled from now on).
+                    self.last_housekeeping = None;
                     for key in self.backfills.remove(&user).unwrap_or_default() {
                         let _ = self.svc.store.delete(&key).await;
                         self.seen.remove(&key);
@@ -555,12 +576,10 @@ impl Scheduler {
                 }
             } else if !self.stopping() {
                 // Tried again in a minute, with whatever joined meanwhile.
-                let again = self.live.entry(user.clone()).or_insert_with(|| Live {
-                    families: BTreeSet::new(),
-                    due: Instant::now() + Duration::from_secs(60),
-                    keys: vec![],
-                    received: vec![],
-                });
+                let again = self.live.entry(user.clone()).or_insert_with(|| Live::new(Instant::now() + Duration::from_secs(60)));
+                if let Some((a, b)) = job.window {
+                    again.widen(a, b);
+                }
                 again.families.extend(job.families);
                 again.keys.extend(job.keys);
                 again.received.extend(job.received);

@@ -418,8 +418,11 @@ impl UserJob {
         }
         let result = match mode {
             Mode::Backfill { from, to } => self.backfill(DateRange { from: *from, to: *to }).await,
-            Mode::Incremental => self.incremental(None).await,
-            Mode::Refresh { families } => self.incremental(Some(families)).await,
+            Mode::Incremental => self.incremental(None, None).await,
+            Mode::Refresh { families, windows } => {
+                let window = windows.get(&self.user_id).copied();
+                self.incremental(Some(families), window).await
+            }
         };
         // A part that stopped after its getmeas listing still commits it, stamped with the
         // zones learned so far (days learned later are re-stamped then: they are pending).
@@ -738,8 +741,9 @@ impl UserJob {
 
     /// An incremental run: `lastupdate` listings from each cursor, intraday for the days whose
     /// activity changed, sleep get for new or changed sessions, and the daily getmeas re-list.
-    /// `only` limits it to some families (a targeted refresh).
-    async fn incremental(&mut self, only: Option<&BTreeSet<Endpoint>>) -> Result<(), Stop> {
+    /// `only` limits it to some families (a targeted refresh); `window` is a range of
+    /// measurements listed again and replaced (a notification's).
+    async fn incremental(&mut self, only: Option<&BTreeSet<Endpoint>>, window: Option<(i64, i64)>) -> Result<(), Stop> {
         // A listing's cursor decides which intraday days and sleep sessions count as changed:
         // refreshing a listing refreshes what depends on it, or those would be missed for good.
         let decision = Decision::incremental(&self.env.families, only);
@@ -788,6 +792,13 @@ impl UserJob {
                 self.heights_for(&list, &mut p).await?;
                 self.learn_current_zone(&mut p, &list);
                 p.marks.push(Mark::Relisted(Endpoint::Getmeas, self.env.now_utc));
+                relisted.push((a, b));
+                lists.push((list, self.window(Endpoint::Getmeas, a, b)));
+            } else if let Some((a, b)) = window.filter(|(a, b)| a < b) {
+                // The notified range: what Withings lists there now replaces the lake's rows.
+                let list = self.getmeas(MeasQuery { startdate: Some(a), enddate: Some(b - 1), ..MeasQuery::default() }).await?;
+                self.heights_for(&list, &mut p).await?;
+                self.learn_current_zone(&mut p, &list);
                 relisted.push((a, b));
                 lists.push((list, self.window(Endpoint::Getmeas, a, b)));
             }
@@ -954,15 +965,15 @@ pub(crate) fn estimate(env: &Env, mode: &Mode, state: &UserState, e: &mut plan::
             }
         }
         Mode::Incremental | Mode::Refresh { .. } => {
-            let only = match mode {
-                Mode::Refresh { families } => Some(families),
-                _ => None,
+            let (only, window) = match mode {
+                Mode::Refresh { families, windows } => (Some(families), windows.get(&state.user_id)),
+                _ => (None, None),
             };
             let d = Decision::incremental(&env.families, only);
             for f in &d.list {
                 e.add(*f, 1);
             }
-            if d.fetches(Endpoint::Getmeas) && relist_due(env, state) {
+            if d.fetches(Endpoint::Getmeas) && (relist_due(env, state) || window.is_some()) {
                 e.add(Endpoint::Getmeas, 1);
             }
             let days_since = |f: Endpoint| -> u64 {

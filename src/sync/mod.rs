@@ -73,8 +73,10 @@ pub enum Mode {
     Backfill { from: NaiveDate, to: NaiveDate },
     /// `lastupdate`-driven, for every selected user.
     Incremental,
-    /// Incremental for some families (a notification or an operator).
-    Refresh { families: BTreeSet<Endpoint> },
+    /// Incremental for some families (a notification or an operator). `windows`: per user,
+    /// an epoch range `[start, end)` of measurements listed again and replaced (a
+    /// notification's range: a deleted measurement leaves the lake within minutes).
+    Refresh { families: BTreeSet<Endpoint>, windows: BTreeMap<String, (i64, i64)> },
 }
 
 impl Mode {

@@ -80,7 +80,7 @@ async fn a_program_links_backfills_and_refreshes_one_user_through_the_library() 
     sim.advance(8 * 3600).await;
     let later = NOW + 8 * 3600;
     let families: BTreeSet<Endpoint> = [Endpoint::Getactivity, Endpoint::Getintradayactivity].into();
-    let mode = Mode::Refresh { families };
+    let mode = Mode::Refresh { families, windows: Default::default() };
     assert_eq!(mode.priority(), Priority::Live, "someone is waiting for a refresh");
     let refresh = run(spec(mode, Users::Only(vec!["person-1".into()]), later)).await;
     assert_eq!((refresh.users.selected, refresh.users.ok, refresh.users.failed), (1, 1, 0), "{}", refresh.to_text());

@@ -39,14 +39,28 @@ fn env(var: &str) -> Option<String> {
 }
 
 pub fn pipeline_text(sim_base: &str, serve_extra: &str) -> String {
+    // `serve_extra` lines replace the base `[serve]` lines with the same key.
+    let base = [
+        "listen = \"127.0.0.1:0\"".to_string(),
+        "api_keys_env = \"WL_TEST_API_KEYS\"".into(),
+        "notify_secret_env = \"WL_TEST_NOTIFY_SECRET\"".into(),
+        "signing_key_env = \"WL_TEST_SIGNING_KEY\"".into(),
+        format!("redirect_urls = [\"{REDIRECT}\"]"),
+        "coalesce_seconds = 1".into(),
+        "poll_interval_seconds = 36000".into(),
+        "drain_seconds = 0".into(),
+    ];
+    let key = |l: &str| l.split('=').next().unwrap_or("").trim().to_string();
+    let extra: Vec<&str> = serve_extra.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut serve: Vec<String> = base.into_iter().filter(|b| !extra.iter().any(|e| key(e) == key(b))).collect();
+    serve.extend(extra.iter().map(|e| e.to_string()));
     format!(
         "[source]\napi_base_url = \"{sim_base}\"\nclient_id = \"demo-client\"\nclient_secret_env = \"WL_SERVE_TEST_UNSET\"\n\
          [credentials]\nurl = \"creds\"\nkey_file = \"creds.key\"\n[lake]\nurl = \"lake\"\n\
          [sync]\nbackfill_days = 14\nrelist_days = 14\n\
          [events]\nfinal_wait_seconds = 1\n[events.files]\nprefix = \"_events/files\"\n\
-         [serve]\nlisten = \"127.0.0.1:0\"\napi_keys_env = \"WL_TEST_API_KEYS\"\nnotify_secret_env = \"WL_TEST_NOTIFY_SECRET\"\n\
-         signing_key_env = \"WL_TEST_SIGNING_KEY\"\nredirect_urls = [\"{REDIRECT}\"]\ncoalesce_seconds = 1\n\
-         poll_interval_minutes = 600\ndrain_seconds = 0\n{serve_extra}\n"
+         [serve]\n{}\n",
+        serve.join("\n")
     )
 }
 
@@ -498,4 +512,62 @@ async fn six_hours_of_notifications_land_what_a_cli_sync_of_a_twin_simulator_fin
     assert!(served <= cli, "the service sent {served} data requests where a sync sent {cli}");
     assert!(s.svc.leader.load(Ordering::Relaxed));
     s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_notifications_off_data_lands_within_one_poll_interval() {
+    let mut s = Served::start(1, "subscribe = false\npoll_interval_seconds = 2").await;
+    s.create_and_link("dana", 0).await;
+    s.wait_metric("withings_lake_runs_total{mode=\"backfill\",result=\"ok\"}", 1.0).await;
+    let steps = s.count("SELECT count(*) FROM steps").await;
+    let polls = s.metric("withings_lake_runs_total{mode=\"sync\",result=\"ok\"}").await;
+    s.advance(6 * 3600).await;
+    s.wait_metric("withings_lake_runs_total{mode=\"sync\",result=\"ok\"}", polls + 1.0).await;
+    assert!(s.count("SELECT count(*) FROM steps").await > steps, "the poll found the six hours of steps");
+    assert_eq!(sim_requests(&s.sim.stats().await, "notify_subscribe"), 0, "subscribe = false subscribes nothing");
+    assert_eq!(s.metric("withings_lake_poll_period_seconds").await, 2.0);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_elect_one_leader_and_a_stopped_leader_is_replaced() {
+    let mut a = Served::start(1, "leader_lease_seconds = 3").await;
+    a.wait_metric("withings_lake_leader", 1.0).await;
+    // A second instance over the same lake and credentials.
+    let file = a.dir.path().join("pipeline.toml");
+    let (_b_svc, b) = launch(&file, Arc::new(AtomicI64::new(NOW - chrono::Utc::now().timestamp()))).await;
+    let b_base = format!("http://{}", b.addr);
+    let http = a.http.clone();
+    let b_metric = |line: &'static str| {
+        let (http, url) = (http.clone(), format!("{b_base}/metrics"));
+        async move { metric_in(&http.get(url).send().await.unwrap().text().await.unwrap(), line) }
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(b_metric("withings_lake_leader").await, 0.0, "one leader");
+    // Both answer the API: a user made through B is linked through A.
+    let r = a
+        .http
+        .post(format!("{b_base}/v2/user"))
+        .header("x-vital-api-key", API_KEY)
+        .json(&json!({"client_user_id": "erin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let erin = r.json::<Value>().await.unwrap()["user_id"].as_str().unwrap().to_string();
+    assert!(a.link(&erin, 0).await.contains("state=success"));
+    a.wait_metric("withings_lake_runs_total{mode=\"backfill\",result=\"ok\"}", 1.0).await;
+    assert_eq!(b_metric("withings_lake_runs_total{mode=\"backfill\",result=\"ok\"}").await, 0.0, "only the leader runs jobs");
+    // The leader stops (its lease is released): B leads within the lease's lifetime.
+    a.stop().await;
+    let mut led = false;
+    for _ in 0..80 {
+        if b_metric("withings_lake_leader").await == 1.0 {
+            led = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(led, "the second instance took over");
+    b.stop().await;
 }

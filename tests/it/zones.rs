@@ -137,7 +137,7 @@ async fn a_mover_s_rows_carry_the_zone_of_their_local_day_through_backfill_syncs
 
     // 2. getmeas alone: the London weigh-ins arrive before any day record of London; the last
     //    day known is in New York, and they are stamped so.
-    let r = run(&engine, &spec(Mode::Refresh { families: [Endpoint::Getmeas].into() }, NOW)).await;
+    let r = run(&engine, &spec(Mode::Refresh { families: [Endpoint::Getmeas].into(), windows: Default::default() }, NOW)).await;
     assert_eq!(r.users.ok, 2, "{}", r.to_text());
     let weights = all_rows(&lake, Resource::Weight).await;
     let stale = (0..weights.num_rows())
