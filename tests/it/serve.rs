@@ -21,8 +21,7 @@ pub const REDIRECT: &str = "https://app.example.com/linked";
 pub struct Served {
     pub sim: Sim,
     pub dir: tempfile::TempDir,
-    pub base: String,
-    pub http: reqwest::Client,
+    pub api: Api,
     pub svc: Arc<Service>,
     running: Option<Running>,
     /// Simulated minus real time, seconds (the service's clock follows the simulator's).
@@ -74,7 +73,7 @@ impl Served {
         let (svc, running) = launch(&file, offset.clone()).await;
         let base = format!("http://{}", running.addr);
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Served { sim, dir, base, http, svc, running: Some(running), offset }
+        Served { sim, dir, api: Api { base, http }, svc, running: Some(running), offset }
     }
 
     /// Moves the simulator's clock (which notifies what became visible) and the service's.
@@ -89,6 +88,38 @@ impl Served {
         }
     }
 
+    pub async fn count(&self, sql: &str) -> i64 {
+        let lake = withings_lake::lake::Lake::open(
+            withings_lake::storage::open(&self.dir.path().join("lake").display().to_string()).unwrap(),
+        )
+        .await
+        .unwrap();
+        let ctx = withings_lake::query_session(&lake).await.unwrap();
+        let batches = withings_lake::query_sql(&ctx, sql).await.unwrap();
+        use arrow::array::AsArray;
+        batches.iter().map(|b| b.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0)).sum()
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        crate::events::lines_in(&self.dir.path().join("lake/_events/files"))
+    }
+}
+
+/// The service's HTTP API as a Vital client and a browser use it.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl std::ops::Deref for Served {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Api {
     pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base)).header("x-vital-api-key", API_KEY);
         if let Some(b) = body {
@@ -184,22 +215,6 @@ impl Served {
             .await
             .unwrap()
             .status()
-    }
-
-    pub async fn count(&self, sql: &str) -> i64 {
-        let lake = withings_lake::lake::Lake::open(
-            withings_lake::storage::open(&self.dir.path().join("lake").display().to_string()).unwrap(),
-        )
-        .await
-        .unwrap();
-        let ctx = withings_lake::query_session(&lake).await.unwrap();
-        let batches = withings_lake::query_sql(&ctx, sql).await.unwrap();
-        use arrow::array::AsArray;
-        batches.iter().map(|b| b.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0)).sum()
-    }
-
-    pub fn events(&self) -> Vec<Value> {
-        crate::events::lines_in(&self.dir.path().join("lake/_events/files"))
     }
 }
 
@@ -570,4 +585,105 @@ async fn two_instances_elect_one_leader_and_a_stopped_leader_is_replaced() {
     }
     assert!(led, "the second instance took over");
     b.stop().await;
+}
+
+/// `withings-lake serve` as a process, its address read from its first line.
+struct Process {
+    child: std::process::Child,
+    api: Api,
+}
+
+fn spawn_service(file: &std::path::Path) -> Process {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_withings-lake"))
+        .args(["serve", "--pipeline", &file.display().to_string(), "--unthrottled", "--log-format", "json"])
+        .env("WL_SERVE_TEST_UNSET", "demo-secret")
+        .env("WL_TEST_API_KEYS", API_KEY)
+        .env("WL_TEST_NOTIFY_SECRET", NOTIFY_SECRET)
+        .env("WL_TEST_SIGNING_KEY", "signing-key-0123456789-0123456789-0123456789")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().strip_prefix("serving on ").unwrap_or_else(|| panic!("first line: {line}")).to_string();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    Process { child, api: Api { base, http } }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_killed_right_after_notifications_delivers_them_after_restart_and_announces_nothing_twice() {
+    // The service runs on the wall clock: the simulator's starts at the real time.
+    let sim = common::start_with(withings_simulator::SimConfig {
+        users: 1,
+        rate_limit_per_minute: 0,
+        now: None,
+        history_days: 30,
+        freeze_clock: true,
+        ..withings_simulator::SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // One address for both lives of the service: the subscriptions name it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let file = dir.path().join("pipeline.toml");
+    std::fs::write(&file, pipeline_text(&sim.base, &format!("listen = \"127.0.0.1:{port}\"\ncoalesce_seconds = 10"))).unwrap();
+
+    let mut first = spawn_service(&file);
+    let (_, user) = first.api.api(reqwest::Method::POST, "/v2/user", Some(json!({"client_user_id": "fay"}))).await;
+    let fay = user["user_id"].as_str().unwrap().to_string();
+    assert!(first.api.link(&fay, 0).await.contains("state=success"));
+    first.api.wait_metric("withings_lake_runs_total{mode=\"backfill\",result=\"ok\"}", 1.0).await;
+    for _ in 0..300 {
+        if sim_requests(&sim.stats().await, "notify_subscribe") >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let steps = lake_count(dir.path(), "SELECT count(*) FROM steps").await;
+    // Twelve hours pass (a day's waking hours in any zone); the simulator notifies them (each
+    // answered after its inbox write) and the service dies before its coalescing delay ends.
+    sim.advance(12 * 3600).await;
+    let m = first.api.metrics().await;
+    assert!(metric_in(&m, "withings_lake_notifications_total{appli=\"16\",result=\"queued\"}") >= 1.0, "{m}");
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let inbox = crate::common::files_under(&dir.path().join("lake/_service/inbox"));
+    assert!(!inbox.is_empty(), "the notifications wait in the inbox");
+
+    // The next life replays the inbox.
+    let mut second = spawn_service(&file);
+    second.api.wait_metric("withings_lake_runs_total{mode=\"refresh\",result=\"ok\"}", 1.0).await;
+    for _ in 0..300 {
+        if crate::common::files_under(&dir.path().join("lake/_service/inbox")).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(crate::common::files_under(&dir.path().join("lake/_service/inbox")).is_empty(), "the inbox drains");
+    assert!(lake_count(dir.path(), "SELECT count(*) FROM steps").await > steps, "the notified steps arrived");
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+
+    // Every event once: no two ids for the same announcement.
+    let events = crate::events::lines_in(&dir.path().join("lake/_events/files"));
+    let mut by_content: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for e in &events {
+        let content = format!("{}|{}", e["event_type"], e["event"]["data"]);
+        by_content.entry(content).or_default().insert(e["id"].as_str().unwrap_or_default().to_string());
+    }
+    let twice: Vec<_> = by_content.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    assert!(twice.is_empty(), "announced twice under different ids: {twice:?}");
+    assert!(events.iter().any(|e| e["event_type"] == "daily.data.steps.created"), "the new steps were announced");
+}
+
+async fn lake_count(dir: &std::path::Path, sql: &str) -> i64 {
+    use arrow::array::AsArray;
+    let lake = withings_lake::lake::Lake::open(withings_lake::storage::open(&dir.join("lake").display().to_string()).unwrap())
+        .await
+        .unwrap();
+    let ctx = withings_lake::query_session(&lake).await.unwrap();
+    let batches = withings_lake::query_sql(&ctx, sql).await.unwrap();
+    batches.iter().map(|b| b.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0)).sum()
 }

@@ -341,7 +341,10 @@ async fn a_historical_backfill_leaves_no_gap_and_a_refresh_of_activity_refetches
     // refresh --families getactivity: the listing's cursor decides the intraday days, so the
     // refresh brings the intraday of changed days too (else they would be missed for good).
     sim.advance(4 * 3600).await;
-    let mut s = spec(Mode::Refresh { families: [withings_lake::lake::Endpoint::Getactivity].into(), windows: Default::default() }, NOW + 4 * 3600);
+    let mut s = spec(
+        Mode::Refresh { families: [withings_lake::lake::Endpoint::Getactivity].into(), windows: Default::default() },
+        NOW + 4 * 3600,
+    );
     s.users = Users::Only(vec!["user-0".into()]);
     let r = run(&engine, &s).await;
     assert!(r.requests.sent.get("getintradayactivity").copied().unwrap_or(0) >= 1, "{}", r.to_text());
