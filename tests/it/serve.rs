@@ -628,7 +628,11 @@ async fn a_service_killed_right_after_notifications_delivers_them_after_restart_
     // One address for both lives of the service: the subscriptions name it.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let file = dir.path().join("pipeline.toml");
-    std::fs::write(&file, pipeline_text(&sim.base, &format!("listen = \"127.0.0.1:{port}\"\ncoalesce_seconds = 10"))).unwrap();
+    std::fs::write(
+        &file,
+        pipeline_text(&sim.base, &format!("listen = \"127.0.0.1:{port}\"\ncoalesce_seconds = 10\ndrain_seconds = 2")),
+    )
+    .unwrap();
 
     let mut first = spawn_service(&file);
     let (_, user) = first.api.api(reqwest::Method::POST, "/v2/user", Some(json!({"client_user_id": "fay"}))).await;
@@ -663,8 +667,32 @@ async fn a_service_killed_right_after_notifications_delivers_them_after_restart_
     }
     assert!(crate::common::files_under(&dir.path().join("lake/_service/inbox")).is_empty(), "the inbox drains");
     assert!(lake_count(dir.path(), "SELECT count(*) FROM steps").await > steps, "the notified steps arrived");
-    second.child.kill().unwrap();
-    second.child.wait().unwrap();
+
+    // SIGTERM drains: not ready, notifications still answered, then exit 0 with the leader
+    // lease released.
+    let pid = i32::try_from(second.child.id()).unwrap();
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let mut saw_draining = false;
+    for _ in 0..40 {
+        match second.api.http.get(format!("{}/readyz", second.api.base)).send().await {
+            Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                saw_draining = true;
+                assert_eq!(
+                    second.api.notify("userid=1&appli=1").await,
+                    StatusCode::OK,
+                    "notifications are answered while draining"
+                );
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_) => break,
+        }
+    }
+    assert!(saw_draining, "readyz answered 503 while draining");
+    let status = second.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!dir.path().join("lake/_service/leader.lease").exists(), "the leader lease is released");
 
     // Every event once: no two ids for the same announcement.
     let events = crate::events::lines_in(&dir.path().join("lake/_events/files"));
