@@ -46,6 +46,7 @@
 //! - [`pipeline`]: pipeline files (parse, then resolve into an [`Engine`], a client, a
 //!   credentials store).
 //! - [`secret`]: the redacting wrapper every token and key travels in.
+//! - [`serve`]: the read side of Vital's REST API (summaries, grouped time series) from the lake.
 //! - [`state`]: per (user, family) cursors and backfill progress under `<lake>/_state/`.
 //! - [`withings`]: the Withings API client (envelope, status kinds, rate limiter, retries,
 //!   pagination, typed records).
@@ -63,6 +64,7 @@ pub mod pipeline;
 pub mod rebuild;
 pub mod schema;
 pub mod secret;
+pub mod serve;
 pub mod state;
 pub mod storage;
 pub mod sync;
