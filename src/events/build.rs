@@ -11,32 +11,20 @@
 //! The envelope is `{"event_type", "user_id", "client_user_id", "team_id", "data"}`; this
 //! program has one id per person (the application's), so `user_id` and `client_user_id` are
 //! both that id. Events of a batch come ordered by user, resource, then created before updated.
+//!
+//! The objects themselves (summaries, samples, `source`) come from [`super::objects`], shared
+//! with the REST read side.
 
 use std::collections::BTreeMap;
 
-use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{DataType, Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
+use arrow::array::AsArray;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::Event;
+use super::objects::{self, SourceStyle};
 use crate::lake::{Changed, TableId};
 use crate::schema::{Kind, Resource};
-
-/// Columns of every table that are bookkeeping, not data: never in an event.
-const NOT_IN_EVENTS: [&str; 3] = ["endpoint", "ingested_at", "run_id"];
-/// Columns of every table that a time-series sample does not repeat (the event's `source` and
-/// `user_id` carry them).
-const GROUP_COLUMNS: [&str; 8] = [
-    "user_id",
-    "withings_user_id",
-    "time_zone",
-    "source_provider",
-    "source_type",
-    "source_device_id",
-    "source_device_model",
-    "source_device_model_id",
-];
 
 /// (user, resource position, updated, source as JSON text): one time-series event group.
 type SeriesKey = (String, usize, bool, String);
@@ -47,8 +35,8 @@ type SeriesKey = (String, usize, bool, String);
 pub struct Builder {
     pub team_id: String,
     pub max_samples_per_event: usize,
-    logo: String,
-    legacy_fields: bool,
+    /// The `source` of time series (and `logo`, `legacy_fields`: the provider object).
+    source_style: SourceStyle,
     hypnogram: bool,
     sleep_stream: bool,
     sleep_cycle: bool,
@@ -59,58 +47,12 @@ pub struct Builder {
     events: Vec<Event>,
 }
 
-fn set_path(obj: &mut Map<String, Value>, path: &str, v: Value) {
-    match path.split_once('.') {
-        None => {
-            obj.insert(path.to_string(), v);
-        }
-        Some((head, rest)) => {
-            let child = obj.entry(head.to_string()).or_insert_with(|| Value::Object(Map::new()));
-            if !child.is_object() {
-                *child = Value::Object(Map::new());
-            }
-            set_path(child.as_object_mut().expect("an object"), rest, v);
-        }
-    }
-}
-
-/// One value of a lake column as JSON: timestamps as RFC 3339 (`+00:00`), dates as
-/// `YYYY-MM-DD`, NaN as null.
-fn value_at(c: &ArrayRef, i: usize) -> Value {
-    if c.is_null(i) {
-        return Value::Null;
-    }
-    match c.data_type() {
-        DataType::Utf8 => Value::from(c.as_string::<i32>().value(i)),
-        DataType::Int32 => Value::from(c.as_primitive::<Int32Type>().value(i)),
-        DataType::Int64 => Value::from(c.as_primitive::<Int64Type>().value(i)),
-        DataType::Float64 => {
-            serde_json::Number::from_f64(c.as_primitive::<Float64Type>().value(i)).map_or(Value::Null, Value::Number)
-        }
-        DataType::Boolean => Value::from(c.as_boolean().value(i)),
-        DataType::Date32 => {
-            let d = c.as_primitive::<Date32Type>().value(i);
-            chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163).map_or(Value::Null, |d| Value::from(d.to_string()))
-        }
-        DataType::Timestamp(_, _) => {
-            let us = c.as_primitive::<TimestampMicrosecondType>().value(i);
-            DateTime::<Utc>::from_timestamp_micros(us).map_or(Value::Null, |t| Value::from(t.to_rfc3339()))
-        }
-        DataType::List(_) => {
-            let items = c.as_list::<i32>().value(i);
-            Value::Array((0..items.len()).map(|j| value_at(&items, j)).collect())
-        }
-        t => Value::from(format!("<{t}>")),
-    }
-}
-
 impl Builder {
     pub fn new(batch: &str, at: DateTime<Utc>, cfg: &super::EventsConfig) -> Builder {
         Builder {
             team_id: cfg.team_id.clone(),
             max_samples_per_event: cfg.max_samples_per_event.max(1),
-            logo: cfg.provider_logo.clone(),
-            legacy_fields: cfg.legacy_fields,
+            source_style: SourceStyle::of(cfg),
             hypnogram: cfg.hypnogram_events,
             sleep_stream: cfg.sleep_stream_events,
             sleep_cycle: cfg.sleep_cycle_events,
@@ -153,7 +95,7 @@ impl Builder {
 
     /// Vital's provider object (`ClientFacingProvider`).
     fn provider(&self) -> Value {
-        json!({ "name": "Withings", "slug": "withings", "logo": self.logo })
+        json!({ "name": "Withings", "slug": "withings", "logo": self.source_style.logo })
     }
 
     fn push(&mut self, event_type: String, user_id: &str, data: Value) {
@@ -190,111 +132,28 @@ impl Builder {
                 continue;
             }
             let order = Resource::ALL.iter().position(|r| r == resource).unwrap_or(usize::MAX);
-            let schema = resource.schema();
             let rows = &changed.rows;
-            let col = |name: &str| -> Result<&ArrayRef, arrow::error::ArrowError> {
-                rows.column_by_name(name)
-                    .ok_or_else(|| arrow::error::ArrowError::SchemaError(format!("{resource} has no column {name}")))
-            };
-            let users = col("user_id")?.as_string::<i32>();
-            let source_cols: Vec<&ArrayRef> = ["source_provider", "source_type", "source_device_id", "source_device_model"]
-                .iter()
-                .map(|c| col(c))
-                .collect::<Result<_, _>>()?;
-            fn text(c: &ArrayRef, i: usize) -> &str {
-                if c.is_null(i) { "" } else { c.as_string::<i32>().value(i) }
-            }
-            match schema.kind {
+            let users = rows
+                .column_by_name("user_id")
+                .ok_or_else(|| arrow::error::ArrowError::SchemaError(format!("{resource} has no column user_id")))?
+                .as_string::<i32>();
+            match resource.schema().kind {
                 Kind::Summary => {
-                    // (column, Vital path; several columns on one path make an array, in
-                    // schema order: workouts' `hr_zones`).
-                    let plan: Vec<(&ArrayRef, &str, bool)> = schema
-                        .columns
-                        .iter()
-                        .filter(|c| !NOT_IN_EVENTS.contains(&c.name.as_str()))
-                        .map(|c| {
-                            let path = c.vital.as_deref().unwrap_or(c.name.as_str());
-                            let shared = c.vital.is_some() && schema.columns.iter().filter(|o| o.vital == c.vital).count() > 1;
-                            Ok((col(&c.name)?, path, shared))
-                        })
-                        .collect::<Result<_, arrow::error::ArrowError>>()?;
-                    for (i, updated) in changed.updated.iter().enumerate() {
-                        let mut o = Map::new();
-                        for (c, path, shared) in &plan {
-                            let v = value_at(c, i);
-                            if *shared {
-                                if let Value::Array(a) = o.entry(path.to_string()).or_insert_with(|| Value::Array(Vec::new())) {
-                                    a.push(v);
-                                }
-                            } else if path.contains('.') {
-                                set_path(&mut o, path, v);
-                            } else {
-                                o.entry(path.to_string()).or_insert(v);
-                            }
-                        }
-                        // Vital's summaries carry `date` (the calendar date at midnight UTC)
-                        // and `created_at`; the lake has `calendar_date` and `updated_at`.
-                        if !o.contains_key("date")
-                            && let Some(day) = o.get("calendar_date").and_then(Value::as_str)
-                        {
-                            let date = format!("{day}T00:00:00+00:00");
-                            o.insert("date".into(), Value::from(date));
-                        }
-                        if o.get("created_at").is_none_or(Value::is_null)
-                            && let Some(u) = o.get("updated_at").cloned()
-                        {
-                            o.insert("created_at".into(), u);
-                        }
-                        // Vital's `user_id` in the object too; the application's id stays in
-                        // the envelope's `client_user_id`.
-                        o.insert("user_id".into(), Value::from(self.vital(users.value(i))));
-                        vital_values(*resource, &mut o);
-                        summaries.entry((users.value(i).to_string(), order, *updated)).or_default().push(Value::Object(o));
+                    let objects = objects::summaries(*resource, rows, |u| self.vital(u))?;
+                    for ((i, updated), o) in changed.updated.iter().enumerate().zip(objects) {
+                        summaries.entry((users.value(i).to_string(), order, *updated)).or_default().push(o);
                     }
                 }
                 Kind::Timeseries => {
-                    let plan: Vec<(&ArrayRef, &str)> = schema
-                        .columns
-                        .iter()
-                        .filter(|c| !NOT_IN_EVENTS.contains(&c.name.as_str()) && !GROUP_COLUMNS.contains(&c.name.as_str()))
-                        .map(|c| Ok((col(&c.name)?, c.vital.as_deref().unwrap_or(c.name.as_str()))))
-                        .collect::<Result<_, arrow::error::ArrowError>>()?;
-                    let start = plan.iter().position(|(_, p)| *p == "start");
-                    let has_timestamp = plan.iter().any(|(_, p)| *p == "timestamp");
-                    let metric = plan.iter().position(|(_, p)| *p == "metric");
-                    for (i, updated) in changed.updated.iter().enumerate() {
-                        let mut sample = Map::new();
-                        for (c, path) in &plan {
-                            sample.insert(path.to_string(), value_at(c, i));
-                        }
-                        if !has_timestamp && let Some(s) = start {
-                            sample.insert("timestamp".into(), value_at(plan[s].0, i));
-                        }
-                        let kind = metric.map(|m| value_at(plan[m].0, i)).unwrap_or(Value::Null);
-                        sample.entry("type".to_string()).or_insert(kind);
-                        sample.entry("timezone_offset".to_string()).or_insert(Value::Null);
-                        // Vital's sample `id` (its own row id): none here.
-                        sample.entry("id".to_string()).or_insert(Value::Null);
-                        if *resource == Resource::BloodPressure {
-                            // Vital's `grouping` of a reading: none from Withings.
-                            sample.entry("grouping".to_string()).or_insert(Value::Null);
-                        }
-                        whole_counts(*resource, &mut sample);
-                        let group = source_cols.iter().map(|c| text(c, i)).collect::<Vec<_>>().join("\u{1f}");
-                        series
-                            .entry((users.value(i).to_string(), order, *updated, group))
-                            .or_insert_with(|| {
-                                let v = |k: usize| value_at(source_cols[k], i);
-                                let mut source = json!({"provider": v(0), "type": v(1), "device_id": v(2), "device_model": v(3)});
-                                if self.legacy_fields {
-                                    source["name"] = json!("Withings");
-                                    source["slug"] = json!("withings");
-                                    source["logo"] = json!(self.logo);
-                                }
-                                (source, Vec::new())
-                            })
-                            .1
-                            .push(Value::Object(sample));
+                    let samples = objects::samples(*resource, rows)?;
+                    for ((i, updated), row) in changed.updated.iter().enumerate().zip(samples) {
+                        let entry = match series.entry((users.value(i).to_string(), order, *updated, row.group)) {
+                            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::btree_map::Entry::Vacant(e) => {
+                                e.insert((objects::source(rows, i, &self.source_style)?, Vec::new()))
+                            }
+                        };
+                        entry.1.push(row.sample);
                     }
                 }
                 Kind::Landing => {}
@@ -321,7 +180,7 @@ impl Builder {
                 samples.sort_by_cached_key(t);
                 for chunk in samples.chunks(self.max_samples_per_event) {
                     let mut data = json!({ "data": chunk, "source": source, "user_id": self.vital(&user) });
-                    if self.legacy_fields {
+                    if self.source_style.legacy_fields {
                         // The provider object Vital's older time-series events carried.
                         data["provider"] = self.provider();
                     }
@@ -412,71 +271,6 @@ impl Builder {
             "error_details": details,
         });
         self.push("provider.connection.error".into(), user_id, data);
-    }
-}
-
-/// Fields Vital's models declare for a summary that Withings data cannot fill: present as
-/// null rather than absent (a handler reading them finds a null, as from Vital).
-fn unfilled(r: Resource) -> &'static [&'static str] {
-    match r {
-        Resource::Activity => &["daily_movement", "wheelchair_push", "wheelchair_use"],
-        Resource::Body => &["waist_circumference_centimeter"],
-        Resource::Sleep => &["hr_dip", "hr_resting", "skin_temperature", "sleep_stream", "state", "temperature_delta"],
-        // hr_zones: Vital's six zones (<50 % to 90 %+ of max HR) are not Withings' four.
-        Resource::Workouts => &[
-            "hr_zones",
-            "average_speed",
-            "average_watts",
-            "device_watts",
-            "elev_high",
-            "elev_low",
-            "map",
-            "max_speed",
-            "max_watts",
-            "moving_time",
-            "title",
-            "total_elevation_gain",
-            "weighted_average_watts",
-        ],
-        _ => &[],
-    }
-}
-
-/// A summary object in Vital's values: sleep `efficiency` on the scale Vital's schema states
-/// (a percentage, `100 * total / duration`; the lake keeps the 0-1 ratio), and the fields it
-/// declares that we cannot fill as null.
-fn vital_values(r: Resource, o: &mut Map<String, Value>) {
-    if r == Resource::Sleep
-        && let Some(e) = o.get("efficiency").and_then(Value::as_f64)
-    {
-        let pct = (e * 100.0 * 1e6).round() / 1e6;
-        o.insert("efficiency".into(), serde_json::Number::from_f64(pct).map_or(Value::Null, Value::Number));
-    }
-    for f in unfilled(r) {
-        o.entry(f.to_string()).or_insert(Value::Null);
-    }
-    if r == Resource::SleepCycle {
-        // ClientFacingSleepCycle wants the source's fields at the top level too.
-        let source = o.get("source").cloned().unwrap_or(Value::Null);
-        for (top, key) in [("source_provider", "provider"), ("source_type", "type"), ("source_device_id", "device_id")] {
-            o.entry(top.to_string()).or_insert_with(|| source.get(key).cloned().unwrap_or(Value::Null));
-        }
-        o.entry("source_app_id".to_string()).or_insert(Value::Null);
-    }
-}
-
-/// Counts as integers where Vital's examples are integers (steps, systolic, diastolic, heart
-/// rate in bpm), when the value is whole.
-fn whole_counts(r: Resource, sample: &mut Map<String, Value>) {
-    let fields: &[&str] = match r {
-        Resource::Steps | Resource::Heartrate => &["value"],
-        Resource::BloodPressure => &["systolic", "diastolic"],
-        _ => return,
-    };
-    for f in fields {
-        if let Some(v) = sample.get(*f).and_then(Value::as_f64).filter(|v| v.fract() == 0.0 && v.abs() < 9.0e15) {
-            sample.insert(f.to_string(), Value::from(v as i64));
-        }
     }
 }
 

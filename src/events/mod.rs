@@ -27,6 +27,7 @@ pub mod build;
 pub mod capture;
 pub mod deliver;
 pub mod erase;
+pub mod objects;
 pub mod outbox;
 pub mod sign;
 

@@ -377,11 +377,34 @@ pub struct ReadParams {
     pub start_date: Option<String>,
     pub end_date: Option<String>,
     pub next_cursor: Option<String>,
+    pub cursor: Option<String>,
     pub provider: Option<String>,
 }
 
-fn reader(s: &Service) -> Result<&Arc<dyn super::DataReader>, ApiError> {
-    s.reader.as_ref().ok_or_else(|| ApiError::internal("read API", "no reader configured"))
+impl From<ReadParams> for super::read::ReadQuery {
+    fn from(p: ReadParams) -> super::read::ReadQuery {
+        super::read::ReadQuery {
+            start_date: p.start_date,
+            end_date: p.end_date,
+            next_cursor: p.next_cursor,
+            provider: p.provider,
+            cursor: p.cursor,
+        }
+    }
+}
+
+impl From<super::read::ReadError> for ApiError {
+    fn from(e: super::read::ReadError) -> ApiError {
+        if e.status() >= 500 {
+            tracing::error!(error = %e, "a data read failed");
+        }
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError::new(status, e.body())
+    }
+}
+
+fn who(u: &ServiceUser) -> super::read::Who<'_> {
+    super::read::Who { user_id: &u.client_user_id, vital_user_id: &u.user_id }
 }
 
 /// `GET /v2/summary/{activity|sleep|body|workouts}/{user_id}`.
@@ -391,7 +414,7 @@ pub async fn summary(
     Query(q): Query<ReadParams>,
 ) -> Result<Json<Value>, ApiError> {
     let u = known_user(&s, &user_id).await?;
-    Ok(Json(reader(&s)?.summary(&u, &kind, &q).await?))
+    Ok(Json(s.reader.summary(who(&u), &kind, &q.into()).await?))
 }
 
 /// `GET /v2/timeseries/{user_id}/{resource}/grouped`.
@@ -401,7 +424,7 @@ pub async fn grouped(
     Query(q): Query<ReadParams>,
 ) -> Result<Json<Value>, ApiError> {
     let u = known_user(&s, &user_id).await?;
-    Ok(Json(reader(&s)?.grouped(&u, &resource, &q).await?))
+    Ok(Json(s.reader.grouped(who(&u), &resource, &q.into()).await?))
 }
 
 /// Whether a header map carries a cookie `name`, and its value.

@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod link;
 pub mod metrics;
 pub mod notify;
+pub mod read;
 pub mod store;
 
 use std::collections::HashMap;
@@ -93,7 +94,8 @@ pub struct Service {
     pub userids: RwLock<HashMap<String, String>>,
     /// Serializes this instance's refresh-count updates.
     pub refresh_lock: tokio::sync::Mutex<()>,
-    pub reader: Option<Arc<dyn DataReader>>,
+    /// The data reads (`/v2/summary`, `/v2/timeseries`).
+    pub reader: read::Reader,
     /// The URL browsers and Withings reach this instance at (set when it starts listening).
     pub public_url: std::sync::OnceLock<String>,
     /// "Now" for the runs' windows (the wall clock; a test's simulated one).
@@ -102,14 +104,6 @@ pub struct Service {
 
 /// Where the service reads the time.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
-
-/// The read side (`/v2/summary`, `/v2/timeseries`), kept behind a trait so the HTTP layer
-/// does not depend on how the lake is read.
-#[async_trait::async_trait]
-pub trait DataReader: Send + Sync {
-    async fn summary(&self, user: &ServiceUser, kind: &str, q: &api::ReadParams) -> Result<serde_json::Value, api::ApiError>;
-    async fn grouped(&self, user: &ServiceUser, resource: &str, q: &api::ReadParams) -> Result<serde_json::Value, api::ApiError>;
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -173,6 +167,21 @@ impl Service {
             backfill_days: engine.config().backfill_days,
         };
         let (done, _) = broadcast::channel(256);
+        // Read cursors are signed under a key derived from the signing key (never the key
+        // itself, which also signs link states).
+        let cursor_key: [u8; 32] = {
+            use sha2::Digest;
+            sha2::Sha256::new()
+                .chain_update(b"withings-lake read cursors\0")
+                .chain_update(cfg.signing_key.expose())
+                .finalize()
+                .into()
+        };
+        let limits = read::ReadLimits { max_window_days: cfg.read_max_days, page_size: cfg.read_page_size };
+        let mut reader = read::Reader::new(engine.lake().clone(), cursor_key, limits);
+        if let Some(events) = engine.events() {
+            reader = reader.with_source_style(crate::events::objects::SourceStyle::of(events));
+        }
         Ok(Service {
             cfg,
             app,
@@ -186,7 +195,7 @@ impl Service {
             leader: AtomicBool::new(false),
             userids: RwLock::new(HashMap::new()),
             refresh_lock: tokio::sync::Mutex::new(()),
-            reader: None,
+            reader,
             clock: Arc::new(Utc::now),
             public_url: std::sync::OnceLock::new(),
         })

@@ -42,6 +42,9 @@
 //!   2100...): quarantined with the reason, the rest lands, requests and cursors stay sane.
 //! - `zones`: the simulator's mover (New York to London): every row carries the zone of its local
 //!   day through a backfill, syncs across the move, `reharmonize` and a fresh backfill.
+//! - `serve_read`: Vital's REST reads from a backfilled lake: summaries equal `query`'s rows and the
+//!   events' objects, grouped pages add up without gap, cursors signed and bound to their query,
+//!   bad parameters refused by name, only the user's shard and window read, Vital's SDK parses all.
 //! - `harmonize_props`: property tests on random well-typed responses (schema, no panic, conservation).
 
 mod airflow;
@@ -65,6 +68,7 @@ mod lake_rebuild;
 mod library;
 mod poisoned;
 mod serve;
+mod serve_read;
 mod shape;
 mod sim_data;
 mod sim_limits;
