@@ -703,6 +703,25 @@ fn shipped_pipeline_files_parse_and_the_example_names_every_sync_key() {
         "timeout_seconds",
         "retry_schedule_seconds",
         "prefix",
+        // [serve]: every key.
+        "listen",
+        "public_url",
+        "api_keys_env",
+        "notify_secret_env",
+        "signing_key_env",
+        "redirect_urls",
+        "link_token_minutes",
+        "coalesce_seconds",
+        "poll_interval_seconds",
+        "poll_batch",
+        "refreshes_per_hour",
+        "erasure_grace_hours",
+        "leader_lease_seconds",
+        "reconcile_hours",
+        "read_max_days",
+        "read_page_size",
+        "drain_seconds",
+        "subscribe",
     ] {
         assert!(example.contains(&format!("{key} =")), "example.toml does not show {key}");
     }
