@@ -81,6 +81,10 @@ impl Live {
     }
 }
 
+/// How long a poll or a backfill runs before live work may cancel it (it then commits what
+/// it staged and resumes later): live jobs wait at most this long for a running one.
+const MIN_SLICE: Duration = Duration::from_secs(10);
+
 /// The widest notified range taken as a window (a wider one is left to `lastupdate` and the
 /// daily re-list).
 const MAX_WINDOW: i64 = 31 * 86_400;
@@ -294,14 +298,16 @@ impl Scheduler {
         m.jobs_queued.get_or_create(&PriorityLabels { priority: "backfill".into() }).set(self.backfills.len() as i64);
     }
 
-    fn live_due(&self) -> bool {
+    /// Live jobs that may run now: due, and not for a user whose backfill is still pending
+    /// (the backfill brings everything up to its end; the job runs after it, from the cursors
+    /// it leaves, instead of fetching the history twice).
+    fn due_live(&self) -> Vec<String> {
         let now = Instant::now();
-        self.live.values().any(|l| l.due <= now)
+        self.live.iter().filter(|(u, l)| l.due <= now && !self.backfills.contains_key(*u)).map(|(u, _)| u.clone()).collect()
     }
 
     fn next_work(&mut self) -> Option<Work> {
-        let now = Instant::now();
-        let due: Vec<String> = self.live.iter().filter(|(_, l)| l.due <= now).map(|(u, _)| u.clone()).collect();
+        let due = self.due_live();
         if !due.is_empty() {
             return Some(Work::Live(due.into_iter().filter_map(|u| self.live.remove(&u).map(|l| (u, l))).collect()));
         }
@@ -502,6 +508,7 @@ impl Scheduler {
         let fut = async move { engine.run(&spec, cancelled).await };
         tokio::pin!(fut);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let started = Instant::now();
         let outcome = loop {
             tokio::select! {
                 out = &mut fut => break out,
@@ -515,9 +522,10 @@ impl Scheduler {
                         let _ = cancel.send(true);
                         continue;
                     }
-                    if preemptible {
+                    // A slice first: a steady stream of notifications cannot starve a backfill.
+                    if preemptible && started.elapsed() >= MIN_SLICE {
                         self.scan().await;
-                        if self.live_due() {
+                        if !self.due_live().is_empty() {
                             tracing::info!(mode, "live work is due: the running {mode} commits and yields");
                             let _ = cancel.send(true);
                         }
