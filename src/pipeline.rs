@@ -319,6 +319,9 @@ pub struct EngineOptions {
     /// The client secret, for a program that holds it (a secrets manager); without it, the
     /// environment variable `[source] client_secret_env` names.
     pub client_secret: Option<Secret>,
+    /// This engine is the service's own: it does not give way to a leading service's budget
+    /// (a batch engine takes only what a running service leaves, `_service/budget.json`).
+    pub is_service: bool,
 }
 
 /// A request budget for one process.
@@ -505,9 +508,21 @@ impl PipelineFile {
             // N workers run at once: each takes its share of the application's budget.
             None => (client_cfg.requests_per_minute / options.workers.max(1)).max(1),
         };
+        let location = self.resolve_lake_location()?;
+        if !options.is_service && client_cfg.requests_per_minute > 0 {
+            let total = self.source.requests_per_minute;
+            if let Some(left) = crate::serve::budget::left_for_batch(&location, total).await {
+                if left < client_cfg.requests_per_minute {
+                    tracing::info!(
+                        requests_per_minute = left,
+                        "a service is running on this application: this run takes the budget it leaves"
+                    );
+                }
+                client_cfg.requests_per_minute = client_cfg.requests_per_minute.min(left);
+            }
+        }
         let client = WithingsClient::new(client_cfg)?;
         let credentials = self.resolve_credentials().await?;
-        let location = self.resolve_lake_location()?;
         let lake = crate::lake::Lake::open_or_create(location, self.shards()).await?;
         Ok(crate::sync::Engine::new(lake, client, credentials, self.sync_config()?).with_events(self.resolve_events()?))
     }

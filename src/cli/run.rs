@@ -91,6 +91,7 @@ pub struct Partial {
 impl RunArgs {
     pub async fn engine(&self, pipeline: &PipelineFile) -> anyhow::Result<Engine> {
         let options = EngineOptions {
+            is_service: false,
             requests_per_minute: self.requests_per_minute.map(|r| match r {
                 Rpm::Limit(n) => RequestBudget::PerMinute(n),
                 Rpm::Unlimited => RequestBudget::Unlimited,

@@ -33,12 +33,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let (Some(l), Some(s)) = (&args.listen, pipeline.serve.as_mut()) {
         s.listen = l.clone();
     }
+    // The service leaves `[serve] batch_share_percent` of the application's budget to batch
+    // runs started beside it (they read what it uses from the lake).
+    let share = pipeline.serve.as_ref().map(|s| s.batch_share_percent).unwrap_or(0).min(90);
     let budget = match (args.unthrottled, args.requests_per_minute) {
         (true, _) => Some(RequestBudget::Unlimited),
         (false, Some(r)) => Some(RequestBudget::PerMinute(r)),
-        (false, None) => None,
+        (false, None) => {
+            let total = pipeline.source.requests_per_minute;
+            Some(RequestBudget::PerMinute((total * (100 - share) / 100).max(1)))
+        }
     };
-    let engine = pipeline.engine(&EngineOptions { requests_per_minute: budget, workers: 1, client_secret: None }).await?;
+    let options = EngineOptions { requests_per_minute: budget, workers: 1, client_secret: None, is_service: true };
+    let engine = pipeline.engine(&options).await?;
     let svc = std::sync::Arc::new(Service::new(&pipeline, engine, |k| std::env::var(k).ok()).await?);
     let listen = svc.cfg.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("[serve] listen = {listen}"))?;

@@ -317,11 +317,13 @@ pub async fn refresh(
     let u = known_user(&s, &user_id).await?;
     let timeout = match p.timeout.as_deref() {
         None => 10,
+        // Vital's SDK sends a float (`10.0`).
         Some(t) => t
-            .parse::<u64>()
+            .parse::<f64>()
             .ok()
-            .filter(|t| (5..=60).contains(t))
-            .ok_or_else(|| ApiError::invalid(&["query", "timeout"], "Input should be an integer from 5 to 60"))?,
+            .filter(|t| (5.0..=60.0).contains(t))
+            .map(|t| t.round() as u64)
+            .ok_or_else(|| ApiError::invalid(&["query", "timeout"], "Input should be a number from 5 to 60"))?,
     };
     let record = record_of(&s, &u).await?;
     let Some(record) = record.filter(|r| r.status == UserStatus::Active) else {

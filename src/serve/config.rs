@@ -68,6 +68,10 @@ pub struct ServeSection {
     /// On SIGTERM, notifications are still answered this long while jobs finish.
     #[serde(default = "default_drain_seconds")]
     pub drain_seconds: u64,
+    /// The part of `[source] requests_per_minute` left to batch runs (`sync`, `backfill`)
+    /// started beside the service; the service uses the rest.
+    #[serde(default = "default_batch_share_percent")]
+    pub batch_share_percent: u32,
     /// Subscribe Withings notifications for linked users (off: the service lives on polling).
     #[serde(default = "default_true")]
     pub subscribe: bool,
@@ -123,6 +127,9 @@ fn default_read_page_size() -> usize {
 }
 fn default_drain_seconds() -> u64 {
     5
+}
+fn default_batch_share_percent() -> u32 {
+    25
 }
 fn default_true() -> bool {
     true

@@ -152,6 +152,7 @@ impl Scheduler {
             }
         }
         if let Some(lease) = self.lease.take() {
+            let _ = self.svc.store.delete(&super::budget::key(self.svc.store.location())).await;
             lease.release().await;
         }
         self.svc.leader.store(false, Ordering::Relaxed);
@@ -176,6 +177,7 @@ impl Scheduler {
             match lease.renew().await {
                 Ok(true) => {
                     self.renewed = Instant::now();
+                    self.publish_budget().await;
                     return true;
                 }
                 Ok(false) => tracing::warn!("the leader lease was taken over: following"),
@@ -194,6 +196,7 @@ impl Scheduler {
                 tracing::info!(holder = %self.holder, "leading: this instance runs jobs");
                 self.lease = Some(lease);
                 self.renewed = Instant::now();
+                self.publish_budget().await;
                 self.svc.leader.store(true, Ordering::Relaxed);
                 self.svc.metrics.leader.set(1);
                 true
@@ -207,6 +210,18 @@ impl Scheduler {
                 tracing::warn!(error = %e, "the leader lease cannot be read");
                 false
             }
+        }
+    }
+
+    /// What this leader uses of the application's budget, for batch runs beside it.
+    async fn publish_budget(&self) {
+        let ttl = chrono::Duration::from_std(self.svc.cfg.leader_lease).unwrap_or_default();
+        let b = super::budget::ServiceBudget {
+            requests_per_minute: self.svc.engine.client().config().requests_per_minute,
+            expires_at: Utc::now() + ttl,
+        };
+        if let Err(e) = self.svc.store.put(&super::budget::key(self.svc.store.location()), &b).await {
+            tracing::warn!(error = %e, "cannot record the service's request budget (batch runs may exceed the application's)");
         }
     }
 

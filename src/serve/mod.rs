@@ -11,6 +11,7 @@
 //! pending erasures) lives under `_service/` in the lake ([`store`]).
 
 pub mod api;
+pub mod budget;
 pub mod config;
 pub mod jobs;
 pub mod link;

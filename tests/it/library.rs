@@ -30,6 +30,7 @@ async fn a_program_links_backfills_and_refreshes_one_user_through_the_library() 
     let pipeline = PipelineFile::load(&file).unwrap();
     // The program holds the client secret itself (the variable the file names is not set).
     let options = EngineOptions {
+        is_service: false,
         requests_per_minute: Some(RequestBudget::Unlimited),
         workers: 1,
         client_secret: Some(Secret::new("demo-secret")),

@@ -65,12 +65,26 @@ pub fn pipeline_text(sim_base: &str, serve_extra: &str) -> String {
 
 impl Served {
     pub async fn start(users: usize, serve_extra: &str) -> Served {
-        let sim = common::start(users, 0).await;
+        Served::on(common::start(users, 0).await, serve_extra, 1, RequestBudget::Unlimited).await
+    }
+
+    /// A service over `sim`, with extra `[serve]` lines (`{sim}` stands for the simulator's
+    /// URL), a lake of `shards` shards, and a request budget.
+    pub async fn on(sim: Sim, serve_extra: &str, shards: u32, budget: RequestBudget) -> Served {
+        Served::with_text(sim, serve_extra, budget, |t| {
+            t.replace("[lake]\nurl = \"lake\"\n", &format!("[lake]\nurl = \"lake\"\nshards = {shards}\n"))
+        })
+        .await
+    }
+
+    /// A service over `sim` whose pipeline text `tweak` edits.
+    pub async fn with_text(sim: Sim, serve_extra: &str, budget: RequestBudget, tweak: impl Fn(String) -> String) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pipeline.toml");
-        std::fs::write(&file, pipeline_text(&sim.base, serve_extra)).unwrap();
+        let text = tweak(pipeline_text(&sim.base, &serve_extra.replace("{sim}", &sim.base)));
+        std::fs::write(&file, text).unwrap();
         let offset = Arc::new(AtomicI64::new(NOW - chrono::Utc::now().timestamp()));
-        let (svc, running) = launch(&file, offset.clone()).await;
+        let (svc, running) = launch_with(&file, offset.clone(), budget).await;
         let base = format!("http://{}", running.addr);
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         Served { sim, dir, api: Api { base, http }, svc, running: Some(running), offset }
@@ -232,11 +246,16 @@ pub fn metric_in(text: &str, line: &str) -> f64 {
 
 /// Builds the engine and the service from a pipeline file, with the test's secrets and clock.
 pub async fn launch(file: &std::path::Path, offset: Arc<AtomicI64>) -> (Arc<Service>, Running) {
+    launch_with(file, offset, RequestBudget::Unlimited).await
+}
+
+pub async fn launch_with(file: &std::path::Path, offset: Arc<AtomicI64>, budget: RequestBudget) -> (Arc<Service>, Running) {
     let pipeline = PipelineFile::load(file).unwrap();
     let options = EngineOptions {
-        requests_per_minute: Some(RequestBudget::Unlimited),
+        requests_per_minute: Some(budget),
         workers: 1,
         client_secret: Some(Secret::new("demo-secret")),
+        is_service: true,
     };
     let engine = pipeline.engine(&options).await.unwrap();
     let clock: serve::Clock = Arc::new(move || {
@@ -429,7 +448,6 @@ async fn table_counts(dir: &std::path::Path) -> std::collections::BTreeMap<Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_hours_of_notifications_land_what_a_cli_sync_of_a_twin_simulator_finds_for_no_more_requests() {
-    use withings_lake::link::{CallbackListener, LinkRequest};
     use withings_lake::{Mode, RunSpec, Users};
 
     // The service: two people linked through the browser flow, backfilled, subscribed.
@@ -444,37 +462,11 @@ async fn six_hours_of_notifications_land_what_a_cli_sync_of_a_twin_simulator_fin
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(sim_requests(&s.sim.stats().await, "notify_subscribe"), 10, "5 applis for each of 2 users");
-    let link_day = chrono::DateTime::from_timestamp(NOW, 0).unwrap().date_naive();
 
     // The twin: the same simulator, linked and backfilled by the batch engine.
     let twin = common::start(2, 0).await;
     let tdir = tempfile::tempdir().unwrap();
-    let tfile = tdir.path().join("pipeline.toml");
-    std::fs::write(&tfile, pipeline_text(&twin.base, "")).unwrap();
-    let pipeline = PipelineFile::load(&tfile).unwrap();
-    let options = EngineOptions {
-        requests_per_minute: Some(RequestBudget::Unlimited),
-        workers: 1,
-        client_secret: Some(Secret::new("demo-secret")),
-    };
-    let engine = pipeline.engine(&options).await.unwrap();
-    let mut listener = CallbackListener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    for (i, name) in ["alice", "bob"].iter().enumerate() {
-        let idx = i.to_string();
-        let scopes = &pipeline.source.scopes;
-        let req = LinkRequest::new(
-            &pipeline.authorize_url(),
-            "demo-client",
-            scopes,
-            &listener.redirect_uri,
-            name,
-            &[("sim_user", &idx)],
-        )
-        .unwrap();
-        reqwest::get(&req.url).await.unwrap().error_for_status().unwrap();
-        let cb = listener.next(Duration::from_secs(10)).await.unwrap();
-        req.complete(engine.client(), engine.credentials(), cb, false, None).await.unwrap();
-    }
+    let engine = twin_backfill(&twin, tdir.path(), &["alice", "bob"]).await;
     let spec = |mode: Mode, now: i64| RunSpec {
         mode,
         users: Users::All,
@@ -490,8 +482,6 @@ async fn six_hours_of_notifications_land_what_a_cli_sync_of_a_twin_simulator_fin
             engine.run(&spec, cancelled).await.unwrap()
         }
     };
-    let from = link_day - chrono::Duration::days(13);
-    run(spec(Mode::Backfill { from, to: link_day }, NOW)).await;
     assert_eq!(
         table_counts(&s.dir.path().join("lake")).await,
         table_counts(&tdir.path().join("lake")).await,
@@ -714,4 +704,182 @@ async fn lake_count(dir: &std::path::Path, sql: &str) -> i64 {
     let ctx = withings_lake::query_session(&lake).await.unwrap();
     let batches = withings_lake::query_sql(&ctx, sql).await.unwrap();
     batches.iter().map(|b| b.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0)).sum()
+}
+
+/// The batch engine over `twin` (a simulator identical to the service's): `names[i]` linked
+/// as the simulator's person `i`, then backfilled over the window the service backfills.
+async fn twin_backfill(twin: &Sim, dir: &std::path::Path, names: &[&str]) -> withings_lake::Engine {
+    use withings_lake::link::{CallbackListener, LinkRequest};
+    use withings_lake::{Mode, RunSpec, Users};
+    let tfile = dir.join("pipeline.toml");
+    std::fs::write(&tfile, pipeline_text(&twin.base, "")).unwrap();
+    let pipeline = PipelineFile::load(&tfile).unwrap();
+    let options = EngineOptions {
+        requests_per_minute: Some(RequestBudget::Unlimited),
+        workers: 1,
+        client_secret: Some(Secret::new("demo-secret")),
+        is_service: false,
+    };
+    let engine = pipeline.engine(&options).await.unwrap();
+    let mut listener = CallbackListener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let idx = i.to_string();
+        let scopes = &pipeline.source.scopes;
+        let req = LinkRequest::new(
+            &pipeline.authorize_url(),
+            "demo-client",
+            scopes,
+            &listener.redirect_uri,
+            name,
+            &[("sim_user", &idx)],
+        )
+        .unwrap();
+        reqwest::get(&req.url).await.unwrap().error_for_status().unwrap();
+        let cb = listener.next(Duration::from_secs(10)).await.unwrap();
+        req.complete(engine.client(), engine.credentials(), cb, false, None).await.unwrap();
+    }
+    let link_day = chrono::DateTime::from_timestamp(NOW, 0).unwrap().date_naive();
+    let from = link_day - chrono::Duration::days(13);
+    let spec = RunSpec {
+        mode: Mode::Backfill { from, to: link_day },
+        users: Users::All,
+        shard: None,
+        now: chrono::DateTime::from_timestamp(NOW, 0).unwrap(),
+        lease_wait: Duration::from_secs(10),
+        dry_run: false,
+    };
+    let (_c, cancelled) = tokio::sync::watch::channel(false);
+    engine.run(&spec, cancelled).await.unwrap();
+    engine
+}
+
+/// Acceptance: Vital's own Python SDK pointed at the service creates two users, links them
+/// through the browser flow (curl with a cookie jar), reads their summaries and paged grouped
+/// time series back, refreshes them and deletes one. Each user gets
+/// `provider.connection.created`, the subscriptions the resources need and one
+/// `historical.data.<resource>.created` per resource; the lake equals a CLI backfill of the
+/// same simulator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vital_s_python_sdk_links_reads_refreshes_and_deletes_through_the_service() {
+    if !common::vital_available() {
+        return;
+    }
+    let redirect = "{sim}/_sim/clock";
+    let mut s = Served::start(2, &format!("read_page_size = 500\nredirect_urls = [\"{redirect}\"]")).await;
+    let out_file = s.dir.path().join("sdk.json");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vital/serve_acceptance.py");
+    let now = chrono::DateTime::from_timestamp(NOW, 0).unwrap().to_rfc3339();
+    let redirect = redirect.replace("{sim}", &s.sim.base);
+    let args =
+        (script.clone(), [s.base.clone(), API_KEY.to_string(), s.sim.base.clone(), redirect.clone()], out_file.clone(), now);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3").arg(&args.0).args(&args.1).arg(&args.2).arg(&args.3).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "serve_acceptance.py: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    for name in ["ann", "ben"] {
+        let u = &got[name];
+        assert_eq!(u["providers"], json!(["withings"]), "{got}");
+        for k in ["sleep", "activity", "body", "heartrate", "refreshed"] {
+            assert!(u[k].as_u64().unwrap() > 0, "{name}: no {k}: {got}");
+        }
+        assert!(u["heartrate_pages"].as_u64().unwrap() > 1, "paged: {got}");
+    }
+    // Subscriptions: the five applis the resources need (1, 4, 16, 44, and 46) for each.
+    assert_eq!(sim_requests(&s.sim.stats().await, "notify_subscribe"), 10);
+    // Events: each user once connected, and one historical event per resource.
+    s.wait_metric("withings_lake_runs_total{mode=\"backfill\",result=\"ok\"}", 2.0).await;
+    let events = s.events();
+    for name in ["ann", "ben"] {
+        let id = got["users"][name].as_str().unwrap();
+        let of = |t: &str| events.iter().filter(|e| e["event_type"] == t && e["event"]["user_id"] == id).count();
+        assert_eq!(of("provider.connection.created"), 1, "{name}");
+        for r in withings_lake::schema::Resource::ALL {
+            if r == withings_lake::schema::Resource::SleepStream {
+                continue; // sleep_stream events are off by default
+            }
+            assert_eq!(of(&format!("historical.data.{r}.created")), 1, "{name}: {r}");
+        }
+    }
+    // The lake equals the batch engine's backfill of an identical simulator.
+    let twin = common::start(2, 0).await;
+    let tdir = tempfile::tempdir().unwrap();
+    twin_backfill(&twin, tdir.path(), &["ann", "ben"]).await;
+    assert_eq!(table_counts(&s.dir.path().join("lake")).await, table_counts(&tdir.path().join("lake")).await);
+    s.stop().await;
+}
+
+/// Withings counts requests per application: a service and a batch backfill beside it share
+/// `requests_per_minute` (the batch run takes what the leader's budget record leaves), so the
+/// simulator at the application's limit never answers 601, and a refresh asked meanwhile is
+/// answered with fresh data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_and_a_cli_backfill_together_stay_under_the_application_s_limit() {
+    use withings_lake::link::{CallbackListener, LinkRequest};
+    use withings_lake::{Mode, RunSpec, Users};
+    // Two users on two shards, so the service's and the batch run's shard leases differ.
+    let (a, b) = (
+        "alice",
+        (0..100)
+            .map(|i| format!("bob{i}"))
+            .find(|n| withings_lake::lake::shard_of(n, 2) != withings_lake::lake::shard_of("alice", 2))
+            .unwrap(),
+    );
+    // The application's limit scaled down to 40 a minute (a test cannot wait for 120): the
+    // service takes 75 % (30), a batch run the 10 left.
+    let s = Served::with_text(common::start(2, 40).await, "", RequestBudget::PerMinute(30), |t| {
+        t.replace("[lake]\nurl = \"lake\"\n", "[lake]\nurl = \"lake\"\nshards = 2\n")
+            .replace("client_id = \"demo-client\"\n", "client_id = \"demo-client\"\nrequests_per_minute = 40\n")
+    })
+    .await;
+    let alice = s.create_and_link(a, 0).await;
+    // The batch engine over the same application and lake: it reads the service's record.
+    let pipeline = PipelineFile::load(&s.dir.path().join("pipeline.toml")).unwrap();
+    let options = EngineOptions { client_secret: Some(Secret::new("demo-secret")), ..EngineOptions::default() };
+    let engine = pipeline.engine(&options).await.unwrap();
+    assert_eq!(engine.client().config().requests_per_minute, 10, "40 minus the service's 30");
+    let mut listener = CallbackListener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let req = LinkRequest::new(
+        &pipeline.authorize_url(),
+        "demo-client",
+        &pipeline.source.scopes,
+        &listener.redirect_uri,
+        &b,
+        &[("sim_user", "1")],
+    )
+    .unwrap();
+    reqwest::get(&req.url).await.unwrap().error_for_status().unwrap();
+    let cb = listener.next(Duration::from_secs(10)).await.unwrap();
+    req.complete(engine.client(), engine.credentials(), cb, false, None).await.unwrap();
+    let day = chrono::DateTime::from_timestamp(NOW, 0).unwrap().date_naive();
+    let spec = RunSpec {
+        mode: Mode::Backfill { from: day - chrono::Duration::days(2), to: day },
+        users: Users::Only(vec![b.clone()]),
+        shard: None,
+        now: chrono::DateTime::from_timestamp(NOW, 0).unwrap(),
+        lease_wait: Duration::from_secs(30),
+        dry_run: false,
+    };
+    let (_c, cancelled) = tokio::sync::watch::channel(false);
+    let batch = engine.run(&spec, cancelled);
+    let live = async {
+        s.wait_metric("withings_lake_runs_total{mode=\"backfill\",result=\"ok\"}", 1.0).await;
+        s.api(reqwest::Method::POST, &format!("/v2/user/refresh/{alice}?timeout=60"), None).await
+    };
+    let (report, (status, refreshed)) = tokio::join!(batch, live);
+    let report = report.unwrap();
+    assert!(report.failures.is_empty() && report.requests.rate_limited == 0, "{}", report.to_text());
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    assert!(!refreshed["refreshed_sources"].as_array().unwrap().is_empty(), "{refreshed}");
+    let stats = s.sim.stats().await;
+    assert_eq!(stats["limit_violations"], 0, "the simulator never saw more than 40 a minute: {stats}");
+    assert!(stats["total_requests"].as_u64().unwrap() > 40, "the budget was used past one window: {stats}");
+    assert!(s.count("SELECT count(*) FROM steps").await > 0);
 }

@@ -722,6 +722,7 @@ fn shipped_pipeline_files_parse_and_the_example_names_every_sync_key() {
         "read_page_size",
         "drain_seconds",
         "subscribe",
+        "batch_share_percent",
     ] {
         assert!(example.contains(&format!("{key} =")), "example.toml does not show {key}");
     }
