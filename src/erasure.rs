@@ -6,7 +6,8 @@
 //!    the erasure waits is finished by then): the rows of every table, the raw landing and the
 //!    quarantine, the shard's staged changes, the id in manifests ([`Lake::erase_user`]), then
 //!    the user's state object;
-//! 3. under the delivery lease as well: the person's records in the outbox (pending,
+//! 3. under the delivery lease as well (and the service's objects under `_service/`: the
+//!    user, link tokens, inbox entries, refresh counts): the person's records in the outbox (pending,
 //!    delivered, dead, every sink) and their events in the files sink, inside the lake or at
 //!    its own URL ([`crate::events::erase`]);
 //! 4. the erasure manifest, which names the person only by an HMAC-SHA256 keyed by a key
@@ -44,6 +45,8 @@ pub enum ErasureError {
     Events(#[from] EventsError),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Service(#[from] crate::serve::store::StoreError),
 }
 
 impl Classify for ErasureError {
@@ -53,6 +56,7 @@ impl Classify for ErasureError {
             ErasureError::Lake(e) => e.class(),
             ErasureError::Events(e) => e.class(),
             ErasureError::State(e) => e.class(),
+            ErasureError::Service(_) => ErrorClass::Transient,
         }
     }
 }
@@ -69,6 +73,10 @@ pub struct ForgetReport {
     pub lake: LakeErasure,
     #[serde(flatten)]
     pub events: OutboxErasure,
+    /// The service's objects that named the person (`_service/`: the user, link tokens, the
+    /// inbox, refresh counts).
+    #[serde(default)]
+    pub service_objects_removed: usize,
     /// What this erasure could not reach ([`BEYOND_REACH`]).
     pub beyond_reach: String,
 }
@@ -98,6 +106,9 @@ impl Erasure<'_> {
             beyond_reach: BEYOND_REACH.to_string(),
             ..ForgetReport::default()
         };
+        // Read first (when the key opens it): the Withings userid names the person in the
+        // service's inbox, the Vital id in its other objects.
+        let record = self.credentials.get(user_id).await.ok().flatten();
         report.credentials_removed = self.credentials.delete(user_id).await?;
         let run_id = format!("forget-{}", Utc::now().format("%Y%m%dT%H%M%S%.6fZ"));
         let shard = shard_of(user_id, self.lake.meta.shards);
@@ -126,6 +137,13 @@ impl Erasure<'_> {
                         if let Some(files) = &self.files_sink {
                             erase_from_files_sink(files, user_id, &mut report.events).await?;
                         }
+                        let vital = record
+                            .as_ref()
+                            .map(crate::credentials::UserRecord::vital_id)
+                            .unwrap_or_else(|| crate::credentials::derived_vital_user_id(user_id));
+                        let withings = record.as_ref().map(|r| r.withings_userid.as_str());
+                        report.service_objects_removed =
+                            crate::serve::store::erase_user(&self.lake.location, user_id, &vital, withings).await?;
                         if !delivery.renew().await.map_err(|source| EventsError::Busy { source })? {
                             return Err(EventsError::LeaseLost.into());
                         }

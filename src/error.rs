@@ -64,6 +64,7 @@ pub fn class_of_cause(cause: &(dyn Error + 'static)) -> Option<ErrorClass> {
         crate::schema::SchemaError,
         crate::sync::SyncError,
         crate::sync::Failed,
+        crate::serve::ServeError,
     );
     None
 }

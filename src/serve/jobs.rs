@@ -109,6 +109,7 @@ pub struct Scheduler {
     users_loaded: Option<Instant>,
     active: Vec<UserRecord>,
     last_housekeeping: Option<Instant>,
+    last_erasures: Option<Instant>,
 }
 
 impl Scheduler {
@@ -127,6 +128,7 @@ impl Scheduler {
             users_loaded: None,
             active: Vec::new(),
             last_housekeeping: None,
+            last_erasures: None,
         }
     }
 
@@ -355,6 +357,11 @@ impl Scheduler {
 
     /// The linked users (re-read every minute), reconcile and erasures.
     async fn housekeeping(&mut self) {
+        // Due erasures are looked for every few seconds (a grace of 0 erases at once).
+        if self.last_erasures.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            self.last_erasures = Some(Instant::now());
+            self.erasures().await;
+        }
         if self.last_housekeeping.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
             return;
         }
@@ -399,7 +406,6 @@ impl Scheduler {
                 self.verified.insert(r.user_id.clone(), Instant::now());
             }
         }
-        self.erasures().await;
     }
 
     async fn erasures(&mut self) {

@@ -107,3 +107,54 @@ impl ServiceStore {
         Ok(keys)
     }
 }
+
+/// Removes every service object that names `user_id` (the application's id), its Vital id
+/// or its Withings userid: the user, refresh counts, a pending erasure, link tokens and inbox
+/// entries. Called by [`crate::erasure`]. Returns how many objects went.
+pub async fn erase_user(
+    location: &Location,
+    user_id: &str,
+    vital_user_id: &str,
+    withings_userid: Option<&str>,
+) -> Result<usize, StoreError> {
+    let store = ServiceStore::new(location.clone());
+    let mut removed = 0;
+    for dir in ["users", "refresh", "erase"] {
+        let key = store.key(&[dir, &format!("{vital_user_id}.json")]);
+        if store.exists(&key).await? {
+            store.delete(&key).await?;
+            removed += 1;
+        }
+    }
+    for key in store.list("link").await? {
+        if !key.as_ref().ends_with(".json") {
+            continue;
+        }
+        let names = match store.get::<serde_json::Value>(&key).await {
+            Ok(Some(v)) => v["client_user_id"] == user_id || v["user_id"] == vital_user_id,
+            Ok(None) => false,
+            // Not readable: it names nobody we can tell; left alone.
+            Err(StoreError::Corrupt { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        if names {
+            store.delete(&key).await?;
+            let consumed = object_store::path::Path::from(key.as_ref().replace(".json", ".consumed"));
+            store.delete(&consumed).await?;
+            removed += 1;
+        }
+    }
+    for key in store.list("inbox").await? {
+        let names = match store.get::<serde_json::Value>(&key).await {
+            Ok(Some(v)) => v["user_id"] == user_id || withings_userid.is_some_and(|w| v["userid"] == w),
+            Ok(None) => false,
+            Err(StoreError::Corrupt { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        if names {
+            store.delete(&key).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}

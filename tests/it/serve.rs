@@ -883,3 +883,34 @@ async fn a_service_and_a_cli_backfill_together_stay_under_the_application_s_limi
     assert!(stats["total_requests"].as_u64().unwrap() > 40, "the budget was used past one window: {stats}");
     assert!(s.count("SELECT count(*) FROM steps").await > 0);
 }
+
+/// `DELETE /v2/user/{id}` with no grace: the leader erases the person from the lake, the
+/// credentials and the service's own objects (nothing under `_service/` names them after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_user_is_erased_after_the_grace_and_nothing_in_the_service_names_them() {
+    let mut s = Served::start(1, "erasure_grace_hours = 0").await;
+    let gus = s.create_and_link("gus", 0).await;
+    s.wait_metric("withings_lake_runs_total{mode=\"backfill\",result=\"ok\"}", 1.0).await;
+    let (status, _) = s.api(reqwest::Method::POST, &format!("/v2/user/refresh/{gus}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(s.count("SELECT count(*) FROM steps WHERE user_id = 'gus'").await > 0);
+    let (status, _) = s.api(reqwest::Method::DELETE, &format!("/v2/user/{gus}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut gone = false;
+    for _ in 0..300 {
+        if crate::common::files_under(&s.dir.path().join("lake/_service/erase")).is_empty()
+            && s.count("SELECT count(*) FROM steps WHERE user_id = 'gus'").await == 0
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the person's rows are erased");
+    for f in crate::common::files_under(&s.dir.path().join("lake/_service")) {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        assert!(!text.contains(&gus) && !text.contains("\"gus\""), "{} still names the person: {text}", f.display());
+    }
+    assert!(crate::common::files_under(&s.dir.path().join("creds")).iter().all(|f| !f.display().to_string().contains("gus")));
+    s.stop().await;
+}
