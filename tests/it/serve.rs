@@ -335,10 +335,30 @@ async fn fifty_identical_notifications_make_one_job() {
     let sends = (0..50).map(|_| s.notify(&body));
     let statuses = futures::future::join_all(sends).await;
     assert!(statuses.iter().all(|st| *st == StatusCode::OK), "{statuses:?}");
+    // A notification for nobody is answered exactly as one for a linked user.
+    let answer = |body: String| {
+        let (http, url) = (s.http.clone(), format!("{}/withings/notify/{NOTIFY_SECRET}", s.base));
+        async move {
+            let r = http.post(url).header("content-type", "application/x-www-form-urlencoded").body(body).send().await.unwrap();
+            let mut headers: Vec<(String, String)> = r
+                .headers()
+                .iter()
+                .filter(|(k, _)| *k != "date")
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            headers.sort();
+            (r.status(), headers, r.bytes().await.unwrap())
+        }
+    };
+    let known = answer(body.clone()).await;
+    let unknown = answer(body.replace(&format!("userid={userid}"), "userid=4242424242")).await;
+    assert_eq!(known, unknown);
     s.wait_metric("withings_lake_runs_total{mode=\"refresh\",result=\"ok\"}", 1.0).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(s.metric("withings_lake_runs_total{mode=\"refresh\",result=\"ok\"}").await, 1.0);
-    assert_eq!(s.metric("withings_lake_notifications_total{appli=\"1\",result=\"queued\"}").await, 50.0);
+    // The 50, and the two of the comparison (the known one joined the same job).
+    assert_eq!(s.metric("withings_lake_notifications_total{appli=\"1\",result=\"queued\"}").await, 52.0);
+    assert_eq!(s.metric("withings_lake_notifications_total{appli=\"1\",result=\"unknown_user\"}").await, 1.0);
     let getmeas = sim_requests(&s.sim.stats().await, "getmeas") - getmeas_before;
     assert!(getmeas <= 2, "{getmeas} getmeas calls for one burst");
     // Every entry of the inbox is gone once the job committed.
@@ -400,6 +420,10 @@ async fn bad_input_gets_its_status_and_changes_nothing() {
     assert!(s.callback(&forged, Some(&cookie)).await.starts_with("400"), "forged state");
     assert!(s.callback(&callback, None).await.starts_with("400"), "no cookie");
     assert!(s.callback(&callback, Some("wl_link_0000000000000000=x")).await.starts_with("400"), "foreign cookie");
+    // The person denies at Withings: user_cancelled, and the token stays usable.
+    let state = url::Url::parse(&authorize).unwrap().query_pairs().find(|(k, _)| k == "state").unwrap().1.to_string();
+    let denied = s.callback(&format!("{}/link/callback?error=access_denied&state={state}", s.base), Some(&cookie)).await;
+    assert!(denied.contains("state=error") && denied.contains("error_type=user_cancelled"), "{denied}");
     let done = s.callback(&callback, Some(&cookie)).await;
     assert!(done.contains("state=success"), "{done}");
     let again = s.callback(&callback, Some(&cookie)).await;
