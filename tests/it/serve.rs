@@ -406,6 +406,15 @@ async fn bad_input_gets_its_status_and_changes_nothing() {
             .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
     }
+    // Too few scopes granted at Withings: required_scopes_not_granted, nothing kept.
+    let (_, token) =
+        s.api(reqwest::Method::POST, "/v2/link/token", Some(json!({"user_id": carol, "redirect_url": REDIRECT}))).await;
+    let (cookie, authorize) = s.open_link(token["link_web_url"].as_str().unwrap()).await;
+    let callback = s.authorize(&format!("{authorize}&sim_scopes=user.info,user.metrics"), 0).await;
+    let end = s.callback(&callback, Some(&cookie)).await;
+    assert!(end.contains("error_type=required_scopes_not_granted"), "{end}");
+    let (_, providers) = s.api(reqwest::Method::GET, &format!("/v2/user/providers/{carol}"), None).await;
+    assert_eq!(providers["providers"], json!([]), "no connection is kept");
     // An unknown link token; a callback with a forged state, without the cookie, replayed.
     let (status, _) = (s.http.get(url("/link?token=unknown")).send().await.unwrap().status(), ());
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -166,9 +166,31 @@ fn bad_request(msg: &str) -> Response {
         .into_response()
 }
 
+/// A knob from the query, else from the browser's cookies (a browser "logged into Withings"
+/// as someone: a test's cookie jar).
+fn knob(q: &HashMap<String, String>, headers: &HeaderMap, name: &str) -> Option<String> {
+    q.get(name).cloned().or_else(|| {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    })
+}
+
 /// `GET /oauth2_user/authorize2`: approves at once and redirects to `redirect_uri` with
-/// `code` and `state`. `sim_user` (an index or a Withings userid) picks the user; default 0.
-pub(crate) async fn authorize(AxState(s): AxState<Arc<State>>, Query(q): Query<HashMap<String, String>>) -> Response {
+/// `code` and `state`. Knobs, from the query or else a cookie (the browser's person):
+/// `sim_user` (an index or a Withings userid) picks the user, default 0; `sim_deny=1` is the
+/// person clicking Deny (`error=access_denied`); `sim_scopes=a,b` grants only those of the
+/// requested scopes.
+pub(crate) async fn authorize(
+    AxState(s): AxState<Arc<State>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     if q.get("response_type").map(String::as_str) != Some("code") {
         return bad_request("response_type must be 'code'");
     }
@@ -189,7 +211,8 @@ pub(crate) async fn authorize(AxState(s): AxState<Arc<State>>, Query(q): Query<H
     if scopes.is_empty() || scopes.iter().any(|x| !KNOWN_SCOPES.contains(x)) {
         return bad_request("scope must be a comma-separated list of user.info, user.metrics, user.activity, user.sleepevents");
     }
-    let user = match q.get("sim_user") {
+    let sim_user = knob(&q, &headers, "sim_user");
+    let user = match sim_user.as_ref() {
         None => 0,
         Some(v) => match v.parse::<i64>() {
             Ok(i) if i >= 0 && (i as usize) < s.world.users.len() => i as usize,
@@ -200,6 +223,19 @@ pub(crate) async fn authorize(AxState(s): AxState<Arc<State>>, Query(q): Query<H
             Err(_) => return bad_request("sim_user must be a user index or userid"),
         },
     };
+    if knob(&q, &headers, "sim_deny").as_deref() == Some("1") {
+        let mut to = redirect;
+        to.query_pairs_mut().append_pair("error", "access_denied").append_pair("state", state);
+        return (StatusCode::FOUND, [(header::LOCATION, to.to_string())]).into_response();
+    }
+    let mut scopes = scopes;
+    if let Some(granted) = knob(&q, &headers, "sim_scopes") {
+        let granted: Vec<&str> = granted.split(',').map(str::trim).collect();
+        scopes.retain(|x| granted.contains(x));
+        if scopes.is_empty() {
+            return bad_request("sim_scopes grants none of the requested scopes");
+        }
+    }
     let now = s.clock.now();
     let code = {
         let mut t = s.tokens.lock().expect("tokens lock");
