@@ -352,6 +352,7 @@ impl Scheduler {
         // The effective period: how long the most overdue user has waited.
         let oldest = due.first().map(|(t, _)| now.duration_since(*t)).unwrap_or(interval).max(interval);
         self.svc.metrics.poll_period_seconds.set(oldest.as_secs_f64());
+        self.svc.metrics.jobs_queued.get_or_create(&PriorityLabels { priority: "poll".into() }).set(due.len() as i64);
         due.into_iter().take(self.svc.cfg.poll_batch).map(|(_, u)| u).collect()
     }
 

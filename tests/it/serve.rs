@@ -96,6 +96,15 @@ impl Served {
         self.sim.advance(seconds).await;
     }
 
+    /// Stops the service and starts another over the same lake and credentials.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let (svc, running) = launch(&self.dir.path().join("pipeline.toml"), self.offset.clone()).await;
+        self.api.base = format!("http://{}", running.addr);
+        self.svc = svc;
+        self.running = Some(running);
+    }
+
     pub async fn stop(&mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await;
@@ -314,6 +323,33 @@ async fn a_user_is_created_linked_backfilled_refreshed_and_deleted_over_the_api(
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=3600).contains(&retry), "{retry}");
+
+    // Reads over HTTP: summaries and grouped series in Vital's shapes, bad windows refused.
+    let day = chrono::DateTime::from_timestamp(NOW, 0).unwrap().date_naive();
+    let window = format!("start_date={}&end_date={day}", day - chrono::Duration::days(6));
+    let (status, sleep) = s.api(reqwest::Method::GET, &format!("/v2/summary/sleep/{alice}?{window}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{sleep}");
+    assert!(!sleep["sleep"].as_array().unwrap().is_empty(), "{sleep}");
+    assert!(sleep["sleep"].as_array().unwrap().iter().all(|o| o["user_id"] == alice.as_str()));
+    let (status, steps) = s.api(reqwest::Method::GET, &format!("/v2/timeseries/{alice}/steps/grouped?{window}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{steps}");
+    assert!(!steps["groups"]["withings"][0]["data"].as_array().unwrap().is_empty(), "{steps}");
+    for bad in [
+        "start_date=2024-13-45".to_string(),
+        format!("start_date={}&end_date={day}", day - chrono::Duration::days(400)),
+        format!("{window}&next_cursor=AAAA"),
+        "start_date=2024-06-01'%20OR%201=1--".to_string(),
+    ] {
+        let (status, body) = s.api(reqwest::Method::GET, &format!("/v2/timeseries/{alice}/steps/grouped?{bad}"), None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+    }
+    let (status, _) = s.api(reqwest::Method::GET, &format!("/v2/summary/nonsense/{alice}?{window}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The refresh count survives a restart (it lives in the lake).
+    s.restart().await;
+    let (status, body) = s.api(reqwest::Method::POST, &format!("/v2/user/refresh/{alice}"), None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
 
     // Delete: the user is gone from the API at once.
     let (status, body) = s.api(reqwest::Method::DELETE, &format!("/v2/user/{alice}"), None).await;
